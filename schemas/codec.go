@@ -1,0 +1,248 @@
+package schemas
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"strings"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Format is a wire encoding.
+type Format int
+
+// The supported wire encodings. Msgpack is the default.
+const (
+	Msgpack Format = iota
+	JSON
+)
+
+// Content types, as carried in the NATS "Content-Type" header.
+const (
+	ContentTypeMsgpack = "application/msgpack"
+	ContentTypeJSON    = "application/json"
+)
+
+// HeaderContentType is the NATS header that selects the encoding.
+const HeaderContentType = "Content-Type"
+
+func (f Format) String() string {
+	if f == JSON {
+		return "json"
+	}
+	return "msgpack"
+}
+
+// ContentType is the header value for f.
+func (f Format) ContentType() string {
+	if f == JSON {
+		return ContentTypeJSON
+	}
+	return ContentTypeMsgpack
+}
+
+// ParseContentType maps a Content-Type header value to a Format. An empty
+// value means msgpack; parameters such as charset are ignored.
+func ParseContentType(ct string) (Format, error) {
+	ct = strings.TrimSpace(ct)
+	if ct == "" {
+		return Msgpack, nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return Msgpack, Errorf(CodeBadEncoding, "unparsable content type %q", ct)
+	}
+	switch mt {
+	case ContentTypeMsgpack, "application/x-msgpack", "application/vnd.msgpack":
+		return Msgpack, nil
+	case ContentTypeJSON:
+		return JSON, nil
+	}
+	return Msgpack, Errorf(CodeBadEncoding, "unsupported content type %q (want %s or %s)", ct, ContentTypeMsgpack, ContentTypeJSON)
+}
+
+// maxMsgpackDepth bounds nesting in msgpack input; a job needs 4 levels
+// (job, candidates, candidate, meta), so anything deep is hostile.
+const maxMsgpackDepth = 32
+
+// DecodeJob decodes a job in the given format and checks its size against
+// limits.MaxPayloadBytes first. It does not validate the job's content: call
+// Validate for that. Every failure is an *Error with code bad_encoding or
+// payload_too_large.
+func DecodeJob(data []byte, f Format, limits Limits) (*Job, error) {
+	limits = limits.withDefaults()
+	if len(data) > limits.MaxPayloadBytes {
+		return nil, Errorf(CodePayloadTooLarge, "payload is %d bytes, limit %d", len(data), limits.MaxPayloadBytes)
+	}
+	var job Job
+	switch f {
+	case JSON:
+		dec := json.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(&job); err != nil {
+			return nil, Errorf(CodeBadEncoding, "decoding JSON job: %v", err)
+		}
+		if dec.More() {
+			return nil, Errorf(CodeBadEncoding, "decoding JSON job: trailing data after the job object")
+		}
+	default:
+		if err := checkMsgpack(data, maxMsgpackDepth); err != nil {
+			return nil, Errorf(CodeBadEncoding, "decoding msgpack job: %v", err)
+		}
+		if err := msgpack.Unmarshal(data, &job); err != nil {
+			return nil, Errorf(CodeBadEncoding, "decoding msgpack job: %v", err)
+		}
+	}
+	return &job, nil
+}
+
+// EncodeJob encodes a job for publishing.
+func EncodeJob(j *Job, f Format) ([]byte, error) {
+	if f == JSON {
+		return json.Marshal(j)
+	}
+	return msgpack.Marshal(j)
+}
+
+// EncodeResult encodes a result, normally in the format its job came in.
+func EncodeResult(r *Result, f Format) ([]byte, error) {
+	if f == JSON {
+		return json.Marshal(r)
+	}
+	return msgpack.Marshal(r)
+}
+
+// DecodeResult decodes a result (for clients).
+func DecodeResult(data []byte, f Format) (*Result, error) {
+	var r Result
+	var err error
+	if f == JSON {
+		err = json.Unmarshal(data, &r)
+	} else {
+		if err = checkMsgpack(data, maxMsgpackDepth); err == nil {
+			err = msgpack.Unmarshal(data, &r)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decoding %s result: %w", f, err)
+	}
+	return &r, nil
+}
+
+// checkMsgpack walks one msgpack value without recursion and without
+// allocating per element, rejecting truncation, trailing bytes, reserved
+// type bytes and nesting deeper than maxDepth. The decoder proper then never
+// sees input that could exhaust the stack or promise more elements than the
+// payload can hold.
+func checkMsgpack(b []byte, maxDepth int) error {
+	stack := make([]uint64, 0, 8) // elements still expected at each open level
+	pending := uint64(1)          // elements still expected at the current level
+	pos := 0
+	need := func(n uint64) error {
+		if uint64(len(b)-pos) < n {
+			return fmt.Errorf("truncated input at byte %d", pos)
+		}
+		return nil
+	}
+	uintN := func(n int) (uint64, error) {
+		if err := need(uint64(n)); err != nil {
+			return 0, err
+		}
+		var v uint64
+		for i := 0; i < n; i++ {
+			v = v<<8 | uint64(b[pos+i])
+		}
+		pos += n
+		return v, nil
+	}
+	for {
+		for pending == 0 {
+			if len(stack) == 0 {
+				if pos != len(b) {
+					return fmt.Errorf("%d trailing bytes after the value", len(b)-pos)
+				}
+				return nil
+			}
+			pending = stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+		}
+		pending--
+		if err := need(1); err != nil {
+			return err
+		}
+		c := b[pos]
+		pos++
+		var skip, children uint64
+		container := false
+		var err error
+		switch {
+		case c <= 0x7f, c >= 0xe0, c == 0xc0, c == 0xc2, c == 0xc3:
+		case c >= 0x80 && c <= 0x8f:
+			children, container = uint64(c&0x0f)*2, true
+		case c >= 0x90 && c <= 0x9f:
+			children, container = uint64(c&0x0f), true
+		case c >= 0xa0 && c <= 0xbf:
+			skip = uint64(c & 0x1f)
+		case c == 0xc4, c == 0xd9:
+			skip, err = uintN(1)
+		case c == 0xc5, c == 0xda:
+			skip, err = uintN(2)
+		case c == 0xc6, c == 0xdb:
+			skip, err = uintN(4)
+		case c == 0xc7:
+			skip, err = uintN(1)
+			skip++
+		case c == 0xc8:
+			skip, err = uintN(2)
+			skip++
+		case c == 0xc9:
+			skip, err = uintN(4)
+			skip++
+		case c == 0xca, c == 0xce, c == 0xd2:
+			skip = 4
+		case c == 0xcb, c == 0xcf, c == 0xd3:
+			skip = 8
+		case c == 0xcc, c == 0xd0:
+			skip = 1
+		case c == 0xcd, c == 0xd1:
+			skip = 2
+		case c >= 0xd4 && c <= 0xd8:
+			skip = 1 + (1 << (c - 0xd4))
+		case c == 0xdc:
+			children, err = uintN(2)
+			container = true
+		case c == 0xdd:
+			children, err = uintN(4)
+			container = true
+		case c == 0xde:
+			children, err = uintN(2)
+			children *= 2
+			container = true
+		case c == 0xdf:
+			children, err = uintN(4)
+			children *= 2
+			container = true
+		default: // 0xc1 is never used
+			return fmt.Errorf("invalid type byte 0x%02x at byte %d", c, pos-1)
+		}
+		if err != nil {
+			return err
+		}
+		if err := need(skip); err != nil {
+			return err
+		}
+		pos += int(skip)
+		if container && children > 0 {
+			// Every element takes at least one byte.
+			if err := need(children); err != nil {
+				return fmt.Errorf("container at byte %d promises %d elements: %w", pos, children, err)
+			}
+			if len(stack)+1 >= maxDepth {
+				return fmt.Errorf("nesting deeper than %d levels", maxDepth)
+			}
+			stack = append(stack, pending)
+			pending = children
+		}
+	}
+}

@@ -1,0 +1,56 @@
+package schemas
+
+// Version is the highest job schema version this build understands.
+const Version = 1
+
+// Candidate is one first-stage hit to re-score.
+type Candidate struct {
+	ID   string `msgpack:"id" json:"id"`
+	Text string `msgpack:"text" json:"text"`
+	// BM25 and DPR are the first-stage scores, injected as text into the
+	// model input by models trained that way. Nil when absent.
+	BM25 *float64 `msgpack:"bm25,omitempty" json:"bm25,omitempty"`
+	DPR  *float64 `msgpack:"dpr,omitempty" json:"dpr,omitempty"`
+}
+
+// Job asks for one query's candidates to be re-ranked.
+type Job struct {
+	V               int               `msgpack:"v,omitempty" json:"v,omitempty"`
+	ID              string            `msgpack:"id" json:"id"`
+	Model           string            `msgpack:"model,omitempty" json:"model,omitempty"`
+	Query           string            `msgpack:"query" json:"query"`
+	Candidates      []Candidate       `msgpack:"candidates" json:"candidates"`
+	TopN            int               `msgpack:"top_n,omitempty" json:"top_n,omitempty"`
+	ReturnDocuments bool              `msgpack:"return_documents,omitempty" json:"return_documents,omitempty"`
+	ReplyTo         string            `msgpack:"reply_to,omitempty" json:"reply_to,omitempty"`
+	Meta            map[string]string `msgpack:"meta,omitempty" json:"meta,omitempty"`
+}
+
+// Ranked is one re-scored candidate. Index is its position in Job.Candidates.
+type Ranked struct {
+	Index          int     `msgpack:"index" json:"index"`
+	ID             string  `msgpack:"id" json:"id"`
+	RelevanceScore float64 `msgpack:"relevance_score" json:"relevance_score"`
+	Document       *string `msgpack:"document,omitempty" json:"document,omitempty"`
+}
+
+// Timing reports where a job's time went, in milliseconds.
+type Timing struct {
+	QueuedMS    float64 `msgpack:"queued_ms" json:"queued_ms"`
+	TokenizeMS  float64 `msgpack:"tokenize_ms" json:"tokenize_ms"`
+	InferenceMS float64 `msgpack:"inference_ms" json:"inference_ms"`
+	TotalMS     float64 `msgpack:"total_ms" json:"total_ms"`
+}
+
+// Result answers one Job: Results sorted best first, or Error.
+type Result struct {
+	V       int               `msgpack:"v" json:"v"`
+	ID      string            `msgpack:"id" json:"id"`
+	Model   string            `msgpack:"model" json:"model"`
+	Results []Ranked          `msgpack:"results" json:"results"`
+	Error   *Error            `msgpack:"error,omitempty" json:"error,omitempty"`
+	Meta    map[string]string `msgpack:"meta,omitempty" json:"meta,omitempty"`
+	Attempt int               `msgpack:"attempt,omitempty" json:"attempt,omitempty"`
+	Worker  string            `msgpack:"worker,omitempty" json:"worker,omitempty"`
+	Timing  Timing            `msgpack:"timing" json:"timing"`
+}
