@@ -246,3 +246,7 @@ func checkMsgpack(b []byte, maxDepth int) error {
 		}
 	}
 }
+
+// CheckMsgpack reports whether b is one well-formed msgpack value no deeper
+// than the contract allows.
+func CheckMsgpack(b []byte) error { return checkMsgpack(b, maxMsgpackDepth) }

@@ -26,6 +26,7 @@ const (
 	CodeUnknownModel         Code = "unknown_model"
 	CodeModelMismatch        Code = "model_mismatch"
 	CodePayloadTooLarge      Code = "payload_too_large"
+	CodeInvalidReplyTo       Code = "invalid_reply_to"
 	// CodeInternal marks a job that could not be processed after every
 	// allowed delivery, for reasons that are not the job's fault.
 	CodeInternal Code = "internal"
@@ -82,6 +83,7 @@ var (
 	ErrUnknownModel         = &Error{Code: CodeUnknownModel}
 	ErrModelMismatch        = &Error{Code: CodeModelMismatch}
 	ErrPayloadTooLarge      = &Error{Code: CodePayloadTooLarge}
+	ErrInvalidReplyTo       = &Error{Code: CodeInvalidReplyTo}
 	ErrInternal             = &Error{Code: CodeInternal}
 )
 

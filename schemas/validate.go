@@ -56,14 +56,16 @@ func Validate(j *Job, subjectModel string, limits Limits) error {
 	if j.V < 0 {
 		return Errorf(CodeUnsupportedVersion, "job schema version %d is invalid", j.V)
 	}
-	if j.ID == "" {
-		return Errorf(CodeMissingID, "job id is required")
-	}
-	if err := checkID(j.ID); err != nil {
+	if err := CheckID(j.ID); err != nil {
 		return err
 	}
 	if j.Model != "" && subjectModel != "" && j.Model != subjectModel {
 		return Errorf(CodeModelMismatch, "job names model %q but was published for model %q", j.Model, subjectModel)
+	}
+	if j.ReplyTo != "" {
+		if err := checkReplyTo(j.ReplyTo); err != nil {
+			return err
+		}
 	}
 	if strings.TrimSpace(j.Query) == "" {
 		return Errorf(CodeMissingQuery, "query is required")
@@ -109,8 +111,12 @@ func Validate(j *Job, subjectModel string, limits Limits) error {
 	return nil
 }
 
-// checkID rejects ids that cannot name a NATS subject token or a dedup key.
-func checkID(id string) error {
+// CheckID rejects job ids that are empty or cannot name a NATS subject
+// token or a dedup key.
+func CheckID(id string) error {
+	if id == "" {
+		return Errorf(CodeMissingID, "job id is required")
+	}
 	if len(id) > MaxIDBytes {
 		return Errorf(CodeInvalidID, "job id is %d bytes, limit %d", len(id), MaxIDBytes)
 	}
@@ -126,3 +132,21 @@ func checkID(id string) error {
 }
 
 func isFinite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
+// checkReplyTo accepts a NATS subject to publish to: dot-separated non-empty
+// tokens without whitespace or wildcards, outside the job and dead-letter
+// subjects (a result published there would be read as a job).
+func checkReplyTo(s string) error {
+	if len(s) > 512 || !utf8.ValidString(s) {
+		return Errorf(CodeInvalidReplyTo, "reply_to is not a valid subject")
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
+			return Errorf(CodeInvalidReplyTo, "reply_to %q is not a valid subject to publish to", s)
+		}
+	}
+	if strings.HasPrefix(s, "rerank.jobs.") || strings.HasPrefix(s, "rerank.dead.") {
+		return Errorf(CodeInvalidReplyTo, "reply_to %q points into the job or dead-letter subjects", s)
+	}
+	return nil
+}

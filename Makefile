@@ -1,0 +1,80 @@
+# rerank — set-up and checks. `make run` and `make test` install what they
+# need: the ONNX Runtime library (npm pack + checksum, into .cache/), the
+# BERT tokenizer.json (from the Go module cache) and the generated models.
+SHELL := /bin/bash
+GO ?= go
+ORT_VERSION := 1.29.0
+CACHE := .cache
+ORT_LIB := $(CACHE)/onnxruntime/$(ORT_VERSION)/libonnxruntime.so.1
+TOKENIZER := $(CACHE)/tokenizer/tokenizer.json
+TINY_MODEL := $(CACHE)/models/tiny
+DEMO_MODEL := $(CACHE)/models/demo
+BIN := bin/rerank
+TOKENIZER_MODULE := github.com/clems4ever/all-minilm-l6-v2-go
+FUZZTIME ?= 5s
+export ONNXRUNTIME_LIB ?= $(abspath $(ORT_LIB))
+export CGO_ENABLED := 1
+
+.PHONY: all build run demo test test-unit fuzz-short fuzz ort assets tokenizer tiny-model demo-model bench clean help
+
+all: build
+
+help:
+	@echo "make run    build, install ONNX Runtime and the demo model, start 'rerank serve' on an embedded NATS server"
+	@echo "make test   the whole test suite (installs what it needs)"
+	@echo "make demo   start a worker, submit the examples, print the rankings, stop"
+	@echo "make fuzz   run every fuzz target for longer (FUZZTIME=$(FUZZTIME))"
+
+deps:
+	@$(GO) mod download
+
+ort: $(ORT_LIB)
+$(ORT_LIB):
+	@./scripts/fetch-ort.sh
+
+tokenizer: $(TOKENIZER)
+$(TOKENIZER):
+	@$(GO) mod download $(TOKENIZER_MODULE)
+	@mkdir -p $(dir $@)
+	@cp "$$($(GO) list -m -f '{{.Dir}}' $(TOKENIZER_MODULE))/all_minilm_l6_v2/tokenizer.json" $@.part && chmod 644 $@.part && mv $@.part $@
+	@echo "tokenizer: $@"
+
+assets: ort tokenizer
+
+build: $(BIN)
+$(BIN): $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
+	@mkdir -p bin
+	$(GO) build -o $(BIN) ./cmd/rerank
+
+tiny-model: $(TINY_MODEL)/model.onnx
+$(TINY_MODEL)/model.onnx: | $(BIN) $(TOKENIZER)
+	@$(BIN) gen-model --size tiny --tokenizer $(TOKENIZER) --out $(TINY_MODEL)
+
+demo-model: $(DEMO_MODEL)/model.onnx
+$(DEMO_MODEL)/model.onnx: | $(BIN) $(TOKENIZER)
+	@$(BIN) gen-model --size l12 --name demo --tokenizer $(TOKENIZER) --out $(DEMO_MODEL)
+
+run: build ort demo-model
+	@echo "Demo model: random weights (MiniLM-L12 shape) — the scores are meaningless; see README for real models."
+	@echo "Submit a job from another terminal:  $(BIN) submit examples/job.json"
+	$(BIN) serve --log-format text
+
+demo: build ort demo-model
+	@./scripts/demo.sh
+
+test: assets build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 12m ./...
+	@$(MAKE) --no-print-directory fuzz-short
+
+FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model:FuzzTokenizePair
+fuzz-short:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) 2>&1 | tail -n 3 || exit 1; done
+
+fuzz:
+	@$(MAKE) --no-print-directory fuzz-short FUZZTIME=2m
+
+clean:
+	rm -rf bin .data

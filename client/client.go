@@ -1,0 +1,185 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rerank/rerank/schemas"
+)
+
+// Subjects and stream names of the wire contract.
+const (
+	JobsPrefix    = "rerank.jobs."
+	ResultsPrefix = "rerank.results."
+	ResultsStream = "RERANK_RESULTS"
+)
+
+// Errors.
+var (
+	// ErrPayloadTooLarge: the encoded job exceeds the server's max payload.
+	// Split the candidates over several jobs.
+	ErrPayloadTooLarge = errors.New("job exceeds the server's max payload")
+	ErrNoModel         = errors.New("no model: set Job.Model or Options.Model")
+)
+
+// Options configure a Client.
+type Options struct {
+	// Model is used for jobs that do not name one.
+	Model string
+	// Format encodes jobs; default msgpack.
+	Format schemas.Format
+	// Limits are checked before publishing; zero means the defaults.
+	Limits schemas.Limits
+}
+
+// Client submits jobs. It is safe for concurrent use.
+type Client struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	opts Options
+}
+
+// New returns a client on an open connection, which the caller owns.
+func New(nc *nats.Conn, opts Options) (*Client, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("creating JetStream context: %w", err)
+	}
+	return &Client{nc: nc, js: js, opts: opts}, nil
+}
+
+// Pending is a submitted job whose result has not been read yet.
+type Pending struct {
+	c       *Client
+	job     *schemas.Job
+	subject string
+	sub     *nats.Subscription
+	ch      chan *nats.Msg
+	dup     bool
+}
+
+// Submit publishes job and waits for its result until ctx ends. A job
+// rejected by the worker is not an error here: it is a Result with Error set.
+func (c *Client) Submit(ctx context.Context, job *schemas.Job) (*schemas.Result, error) {
+	p, err := c.SubmitAsync(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	return p.Result(ctx)
+}
+
+// SubmitAsync publishes job and returns at once; many may be in flight.
+// Call Result (or Cancel) on each handle.
+func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, error) {
+	model := job.Model
+	if model == "" {
+		model = c.opts.Model
+	}
+	if model == "" {
+		return nil, ErrNoModel
+	}
+	if err := schemas.Validate(job, model, c.opts.Limits); err != nil {
+		return nil, fmt.Errorf("validating job %s: %w", job.ID, err)
+	}
+	data, err := schemas.EncodeJob(job, c.opts.Format)
+	if err != nil {
+		return nil, fmt.Errorf("encoding job %s: %w", job.ID, err)
+	}
+	if max := c.nc.MaxPayload(); max > 0 && int64(len(data)) > max {
+		return nil, fmt.Errorf("submitting job %s: %w: %d bytes, server max %d (split the candidates over several jobs)",
+			job.ID, ErrPayloadTooLarge, len(data), max)
+	}
+	p := &Pending{c: c, job: job, subject: job.ReplyTo, ch: make(chan *nats.Msg, 1)}
+	if p.subject == "" {
+		p.subject = ResultsPrefix + job.ID
+	}
+	// Subscribe before publishing so the result cannot slip past.
+	p.sub, err = c.nc.ChanSubscribe(p.subject, p.ch)
+	if err != nil {
+		return nil, fmt.Errorf("subscribing to %s: %w", p.subject, err)
+	}
+	msg := nats.NewMsg(JobsPrefix + model)
+	msg.Data = data
+	msg.Header.Set(schemas.HeaderContentType, c.opts.Format.ContentType())
+	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(job.ID))
+	if err != nil {
+		p.sub.Unsubscribe()
+		return nil, fmt.Errorf("publishing job %s: %w", job.ID, err)
+	}
+	p.dup = ack.Duplicate
+	return p, nil
+}
+
+// Duplicate reports whether JetStream recognized the job id as already
+// submitted within the dedup window.
+func (p *Pending) Duplicate() bool { return p.dup }
+
+// Result waits for the job's result until ctx ends. For results on the
+// default subject it also looks in the results stream, so a result stored
+// before the client listened (a duplicate submission, a reconnect) is found.
+func (p *Pending) Result(ctx context.Context) (*schemas.Result, error) {
+	defer p.Cancel()
+	stored := p.job.ReplyTo == ""
+	if stored && p.dup {
+		if r, err := p.lookup(ctx); err == nil {
+			return r, nil
+		}
+	}
+	poll := time.NewTicker(5 * time.Second)
+	defer poll.Stop()
+	for {
+		select {
+		case m := <-p.ch:
+			return decode(m)
+		case <-poll.C:
+			if stored {
+				if r, err := p.lookup(ctx); err == nil {
+					return r, nil
+				}
+			}
+		case <-ctx.Done():
+			if stored {
+				lctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				r, err := p.lookup(lctx)
+				cancel()
+				if err == nil {
+					return r, nil
+				}
+			}
+			return nil, fmt.Errorf("waiting for the result of job %s: %w", p.job.ID, ctx.Err())
+		}
+	}
+}
+
+// Cancel stops listening for the result. Idempotent.
+func (p *Pending) Cancel() {
+	if p.sub != nil {
+		p.sub.Unsubscribe()
+	}
+}
+
+func (p *Pending) lookup(ctx context.Context) (*schemas.Result, error) {
+	s, err := p.c.js.Stream(ctx, ResultsStream)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.GetLastMsgForSubject(ctx, p.subject)
+	if err != nil {
+		return nil, err
+	}
+	f, _ := schemas.ParseContentType(m.Header.Get(schemas.HeaderContentType))
+	return schemas.DecodeResult(m.Data, f)
+}
+
+func decode(m *nats.Msg) (*schemas.Result, error) {
+	f, err := schemas.ParseContentType(m.Header.Get(schemas.HeaderContentType))
+	if err != nil {
+		return nil, fmt.Errorf("reading result: %w", err)
+	}
+	return schemas.DecodeResult(m.Data, f)
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/rerank/rerank/model/testmodel"
+)
+
+func cmdGenModel(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("gen-model", "--size tiny|l12 --tokenizer tokenizer.json --out DIR", stderr)
+	size := fs.String("size", "tiny", "tiny (2 layers, hidden 32) or l12 (MiniLM-L12-H384 shape)")
+	tok := fs.String("tokenizer", "", "BERT-uncased tokenizer.json to copy into the directory")
+	out := fs.String("out", "", "model directory to write")
+	name := fs.String("name", "", "model name in rerank.json (default: the spec's)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *tok == "" || *out == "" {
+		return &exitError{2, fmt.Errorf("--tokenizer and --out are required")}
+	}
+	var spec testmodel.Spec
+	switch *size {
+	case "tiny":
+		spec = testmodel.Tiny
+	case "l12":
+		spec = testmodel.MiniLML12
+	default:
+		return &exitError{2, fmt.Errorf("--size %q: want tiny or l12", *size)}
+	}
+	if *name != "" {
+		spec.Name = *name
+	}
+	start := time.Now()
+	if err := testmodel.WriteDir(*out, spec, *tok); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s model %q to %s in %s (random weights: scores are meaningless)\n", *size, spec.Name, *out, time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/rerank/rerank/inject"
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/pipeline"
+)
+
+// demoModelDir is where `make demo-model` writes the demo model.
+const demoModelDir = ".cache/models/demo"
+
+// modelSpec is one --model NAME=DIR (or DIR alone: the name comes from
+// rerank.json or the directory).
+type modelSpec struct{ name, dir string }
+
+func parseModelSpecs(values []string) ([]modelSpec, error) {
+	if len(values) == 0 {
+		dir := findUp(demoModelDir)
+		if dir == "" {
+			return nil, fmt.Errorf("no --model given and the demo model is not at %s: run `make demo-model`, or pass --model NAME=DIR for an exported model directory", demoModelDir)
+		}
+		return []modelSpec{{name: "demo", dir: dir}}, nil
+	}
+	var out []modelSpec
+	for _, v := range values {
+		name, dir, ok := strings.Cut(v, "=")
+		if !ok {
+			name, dir = "", v
+		}
+		if name != "" && !model.ValidName(name) {
+			return nil, fmt.Errorf("model name %q: use 1-64 letters, digits, '-' or '_'", name)
+		}
+		out = append(out, modelSpec{name: name, dir: dir})
+	}
+	return out, nil
+}
+
+// findUp looks for rel in the working directory and its parents.
+func findUp(rel string) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		p := filepath.Join(dir, rel)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
+
+// loadedModels are the models of a process, closed together.
+type loadedModels struct {
+	rt     *model.Runtime
+	models []*model.Model
+	served []pipeline.Model
+}
+
+func (l *loadedModels) Close() {
+	for _, m := range l.models {
+		m.Close()
+	}
+	if l.rt != nil {
+		l.rt.Close()
+	}
+}
+
+// loadModels opens ONNX Runtime and every model directory, and resolves
+// each model's injection config from its rerank.json.
+func loadModels(libPath string, specs []modelSpec, opts model.Options) (*loadedModels, error) {
+	rt, err := model.OpenRuntime(libPath)
+	if err != nil {
+		return nil, err
+	}
+	l := &loadedModels{rt: rt}
+	seen := map[string]bool{}
+	for _, s := range specs {
+		m, err := rt.Load(s.dir, opts)
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
+		l.models = append(l.models, m)
+		name := s.name
+		if name == "" {
+			name = m.Name()
+		}
+		if seen[name] {
+			l.Close()
+			return nil, fmt.Errorf("model name %q used twice", name)
+		}
+		seen[name] = true
+		ic, err := inject.Resolve("", m.Config().Raw)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("loading model %s (%s): %w", name, s.dir, err)
+		}
+		l.served = append(l.served, pipeline.Model{Name: name, Scorer: m, Inject: ic})
+	}
+	return l, nil
+}

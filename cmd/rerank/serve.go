@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/pipeline"
+	"github.com/rerank/rerank/schemas"
+	"github.com/rerank/rerank/worker"
+)
+
+// natsFlags are the connection flags shared by serve and submit.
+type natsFlags struct {
+	url, creds, nkey, tlsCA, tlsCert, tlsKey string
+}
+
+func (n *natsFlags) register(fsDefaultURL string, add func(p *string, name, value, usage string)) {
+	add(&n.url, "nats-url", fsDefaultURL, "NATS server URLs, comma-separated (user:password@ allowed)")
+	add(&n.creds, "nats-creds", "", "NATS credentials file (JWT + NKEY seed)")
+	add(&n.nkey, "nats-nkey", "", "NATS NKEY seed file")
+	add(&n.tlsCA, "tls-ca", "", "CA certificate file to verify the NATS server")
+	add(&n.tlsCert, "tls-cert", "", "client certificate file for TLS")
+	add(&n.tlsKey, "tls-key", "", "client key file for TLS")
+}
+
+func (n *natsFlags) options(name string, log *slog.Logger) ([]nats.Option, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("NATS disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted())
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { log.Info("NATS connection closed") }),
+	}
+	if n.creds != "" {
+		opts = append(opts, nats.UserCredentials(n.creds))
+	}
+	if n.nkey != "" {
+		o, err := nats.NkeyOptionFromSeed(n.nkey)
+		if err != nil {
+			return nil, fmt.Errorf("reading NKEY seed %s: %w", n.nkey, err)
+		}
+		opts = append(opts, o)
+	}
+	if n.tlsCA != "" {
+		opts = append(opts, nats.RootCAs(n.tlsCA))
+	}
+	if n.tlsCert != "" || n.tlsKey != "" {
+		if n.tlsCert == "" || n.tlsKey == "" {
+			return nil, fmt.Errorf("--tls-cert and --tls-key go together")
+		}
+		opts = append(opts, nats.ClientCert(n.tlsCert, n.tlsKey))
+	}
+	return opts, nil
+}
+
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("parsing --log-level %q: %w", level, err)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+// modelFlags are the inference flags shared by serve and run.
+type modelFlags struct {
+	models                   multiFlag
+	ortLib, device           string
+	intraOp, interOp, runs   int
+	maxBatch, maxBatchTokens int
+}
+
+func (m *modelFlags) register(fs *flag.FlagSet) {
+	fs.Var(&m.models, "model", "model to serve, NAME=DIR or DIR (repeatable; default: the demo model as \"demo\")")
+	fs.StringVar(&m.ortLib, "ort-lib", "", "path of libonnxruntime.so (default $ONNXRUNTIME_LIB, else .cache/onnxruntime/"+model.ORTVersion+")")
+	fs.StringVar(&m.device, "device", "cpu", "execution device: cpu, cuda or cuda:N")
+	fs.IntVar(&m.intraOp, "intra-op-threads", 0, "ONNX Runtime threads per run (0 = number of CPUs)")
+	fs.IntVar(&m.interOp, "inter-op-threads", 1, "ONNX Runtime threads across graph branches")
+	fs.IntVar(&m.runs, "concurrent-runs", 1, "ONNX Runtime runs in flight per model")
+	fs.IntVar(&m.maxBatch, "max-batch-size", model.DefaultMaxBatchSize, "pairs per inference batch")
+	fs.IntVar(&m.maxBatchTokens, "max-batch-tokens", model.DefaultMaxBatchTokens, "batch size × longest sequence per inference batch")
+}
+
+func (m *modelFlags) options() (model.Options, error) {
+	dev, err := model.ParseDevice(m.device)
+	if err != nil {
+		return model.Options{}, err
+	}
+	return model.Options{Device: dev, IntraOpThreads: m.intraOp, InterOpThreads: m.interOp,
+		ConcurrentRuns: m.runs, MaxBatchSize: m.maxBatch, MaxBatchTokens: m.maxBatchTokens}, nil
+}
+
+func (m *modelFlags) load() (*loadedModels, error) {
+	specs, err := parseModelSpecs(m.models.values)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := m.options()
+	if err != nil {
+		return nil, err
+	}
+	return loadModels(m.ortLib, specs, opts)
+}
+
+func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "[flags]", stderr)
+	var nf natsFlags
+	nf.register("", fs.StringVar)
+	var mf modelFlags
+	mf.register(fs)
+	listen := fs.String("listen", "127.0.0.1:4222", "address of the embedded NATS server (used when --nats-url is empty)")
+	dataDir := fs.String("data-dir", ".data/nats", "JetStream storage of the embedded NATS server")
+	concurrency := fs.Int("concurrency", worker.DefaultConcurrency, "jobs this worker runs at once")
+	provision := fs.Bool("provision", true, "create or update the streams and consumers at start")
+	replicas := fs.Int("replicas", 1, "stream replicas (3 on a 3-node cluster)")
+	ackWait := fs.Duration("ack-wait", worker.DefaultAckWait, "JetStream AckWait of the job consumers")
+	maxDeliver := fs.Int("max-deliver", worker.DefaultMaxDeliver, "deliveries of one job before it is dead-lettered")
+	maxAckPending := fs.Int("max-ack-pending", worker.DefaultMaxAckPending, "unacknowledged jobs per consumer across the worker pool")
+	grace := fs.Duration("shutdown-grace", worker.DefaultShutdownGrace, "time to finish jobs in flight on SIGTERM")
+	batchDelay := fs.Duration("batch-delay", pipeline.DefaultMaxBatchDelay, "max wait to share an inference batch across jobs (negative: off)")
+	batchPairs := fs.Int("batch-pairs", pipeline.DefaultMaxBatchPairs, "pairs gathered across jobs before a batch is run")
+	maxCandidates := fs.Int("max-candidates", schemas.DefaultMaxCandidates, "candidates per job")
+	workerID := fs.String("worker-id", "", "name of this worker in results (default host:pid)")
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(*logFormat, *logLevel, stderr)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	wcfg := worker.Config{
+		Provision: *provision, Replicas: *replicas, AckWait: *ackWait, MaxDeliver: *maxDeliver,
+		MaxAckPending: *maxAckPending, Concurrency: *concurrency, ShutdownGrace: *grace, WorkerID: *workerID,
+		Limits: schemas.Limits{MaxCandidates: *maxCandidates},
+	}
+	if err := wcfg.Validate(); err != nil {
+		return &exitError{2, err}
+	}
+
+	models, err := mf.load()
+	if err != nil {
+		return err
+	}
+	defer models.Close()
+	names := make([]string, len(models.served))
+	for i, m := range models.served {
+		names[i] = m.Name
+	}
+	log.Info("models loaded", "models", names, "onnxruntime", models.rt.Version(), "device", mf.device)
+
+	pipe, err := pipeline.New(pipeline.Config{
+		Limits: wcfg.Limits, MaxBatchDelay: *batchDelay, MaxBatchPairs: *batchPairs, ConcurrentCalls: mf.runs,
+	}, models.served...)
+	if err != nil {
+		return err
+	}
+	defer pipe.Close()
+
+	url := nf.url
+	if url == "" {
+		host, port, err := net.SplitHostPort(*listen)
+		if err != nil {
+			return &exitError{2, fmt.Errorf("parsing --listen %q: %w", *listen, err)}
+		}
+		p, _ := strconv.Atoi(port)
+		store, _ := filepath.Abs(*dataDir)
+		if err := os.MkdirAll(store, 0o755); err != nil {
+			return fmt.Errorf("creating %s: %w", store, err)
+		}
+		ns, err := natsembed.Start(natsembed.Options{Host: host, Port: p, StoreDir: store, Name: "rerank-embedded"})
+		if err != nil {
+			return err
+		}
+		defer ns.Stop()
+		url = ns.ClientURL()
+		log.Info("embedded NATS server started", "url", url, "store", store)
+	}
+	opts, err := nf.options("rerank-worker", log)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w", redact(url), err)
+	}
+	defer nc.Close()
+	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+
+	w, err := worker.New(nc, pipe, wcfg, log, nil)
+	if err != nil {
+		return err
+	}
+	if nf.url == "" {
+		fmt.Fprintf(stdout, "rerank is serving %s on %s — in another terminal: rerank submit examples/job.json\n", strings.Join(names, ", "), url)
+	}
+	if err := w.Run(ctx); err != nil {
+		return err
+	}
+	if err := nc.Drain(); err != nil {
+		log.Warn("draining NATS connection", "err", err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); nc.IsDraining() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// redact hides passwords in URLs for messages.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, u := range parts {
+		if at := strings.LastIndex(u, "@"); at >= 0 {
+			if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
+				parts[i] = u[:scheme+3] + "***@" + u[at+1:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}

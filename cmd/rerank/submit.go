@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rerank/rerank/client"
+	"github.com/rerank/rerank/schemas"
+)
+
+func cmdSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("submit", "[flags] [job.json|-]", stderr)
+	var nf natsFlags
+	nf.register(nats.DefaultURL, fs.StringVar)
+	modelName := fs.String("model", "demo", "model to use when the job names none")
+	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the result")
+	asJSON := fs.Bool("json", false, "print the raw result as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	data, src, err := readInput(fs.Args(), stdin)
+	if err != nil {
+		return &exitError{2, fmt.Errorf("reading job: %w", err)}
+	}
+	job, format, err := decodeJobInput(data, schemas.Limits{})
+	if err != nil {
+		return codedExit(fmt.Errorf("job from %s: %w", src, err))
+	}
+	opts, err := nf.options("rerank-submit", slog.New(slog.DiscardHandler))
+	if err != nil {
+		return &exitError{2, err}
+	}
+	nc, err := nats.Connect(nf.url, append(opts, nats.MaxReconnects(5))...)
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w (is `rerank serve` running?)", redact(nf.url), err)
+	}
+	defer nc.Close()
+	c, err := client.New(nc, client.Options{Model: *modelName, Format: format})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	res, err := c.Submit(ctx, job)
+	if err != nil {
+		return codedExit(err)
+	}
+	if *asJSON {
+		if err := printJSON(stdout, res); err != nil {
+			return err
+		}
+	} else {
+		printRanking(stdout, job, res)
+	}
+	if res.Error != nil {
+		return &exitError{2, res.Error}
+	}
+	return nil
+}
+
+// printRanking writes a result as a table.
+func printRanking(w io.Writer, job *schemas.Job, res *schemas.Result) {
+	if res.Error != nil {
+		fmt.Fprintf(w, "job %s failed: %s\n", res.ID, res.Error)
+		return
+	}
+	fmt.Fprintf(w, "job %s · model %s · %d of %d candidates · %.1f ms (queued %.1f, tokenize %.1f, inference %.1f) · attempt %d · %s\n",
+		res.ID, res.Model, len(res.Results), len(job.Candidates), res.Timing.TotalMS, res.Timing.QueuedMS,
+		res.Timing.TokenizeMS, res.Timing.InferenceMS, res.Attempt, res.Worker)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RANK\tSCORE\tID\tTEXT")
+	for i, r := range res.Results {
+		fmt.Fprintf(tw, "%d\t%.4f\t%s\t%s\n", i+1, r.RelevanceScore, r.ID, snippet(job.Candidates[r.Index].Text, 60))
+	}
+	tw.Flush()
+}
+
+func snippet(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}

@@ -1,0 +1,377 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// Pair is one (text A, text B) input; B is the passage.
+type Pair struct {
+	A, B string
+}
+
+// Stats describes one Score call, for the worker's metrics.
+type Stats struct {
+	Pairs         int
+	Batches       int
+	RealTokens    int // tokens of the pairs themselves
+	PaddedTokens  int // tokens fed to the model, padding included
+	TokenizeTime  time.Duration
+	InferenceTime time.Duration
+	BatchSizes    []int
+}
+
+// PaddingRatio is padded over real tokens (1 means no padding).
+func (s Stats) PaddingRatio() float64 {
+	if s.RealTokens == 0 {
+		return 1
+	}
+	return float64(s.PaddedTokens) / float64(s.RealTokens)
+}
+
+// Add accumulates another call's stats.
+func (s *Stats) Add(o Stats) {
+	s.Pairs += o.Pairs
+	s.Batches += o.Batches
+	s.RealTokens += o.RealTokens
+	s.PaddedTokens += o.PaddedTokens
+	s.TokenizeTime += o.TokenizeTime
+	s.InferenceTime += o.InferenceTime
+	s.BatchSizes = append(s.BatchSizes, o.BatchSizes...)
+}
+
+// Model is a loaded cross-encoder: tokenizer, ONNX session and output
+// mapping. It is safe for concurrent use; Close is idempotent.
+type Model struct {
+	dir    string
+	cfg    Config
+	opts   Options
+	tok    *Tokenizer
+	inputs []string // graph inputs to feed, in our fixed order
+	output string
+	logit  int
+	width  int64 // output's second dimension, or -1 when dynamic
+
+	runs chan struct{} // semaphore over concurrent ORT runs
+
+	mu     sync.RWMutex // guards sess against Close during a run
+	sess   *ort.DynamicAdvancedSession
+	closed bool
+}
+
+// Input names of the Hugging Face BERT export.
+const (
+	inputIDs      = "input_ids"
+	inputMask     = "attention_mask"
+	inputTypeIDs  = "token_type_ids"
+	defaultOutput = "logits"
+)
+
+// Load opens the model directory dir (model.onnx, tokenizer.json,
+// rerank.json): it checks the graph's inputs and outputs against the BERT
+// cross-encoder interface and creates the session.
+func (r *Runtime) Load(dir string, opts Options) (*Model, error) {
+	cfg, err := ReadConfig(dir)
+	if err != nil {
+		return nil, fmt.Errorf("loading model %s: %w", dir, err)
+	}
+	if cfg.Name == "" {
+		cfg.Name = filepath.Base(filepath.Clean(dir))
+	}
+	tok, err := LoadTokenizer(filepath.Join(dir, TokenizerFile))
+	if err != nil {
+		return nil, fmt.Errorf("loading model %s: %w", dir, err)
+	}
+	m := &Model{dir: dir, cfg: cfg, opts: opts.withDefaults(), tok: tok}
+	path := filepath.Join(dir, ModelFile)
+	if err := m.checkGraph(path); err != nil {
+		return nil, fmt.Errorf("loading model %s: %w", path, err)
+	}
+	so, err := m.opts.sessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("loading model %s: %w", path, err)
+	}
+	defer so.Destroy()
+	m.sess, err = ort.NewDynamicAdvancedSession(path, m.inputs, []string{m.output}, so)
+	if err != nil {
+		return nil, fmt.Errorf("loading model %s: creating session: %w", path, err)
+	}
+	m.runs = make(chan struct{}, m.opts.ConcurrentRuns)
+	return m, nil
+}
+
+func (m *Model) checkGraph(path string) error {
+	ins, outs, err := ort.GetInputOutputInfo(path)
+	if err != nil {
+		return fmt.Errorf("reading graph inputs and outputs: %w", err)
+	}
+	declared := map[string]bool{}
+	for _, in := range ins {
+		switch in.Name {
+		case inputIDs, inputMask, inputTypeIDs:
+		default:
+			return fmt.Errorf("%w: unexpected input %q (a BERT cross-encoder takes input_ids, attention_mask and optionally token_type_ids)", ErrModelMismatch, in.Name)
+		}
+		if in.OrtValueType != ort.ONNXTypeTensor || in.DataType != ort.TensorElementDataTypeInt64 {
+			return fmt.Errorf("%w: input %q is %s, want an int64 tensor", ErrModelMismatch, in.Name, in.String())
+		}
+		if len(in.Dimensions) != 2 {
+			return fmt.Errorf("%w: input %q has shape %s, want [batch, sequence]", ErrModelMismatch, in.Name, in.Dimensions)
+		}
+		declared[in.Name] = true
+	}
+	for _, name := range []string{inputIDs, inputMask} {
+		if !declared[name] {
+			return fmt.Errorf("%w: the graph lacks the input %q", ErrModelMismatch, name)
+		}
+	}
+	m.inputs = []string{inputIDs, inputMask}
+	if declared[inputTypeIDs] {
+		m.inputs = append(m.inputs, inputTypeIDs)
+	}
+	want := m.cfg.Output.Name
+	var out *ort.InputOutputInfo
+	for i := range outs {
+		if outs[i].Name == want || (want == "" && outs[i].Name == defaultOutput) {
+			out = &outs[i]
+		}
+	}
+	if out == nil && want == "" && len(outs) == 1 {
+		out = &outs[0]
+	}
+	if out == nil {
+		names := make([]string, len(outs))
+		for i, o := range outs {
+			names[i] = o.Name
+		}
+		return fmt.Errorf("%w: no output %q among %v (set output.name in %s)", ErrModelMismatch, want, names, ConfigFile)
+	}
+	if out.OrtValueType != ort.ONNXTypeTensor || out.DataType != ort.TensorElementDataTypeFloat || len(out.Dimensions) != 2 {
+		return fmt.Errorf("%w: output %q is %s, want a float32 [batch, K] tensor", ErrModelMismatch, out.Name, out.String())
+	}
+	m.output, m.width = out.Name, out.Dimensions[1]
+	switch {
+	case m.cfg.Output.Logit != nil:
+		m.logit = *m.cfg.Output.Logit
+	case m.width == 2:
+		m.logit = 1
+	case m.width == 1 || m.width < 0:
+		m.logit = 0
+	default:
+		return fmt.Errorf("%w: output %q has %d logits; set output.logit in %s", ErrModelMismatch, out.Name, m.width, ConfigFile)
+	}
+	if m.width > 0 && int64(m.logit) >= m.width {
+		return fmt.Errorf("%w: output.logit %d but output %q has %d columns", ErrModelMismatch, m.logit, out.Name, m.width)
+	}
+	return nil
+}
+
+// Name is the model's name (rerank.json "name", else the directory name).
+func (m *Model) Name() string { return m.cfg.Name }
+
+// Dir is the model directory.
+func (m *Model) Dir() string { return m.dir }
+
+// Config is the model's rerank.json.
+func (m *Model) Config() Config { return m.cfg }
+
+// Tokenizer is the model's tokenizer.
+func (m *Model) Tokenizer() *Tokenizer { return m.tok }
+
+// Inputs lists the graph inputs the model is fed.
+func (m *Model) Inputs() []string { return slices.Clone(m.inputs) }
+
+// Close releases the session. It is idempotent and waits for runs in flight.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	if err := m.sess.Destroy(); err != nil {
+		return fmt.Errorf("closing model %s: %w", m.cfg.Name, err)
+	}
+	return nil
+}
+
+// Encoded is a tokenized pair.
+type Encoded = Encoding
+
+// Tokenize encodes pairs with the model's max_length and truncation.
+func (m *Model) Tokenize(pairs []Pair) ([]Encoding, error) {
+	encs := make([]Encoding, len(pairs))
+	for i, p := range pairs {
+		if err := m.tok.AppendPair(&encs[i], p.A, p.B, m.cfg.MaxLength, m.cfg.Truncation); err != nil {
+			return nil, fmt.Errorf("tokenizing pair %d: %w", i, err)
+		}
+	}
+	return encs, nil
+}
+
+// Score returns one relevance score per pair, in the caller's order. Pairs
+// are tokenized, sorted by length, cut into batches bounded by MaxBatchSize
+// and MaxBatchTokens (batch × longest sequence), each padded only to its own
+// longest sequence. ctx is checked between batches.
+func (m *Model) Score(ctx context.Context, pairs []Pair) ([]float32, Stats, error) {
+	start := time.Now()
+	encs, err := m.Tokenize(pairs)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	st := Stats{TokenizeTime: time.Since(start)}
+	scores, rst, err := m.ScoreEncoded(ctx, encs)
+	st.Add(rst)
+	return scores, st, err
+}
+
+// Plan returns the batches (lists of indices into encs) Score would run.
+func (m *Model) Plan(encs []Encoding) [][]int {
+	return planBatches(encs, m.opts.MaxBatchSize, m.opts.MaxBatchTokens, !m.opts.NoLengthSort)
+}
+
+func planBatches(encs []Encoding, maxBatch, maxTokens int, sortByLength bool) [][]int {
+	order := make([]int, len(encs))
+	for i := range order {
+		order[i] = i
+	}
+	if sortByLength {
+		slices.SortStableFunc(order, func(a, b int) int { return len(encs[a].IDs) - len(encs[b].IDs) })
+	}
+	var batches [][]int
+	var cur []int
+	longest := 0
+	for _, i := range order {
+		n := len(encs[i].IDs)
+		l := max(longest, n)
+		if len(cur) > 0 && (len(cur)+1 > maxBatch || (len(cur)+1)*l > maxTokens) {
+			batches = append(batches, cur)
+			cur, l = nil, n
+		}
+		cur = append(cur, i)
+		longest = l
+	}
+	if len(cur) > 0 {
+		batches = append(batches, cur)
+	}
+	return batches
+}
+
+// ScoreEncoded scores already tokenized pairs (see Score).
+func (m *Model) ScoreEncoded(ctx context.Context, encs []Encoding) ([]float32, Stats, error) {
+	st := Stats{Pairs: len(encs)}
+	scores := make([]float32, len(encs))
+	var buf batchBuffers
+	for _, b := range m.Plan(encs) {
+		if err := ctx.Err(); err != nil {
+			return nil, st, fmt.Errorf("scoring: %w", err)
+		}
+		t0 := time.Now()
+		if err := m.runBatch(ctx, encs, b, scores, &buf, &st); err != nil {
+			return nil, st, err
+		}
+		st.InferenceTime += time.Since(t0)
+	}
+	return scores, st, nil
+}
+
+type batchBuffers struct {
+	ids, mask, types []int64
+}
+
+func (m *Model) runBatch(ctx context.Context, encs []Encoding, idx []int, scores []float32, buf *batchBuffers, st *Stats) error {
+	seq := 0
+	for _, i := range idx {
+		seq = max(seq, len(encs[i].IDs))
+		st.RealTokens += len(encs[i].IDs)
+	}
+	n := len(idx) * seq
+	st.PaddedTokens += n
+	st.Batches++
+	st.BatchSizes = append(st.BatchSizes, len(idx))
+	buf.ids = resize(buf.ids, n)
+	buf.mask = resize(buf.mask, n)
+	buf.types = resize(buf.types, n)
+	pad := m.tok.PadID()
+	for row, i := range idx {
+		e := &encs[i]
+		o := row * seq
+		copy(buf.ids[o:], e.IDs)
+		copy(buf.types[o:], e.TypeIDs)
+		for k := range e.IDs {
+			buf.mask[o+k] = 1
+		}
+		for k := len(e.IDs); k < seq; k++ {
+			buf.ids[o+k], buf.mask[o+k], buf.types[o+k] = pad, 0, 0
+		}
+	}
+	shape := ort.NewShape(int64(len(idx)), int64(seq))
+	var inputs []ort.Value
+	defer func() {
+		for _, v := range inputs {
+			v.Destroy()
+		}
+	}()
+	for _, name := range m.inputs {
+		data := buf.ids
+		switch name {
+		case inputMask:
+			data = buf.mask
+		case inputTypeIDs:
+			data = buf.types
+		}
+		t, err := ort.NewTensor(shape, data)
+		if err != nil {
+			return fmt.Errorf("creating %s tensor: %w", name, err)
+		}
+		inputs = append(inputs, t)
+	}
+	select {
+	case m.runs <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("scoring: %w", ctx.Err())
+	}
+	defer func() { <-m.runs }()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return ErrClosed
+	}
+	outputs := []ort.Value{nil}
+	if err := m.sess.Run(inputs, outputs); err != nil {
+		return fmt.Errorf("running model %s on a batch of %d×%d: %w", m.cfg.Name, len(idx), seq, err)
+	}
+	defer outputs[0].Destroy()
+	out, ok := outputs[0].(*ort.Tensor[float32])
+	if !ok {
+		return fmt.Errorf("%w: output %q is not a float32 tensor", ErrModelMismatch, m.output)
+	}
+	oshape := out.GetShape()
+	if len(oshape) != 2 || oshape[0] != int64(len(idx)) || int64(m.logit) >= oshape[1] {
+		return fmt.Errorf("%w: output %q has shape %v for a batch of %d (logit %d)", ErrModelMismatch, m.output, oshape, len(idx), m.logit)
+	}
+	data := out.GetData()
+	width := int(oshape[1])
+	for row, i := range idx {
+		v := data[row*width+m.logit]
+		if m.cfg.Output.Sigmoid {
+			v = float32(1 / (1 + math.Exp(-float64(v))))
+		}
+		scores[i] = v
+	}
+	return nil
+}
+
+func resize(s []int64, n int) []int64 {
+	if cap(s) < n {
+		return make([]int64, n)
+	}
+	return s[:n]
+}

@@ -1,0 +1,214 @@
+package model
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// ORTVersion is the ONNX Runtime release this build is made and tested for.
+const ORTVersion = "1.29.0"
+
+// EnvLibrary names the environment variable that overrides the library path.
+const EnvLibrary = "ONNXRUNTIME_LIB"
+
+// DefaultLibraryPath returns where the library is looked for: $ONNXRUNTIME_LIB,
+// else .cache/onnxruntime/<version>/libonnxruntime.so.1 under the working
+// directory or one of its parents (where `make ort` puts it).
+func DefaultLibraryPath() string {
+	if p := os.Getenv(EnvLibrary); p != "" {
+		return p
+	}
+	rel := filepath.Join(".cache", "onnxruntime", ORTVersion, "libonnxruntime.so.1")
+	if dir, err := os.Getwd(); err == nil {
+		for {
+			p := filepath.Join(dir, rel)
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	return rel
+}
+
+// The ONNX Runtime environment is process-wide: one per process, shared by
+// every Runtime handle and reference-counted so the last Close destroys it.
+var env struct {
+	sync.Mutex
+	refs int
+	lib  string
+}
+
+// Runtime is a handle on the process's ONNX Runtime environment. Models are
+// loaded through it. Close is idempotent.
+type Runtime struct {
+	once sync.Once
+}
+
+// OpenRuntime initializes the process's ONNX Runtime environment from the
+// shared library at libPath ("" means DefaultLibraryPath), or joins the one
+// already initialized.
+func OpenRuntime(libPath string) (*Runtime, error) {
+	if libPath == "" {
+		libPath = DefaultLibraryPath()
+	}
+	env.Lock()
+	defer env.Unlock()
+	if env.refs > 0 {
+		if libPath != env.lib {
+			return nil, fmt.Errorf("opening ONNX Runtime %s: the process already uses %s", libPath, env.lib)
+		}
+		env.refs++
+		return &Runtime{}, nil
+	}
+	if _, err := os.Stat(libPath); err != nil {
+		return nil, fmt.Errorf("%w at %s: run `make ort` or set %s to libonnxruntime.so (version %s)",
+			ErrRuntimeMissing, libPath, EnvLibrary, ORTVersion)
+	}
+	ort.SetSharedLibraryPath(libPath)
+	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		return nil, fmt.Errorf("initializing ONNX Runtime from %s: %w", libPath, err)
+	}
+	env.refs, env.lib = 1, libPath
+	return &Runtime{}, nil
+}
+
+// Version returns the loaded ONNX Runtime version.
+func (r *Runtime) Version() string { return ort.GetVersion() }
+
+// Close releases this handle; the last one destroys the environment.
+func (r *Runtime) Close() error {
+	var err error
+	r.once.Do(func() {
+		env.Lock()
+		defer env.Unlock()
+		env.refs--
+		if env.refs == 0 {
+			if e := ort.DestroyEnvironment(); e != nil {
+				err = fmt.Errorf("destroying ONNX Runtime environment: %w", e)
+			}
+			env.lib = ""
+		}
+	})
+	return err
+}
+
+// Device selects the execution provider.
+type Device struct {
+	CUDA bool
+	ID   int
+}
+
+func (d Device) String() string {
+	if d.CUDA {
+		return "cuda:" + strconv.Itoa(d.ID)
+	}
+	return "cpu"
+}
+
+// ParseDevice parses "cpu", "cuda" or "cuda:N".
+func ParseDevice(s string) (Device, error) {
+	switch {
+	case s == "" || s == "cpu":
+		return Device{}, nil
+	case s == "cuda":
+		return Device{CUDA: true}, nil
+	case strings.HasPrefix(s, "cuda:"):
+		n, err := strconv.Atoi(s[len("cuda:"):])
+		if err != nil || n < 0 {
+			return Device{}, fmt.Errorf("parsing device %q: want cpu, cuda or cuda:N", s)
+		}
+		return Device{CUDA: true, ID: n}, nil
+	}
+	return Device{}, fmt.Errorf("parsing device %q: want cpu, cuda or cuda:N", s)
+}
+
+// Options tune a loaded model. Zero values mean the defaults.
+type Options struct {
+	Device Device
+	// IntraOpThreads is ORT's thread count within one run; default: the
+	// number of CPUs.
+	IntraOpThreads int
+	// InterOpThreads is ORT's thread count across graph branches; default 1.
+	InterOpThreads int
+	// ConcurrentRuns bounds ORT runs in flight on this model; default 1
+	// (one run already uses every intra-op thread).
+	ConcurrentRuns int
+	// MaxBatchSize bounds the pairs in one ORT run; default 32.
+	MaxBatchSize int
+	// MaxBatchTokens bounds batch × longest sequence in one run; default 16,384.
+	MaxBatchTokens int
+	// NoLengthSort pads batches in arrival order (benchmarks only).
+	NoLengthSort bool
+}
+
+// Default batch limits.
+const (
+	DefaultMaxBatchSize   = 32
+	DefaultMaxBatchTokens = 16384
+)
+
+func (o Options) withDefaults() Options {
+	if o.IntraOpThreads <= 0 {
+		o.IntraOpThreads = runtime.NumCPU()
+	}
+	if o.InterOpThreads <= 0 {
+		o.InterOpThreads = 1
+	}
+	if o.ConcurrentRuns <= 0 {
+		o.ConcurrentRuns = 1
+	}
+	if o.MaxBatchSize <= 0 {
+		o.MaxBatchSize = DefaultMaxBatchSize
+	}
+	if o.MaxBatchTokens <= 0 {
+		o.MaxBatchTokens = DefaultMaxBatchTokens
+	}
+	return o
+}
+
+func (o *Options) sessionOptions() (*ort.SessionOptions, error) {
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("creating session options: %w", err)
+	}
+	fail := func(what string, err error) (*ort.SessionOptions, error) {
+		so.Destroy()
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := so.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
+		return fail("setting intra-op threads", err)
+	}
+	if err := so.SetInterOpNumThreads(o.InterOpThreads); err != nil {
+		return fail("setting inter-op threads", err)
+	}
+	if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevelEnableAll); err != nil {
+		return fail("setting graph optimization level", err)
+	}
+	if o.Device.CUDA {
+		cuda, err := ort.NewCUDAProviderOptions()
+		if err != nil {
+			return fail("creating CUDA provider options", fmt.Errorf("%w: %v", ErrDeviceUnavailable, err))
+		}
+		defer cuda.Destroy()
+		if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(o.Device.ID)}); err != nil {
+			return fail("configuring CUDA provider", fmt.Errorf("%w: %v", ErrDeviceUnavailable, err))
+		}
+		if err := so.AppendExecutionProviderCUDA(cuda); err != nil {
+			return fail("enabling the CUDA execution provider (it needs libonnxruntime_providers_cuda.so beside the ORT library, CUDA 12 and cuDNN 9, and a GPU)",
+				fmt.Errorf("%w: %v", ErrDeviceUnavailable, err))
+		}
+	}
+	return so, nil
+}

@@ -1,0 +1,241 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rerank/rerank/inject"
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/schemas"
+)
+
+// Scorer turns text pairs into relevance scores. *model.Model satisfies it.
+type Scorer interface {
+	Tokenize(pairs []model.Pair) ([]model.Encoding, error)
+	ScoreEncoded(ctx context.Context, encs []model.Encoding) ([]float32, model.Stats, error)
+}
+
+// Model is one servable model: its scorer and its input format.
+type Model struct {
+	Name   string
+	Scorer Scorer
+	Inject *inject.Config
+}
+
+// Config tunes the pipeline. Zero values mean the defaults.
+type Config struct {
+	Limits schemas.Limits
+	// MaxBatchDelay is how long the batcher waits for more jobs to share an
+	// inference call once one arrives; default 2 ms. Negative disables
+	// cross-job batching (every job is scored on its own).
+	MaxBatchDelay time.Duration
+	// MaxBatchPairs stops gathering once this many pairs wait; default 512.
+	MaxBatchPairs int
+	// ConcurrentCalls bounds scoring calls in flight per model; default 1.
+	ConcurrentCalls int
+	// OnScore, if set, is called after each inference call (for metrics).
+	OnScore func(model string, jobs int, st model.Stats)
+}
+
+// Defaults.
+const (
+	DefaultMaxBatchDelay = 2 * time.Millisecond
+	DefaultMaxBatchPairs = 512
+)
+
+// ErrClosed is returned by Rerank after Close.
+var ErrClosed = errors.New("pipeline is closed")
+
+func (c Config) withDefaults() Config {
+	if c.MaxBatchDelay == 0 {
+		c.MaxBatchDelay = DefaultMaxBatchDelay
+	}
+	if c.MaxBatchPairs <= 0 {
+		c.MaxBatchPairs = DefaultMaxBatchPairs
+	}
+	if c.ConcurrentCalls <= 0 {
+		c.ConcurrentCalls = 1
+	}
+	return c
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	if c.MaxBatchDelay > time.Second {
+		return fmt.Errorf("max batch delay %s is over 1s", c.MaxBatchDelay)
+	}
+	return nil
+}
+
+// Pipeline re-ranks jobs. Create it with New and stop it with Close.
+type Pipeline struct {
+	cfg     Config
+	models  map[string]*batcher
+	names   []string
+	closing chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// New starts a pipeline serving models; it owns one batcher goroutine per
+// model until Close.
+func New(cfg Config, models ...Model) (*Pipeline, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("configuring pipeline: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	p := &Pipeline{cfg: cfg, models: map[string]*batcher{}, closing: make(chan struct{})}
+	for _, m := range models {
+		if m.Name == "" || m.Scorer == nil || m.Inject == nil {
+			return nil, fmt.Errorf("configuring pipeline: model %q needs a name, a scorer and an inject config", m.Name)
+		}
+		if _, dup := p.models[m.Name]; dup {
+			return nil, fmt.Errorf("configuring pipeline: model %q given twice", m.Name)
+		}
+		b := &batcher{p: p, m: m, in: make(chan *request), slots: make(chan struct{}, cfg.ConcurrentCalls)}
+		p.models[m.Name] = b
+		p.names = append(p.names, m.Name)
+		p.wg.Add(1)
+		go b.loop()
+	}
+	slices.Sort(p.names)
+	return p, nil
+}
+
+// Models lists the served model names.
+func (p *Pipeline) Models() []string { return slices.Clone(p.names) }
+
+// Close stops the batchers after the calls in flight; Rerank calls made
+// afterwards return ErrClosed. Idempotent.
+func (p *Pipeline) Close() error {
+	p.once.Do(func() { close(p.closing) })
+	p.wg.Wait()
+	return nil
+}
+
+// Outcome is one job's answer: Result is set unless Err is a transient
+// failure (the job may succeed if retried).
+type Outcome struct {
+	Result *schemas.Result
+	Err    error
+}
+
+// RerankBatch re-ranks jobs for one model concurrently, sharing inference
+// batches; outcomes are in job order, and each job's failure is its own.
+func (p *Pipeline) RerankBatch(ctx context.Context, modelName string, jobs []*schemas.Job) []Outcome {
+	out := make([]Outcome, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i].Result, out[i].Err = p.Rerank(ctx, modelName, j, time.Time{})
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// Rerank re-ranks one job for the model named by the subject it arrived on
+// (modelName; "" means the job's own model field). enqueued, if not zero, is
+// when the job was queued, for timing.queued_ms.
+//
+// A job at fault (invalid, unknown model, missing score) gets a Result with
+// Error set and a nil error. A nil Result with a non-nil error is a
+// transient failure (scoring failed, ctx ended, pipeline closed): retry it.
+func (p *Pipeline) Rerank(ctx context.Context, modelName string, job *schemas.Job, enqueued time.Time) (*schemas.Result, error) {
+	start := time.Now()
+	res := &schemas.Result{V: schemas.Version, ID: job.ID, Model: modelName, Meta: job.Meta, Results: []schemas.Ranked{}}
+	if !enqueued.IsZero() {
+		res.Timing.QueuedMS = ms(start.Sub(enqueued))
+	}
+	fail := func(err error) (*schemas.Result, error) {
+		ce := schemas.AsError(err)
+		if ce == nil {
+			ce = schemas.Errorf(schemas.CodeInternal, "%v", err)
+		}
+		res.Error = ce
+		res.Timing.TotalMS = ms(time.Since(start))
+		return res, nil
+	}
+	if err := schemas.Validate(job, modelName, p.cfg.Limits); err != nil {
+		return fail(err)
+	}
+	if modelName == "" {
+		modelName = job.Model
+		res.Model = modelName
+	}
+	b, ok := p.models[modelName]
+	if !ok {
+		return fail(schemas.Errorf(schemas.CodeUnknownModel, "no model %q here (serving: %v)", modelName, p.names))
+	}
+	texts, err := b.m.Inject.Render(job)
+	if err != nil {
+		return fail(err)
+	}
+	pairs := make([]model.Pair, len(texts))
+	for i, t := range texts {
+		pairs[i] = model.Pair{A: t.A, B: t.B}
+	}
+	t0 := time.Now()
+	encs, err := b.m.Scorer.Tokenize(pairs)
+	if err != nil {
+		return fail(schemas.Errorf(schemas.CodeInternal, "tokenizing: %v", err))
+	}
+	res.Timing.TokenizeMS = ms(time.Since(t0))
+
+	t1 := time.Now()
+	scores, err := b.score(ctx, encs)
+	if err != nil {
+		return nil, fmt.Errorf("scoring job %s: %w", job.ID, err)
+	}
+	res.Timing.InferenceMS = ms(time.Since(t1))
+	res.Results = rank(job, scores)
+	res.Timing.TotalMS = ms(time.Since(start))
+	return res, nil
+}
+
+// rank sorts candidates best first (ties keep job order, NaN last) and
+// applies top_n and return_documents.
+func rank(job *schemas.Job, scores []float32) []schemas.Ranked {
+	order := make([]int, len(scores))
+	for i := range order {
+		order[i] = i
+	}
+	key := func(i int) float64 {
+		if s := float64(scores[i]); !math.IsNaN(s) {
+			return s
+		}
+		return math.Inf(-1)
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		ka, kb := key(a), key(b)
+		switch {
+		case ka > kb:
+			return -1
+		case ka < kb:
+			return 1
+		}
+		return 0
+	})
+	if job.TopN > 0 && job.TopN < len(order) {
+		order = order[:job.TopN]
+	}
+	out := make([]schemas.Ranked, len(order))
+	for k, i := range order {
+		c := &job.Candidates[i]
+		out[k] = schemas.Ranked{Index: i, ID: c.ID, RelevanceScore: float64(scores[i])}
+		if job.ReturnDocuments {
+			text := c.Text
+			out[k].Document = &text
+		}
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

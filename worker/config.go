@@ -1,0 +1,154 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/rerank/rerank/schemas"
+)
+
+// Stream and subject names.
+const (
+	JobsStream    = "RERANK_JOBS"
+	ResultsStream = "RERANK_RESULTS"
+	DeadStream    = "RERANK_DEAD"
+
+	JobsPrefix    = "rerank.jobs."
+	ResultsPrefix = "rerank.results."
+	DeadPrefix    = "rerank.dead."
+)
+
+// Headers the worker reads and writes.
+const (
+	HeaderMsgID        = "Nats-Msg-Id"
+	HeaderErrorCode    = "Rerank-Error-Code"
+	HeaderError        = "Rerank-Error"
+	HeaderJobSubject   = "Rerank-Job-Subject"
+	HeaderJobSequence  = "Rerank-Job-Sequence"
+	HeaderAttempt      = "Rerank-Attempt"
+	HeaderWorker       = "Rerank-Worker"
+	HeaderContentType  = schemas.HeaderContentType
+	DuplicateWindow    = 2 * time.Minute
+	ResultsMaxAge      = 24 * time.Hour
+	DeadMaxAge         = 7 * 24 * time.Hour
+	DefaultMaxMsgBytes = 8 << 20
+)
+
+// JobSubject is the subject jobs for model are published to.
+func JobSubject(model string) string { return JobsPrefix + model }
+
+// ResultSubject is the default subject of a job's result.
+func ResultSubject(jobID string) string { return ResultsPrefix + jobID }
+
+// ConsumerName is the durable consumer all workers of model share.
+func ConsumerName(model string) string { return "rerank-" + model }
+
+// ResultMsgID is the dedup id of a job's stored result: derived from the job
+// id alone, so a redelivered job never stores two results.
+func ResultMsgID(jobID string) string { return jobID + ":result" }
+
+// Config tunes a worker. Zero values mean the defaults.
+type Config struct {
+	// Provision creates or updates the streams and consumers at start. Off
+	// for locked-down deployments, where deploy/ holds their definitions.
+	Provision bool
+	Replicas  int           // stream replicas; default 1
+	AckWait   time.Duration // default 30 s
+	// MaxDeliver bounds deliveries of one job; default 5.
+	MaxDeliver int
+	// MaxAckPending bounds unacknowledged jobs per consumer, across all
+	// workers of the pool; default 1,000.
+	MaxAckPending int
+	// Concurrency is the number of jobs this worker runs at once; default 8.
+	Concurrency int
+	// Heartbeat is the InProgress interval; default AckWait/3.
+	Heartbeat time.Duration
+	// ShutdownGrace is how long Run lets jobs in flight finish after its
+	// context ends; default 25 s.
+	ShutdownGrace time.Duration
+	// BackoffBase and BackoffMax bound the NakWithDelay backoff; default 1 s and 30 s.
+	BackoffBase, BackoffMax time.Duration
+	// FetchWait is how long one pull request waits for jobs; default 2 s.
+	FetchWait time.Duration
+	// WorkerID names this worker in results and headers; default host:pid.
+	WorkerID string
+	Limits   schemas.Limits
+}
+
+// Defaults.
+const (
+	DefaultAckWait       = 30 * time.Second
+	DefaultMaxDeliver    = 5
+	DefaultMaxAckPending = 1000
+	DefaultConcurrency   = 8
+	DefaultShutdownGrace = 25 * time.Second
+)
+
+// ErrInvalidConfig reports a bad Config.
+var ErrInvalidConfig = errors.New("invalid worker config")
+
+func (c Config) withDefaults() Config {
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = DefaultMaxAckPending
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = c.AckWait / 3
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	if c.BackoffBase <= 0 {
+		c.BackoffBase = time.Second
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = 30 * time.Second
+	}
+	if c.FetchWait <= 0 {
+		c.FetchWait = 2 * time.Second
+	}
+	if c.WorkerID == "" {
+		host, _ := os.Hostname()
+		c.WorkerID = host + ":" + strconv.Itoa(os.Getpid())
+	}
+	return c
+}
+
+// Validate checks the config after defaults.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Replicas > 5:
+		return fmt.Errorf("%w: replicas %d (at most 5)", ErrInvalidConfig, c.Replicas)
+	case c.Heartbeat >= c.AckWait:
+		return fmt.Errorf("%w: heartbeat %s must be shorter than ack wait %s", ErrInvalidConfig, c.Heartbeat, c.AckWait)
+	case c.MaxAckPending < c.Concurrency:
+		return fmt.Errorf("%w: max ack pending %d is below concurrency %d", ErrInvalidConfig, c.MaxAckPending, c.Concurrency)
+	case c.FetchWait < 100*time.Millisecond:
+		return fmt.Errorf("%w: fetch wait %s under 100ms", ErrInvalidConfig, c.FetchWait)
+	}
+	return nil
+}
+
+// backoff is the NakWithDelay delay after the given delivery failed.
+func (c Config) backoff(delivered uint64) time.Duration {
+	d := c.BackoffBase
+	for i := uint64(1); i < delivered && d < c.BackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, c.BackoffMax)
+}

@@ -1,0 +1,10 @@
+// Package worker owns the JetStream side of re-ranking: provisioning the
+// streams and per-model durable consumers, pulling only as many jobs as it
+// can start, heartbeating long jobs, and deciding each message's fate in one
+// place (Worker.settle): success → publish result, then Ack; invalid job →
+// error result, dead-letter copy, Term; transient failure → NakWithDelay
+// with exponential backoff; last delivery failed → dead-letter copy, Term.
+//
+// It declares the Reranker interface it needs (package pipeline satisfies
+// it) and may import schemas; it never imports pipeline, model or cmd.
+package worker
