@@ -18,11 +18,11 @@ const (
 
 // Sentinel errors of this package.
 var (
-	ErrInvalidConfig    = errors.New("invalid model config")
-	ErrModelMismatch    = errors.New("model graph does not match the expected interface")
-	ErrRuntimeMissing   = errors.New("ONNX Runtime library not found")
+	ErrInvalidConfig     = errors.New("invalid model config")
+	ErrModelMismatch     = errors.New("model graph does not match the expected interface")
+	ErrRuntimeMissing    = errors.New("ONNX Runtime library not found")
 	ErrDeviceUnavailable = errors.New("execution device unavailable")
-	ErrClosed           = errors.New("model is closed")
+	ErrClosed            = errors.New("model is closed")
 )
 
 // OutputConfig maps the graph's output to one score per pair.

@@ -63,6 +63,10 @@ func OpenRuntime(libPath string) (*Runtime, error) {
 	if libPath == "" {
 		libPath = DefaultLibraryPath()
 	}
+	if _, err := os.Stat(libPath); err != nil {
+		return nil, fmt.Errorf("%w at %s: run `make ort` or set %s to libonnxruntime.so (version %s)",
+			ErrRuntimeMissing, libPath, EnvLibrary, ORTVersion)
+	}
 	env.Lock()
 	defer env.Unlock()
 	if env.refs > 0 {
@@ -71,10 +75,6 @@ func OpenRuntime(libPath string) (*Runtime, error) {
 		}
 		env.refs++
 		return &Runtime{}, nil
-	}
-	if _, err := os.Stat(libPath); err != nil {
-		return nil, fmt.Errorf("%w at %s: run `make ort` or set %s to libonnxruntime.so (version %s)",
-			ErrRuntimeMissing, libPath, EnvLibrary, ORTVersion)
 	}
 	ort.SetSharedLibraryPath(libPath)
 	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {

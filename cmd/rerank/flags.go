@@ -70,4 +70,3 @@ func (m *multiFlag) Set(v string) error {
 	}
 	return nil
 }
-

@@ -1,0 +1,364 @@
+package model_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rerank/rerank/internal/testenv"
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/testmodel"
+)
+
+var (
+	fixtureOnce sync.Once
+	fixtureRT   *model.Runtime
+	fixtureDir  string
+	fixtureErr  error
+	tempRoot    string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fixtureRT != nil {
+		fixtureRT.Close()
+	}
+	if tempRoot != "" {
+		os.RemoveAll(tempRoot)
+	}
+	os.Exit(code)
+}
+
+// fixture opens ONNX Runtime and writes the tiny model once per test binary.
+func fixture(t testing.TB) (*model.Runtime, string) {
+	t.Helper()
+	lib, tok := testenv.ORTLib(t), testenv.TokenizerJSON(t)
+	fixtureOnce.Do(func() {
+		tempRoot, fixtureErr = os.MkdirTemp("", "rerank-model-test-")
+		if fixtureErr != nil {
+			return
+		}
+		fixtureDir = filepath.Join(tempRoot, "tiny")
+		if fixtureErr = testmodel.WriteDir(fixtureDir, testmodel.Tiny, tok); fixtureErr != nil {
+			return
+		}
+		fixtureRT, fixtureErr = model.OpenRuntime(lib)
+	})
+	if fixtureErr != nil {
+		t.Fatalf("setting up the tiny model: %v", fixtureErr)
+	}
+	return fixtureRT, fixtureDir
+}
+
+// modelDir copies the fixture model with another rerank.json.
+func modelDir(t *testing.T, rerankJSON string) string {
+	t.Helper()
+	_, src := fixture(t)
+	dir := t.TempDir()
+	for _, f := range []string{model.ModelFile, model.TokenizerFile} {
+		if err := os.Link(filepath.Join(src, f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, model.ConfigFile), []byte(rerankJSON), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func load(t *testing.T, opts model.Options) *model.Model {
+	t.Helper()
+	rt, dir := fixture(t)
+	m, err := rt.Load(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+var words = strings.Fields(`the quick brown fox jumps over a lazy dog while paris remains capital of france and
+ bm25 ranks passages by term frequency inverse document frequency cross encoders read query passage pairs jointly
+ résumé naïve café 北京 straße über`)
+
+func mixedPairs(n int, seed uint64) []model.Pair {
+	r := rand.New(rand.NewPCG(seed, 7))
+	pairs := make([]model.Pair, n)
+	for i := range pairs {
+		q := make([]string, 2+r.IntN(6))
+		for k := range q {
+			q[k] = words[r.IntN(len(words))]
+		}
+		// Long-tailed passage lengths, as in MS MARCO.
+		plen := 5 + int(r.ExpFloat64()*40)
+		p := make([]string, plen)
+		for k := range p {
+			p[k] = words[r.IntN(len(words))]
+		}
+		pairs[i] = model.Pair{A: strings.Join(q, " "), B: strings.Join(p, " ")}
+	}
+	return pairs
+}
+
+func TestScoresIndependentOfBatching(t *testing.T) {
+	pairs := mixedPairs(40, 1)
+	ctx := context.Background()
+	big := load(t, model.Options{MaxBatchSize: 64, MaxBatchTokens: 1 << 20})
+	all, st, err := big.Score(ctx, pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Batches != 1 || st.Pairs != 40 {
+		t.Fatalf("one big batch expected, got %+v", st)
+	}
+	small := load(t, model.Options{MaxBatchSize: 7, MaxBatchTokens: 1 << 20})
+	// Shuffled, in batches of 7.
+	perm := rand.New(rand.NewPCG(2, 3)).Perm(len(pairs))
+	shuffled := make([]model.Pair, len(pairs))
+	for i, p := range perm {
+		shuffled[i] = pairs[p]
+	}
+	sh, st, err := small.Score(ctx, shuffled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Batches != 6 {
+		t.Fatalf("batches = %d, want 6", st.Batches)
+	}
+	distinct := map[float32]bool{}
+	for i, p := range perm {
+		alone, _, err := small.Score(ctx, pairs[p:p+1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := math.Abs(float64(alone[0] - all[p])); d > 1e-5 {
+			t.Errorf("pair %d: alone %v vs one batch %v (diff %g)", p, alone[0], all[p], d)
+		}
+		if d := math.Abs(float64(sh[i] - all[p])); d > 1e-5 {
+			t.Errorf("pair %d: shuffled batches %v vs one batch %v (diff %g)", p, sh[i], all[p], d)
+		}
+		distinct[all[p]] = true
+	}
+	if len(distinct) < 30 {
+		t.Fatalf("only %d distinct scores for 40 pairs: the model does not read its input", len(distinct))
+	}
+}
+
+func TestPlanRespectsLimitsAndSortingReducesPadding(t *testing.T) {
+	m := load(t, model.Options{MaxBatchSize: 8, MaxBatchTokens: 600})
+	encs, err := m.Tokenize(mixedPairs(200, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make([]bool, len(encs))
+	for _, b := range m.Plan(encs) {
+		longest := 0
+		for _, i := range b {
+			if seen[i] {
+				t.Fatalf("pair %d planned twice", i)
+			}
+			seen[i] = true
+			longest = max(longest, len(encs[i].IDs))
+		}
+		if len(b) > 8 || (len(b) > 1 && len(b)*longest > 600) {
+			t.Fatalf("batch of %d × %d breaks the limits", len(b), longest)
+		}
+	}
+	for i, s := range seen {
+		if !s {
+			t.Fatalf("pair %d not planned", i)
+		}
+	}
+	ctx := context.Background()
+	_, sorted, err := m.ScoreEncoded(ctx, encs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsortedModel := load(t, model.Options{MaxBatchSize: 8, MaxBatchTokens: 600, NoLengthSort: true})
+	_, unsorted, err := unsortedModel.ScoreEncoded(ctx, encs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sorted.RealTokens != unsorted.RealTokens || sorted.PaddingRatio() >= unsorted.PaddingRatio() {
+		t.Fatalf("padding ratio sorted %.3f vs arrival order %.3f", sorted.PaddingRatio(), unsorted.PaddingRatio())
+	}
+	t.Logf("padded/real tokens: sorted %.3f, arrival order %.3f", sorted.PaddingRatio(), unsorted.PaddingRatio())
+}
+
+func TestScoreHonoursContext(t *testing.T) {
+	m := load(t, model.Options{MaxBatchSize: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := m.Score(ctx, mixedPairs(10, 5)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
+
+func TestCloseIsIdempotent(t *testing.T) {
+	rt, dir := fixture(t)
+	m, err := rt.Load(dir, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, _, err := m.Score(context.Background(), mixedPairs(1, 1)); !errors.Is(err, model.ErrClosed) {
+		t.Fatalf("Score after Close: %v", err)
+	}
+}
+
+func TestOutputMapping(t *testing.T) {
+	rt, _ := fixture(t)
+	pairs := mixedPairs(5, 9)
+	plain := load(t, model.Options{})
+	logits, _, err := plain.Score(context.Background(), pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := rt.Load(modelDir(t, `{"name":"sig","output":{"sigmoid":true}}`), model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	probs, _, err := m.Score(context.Background(), pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range pairs {
+		want := 1 / (1 + math.Exp(-float64(logits[i])))
+		if math.Abs(float64(probs[i])-want) > 1e-6 {
+			t.Fatalf("pair %d: sigmoid %v, want %v", i, probs[i], want)
+		}
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	rt, _ := fixture(t)
+	tests := []struct {
+		name    string
+		config  string
+		want    error
+		mention string
+	}{
+		{"logit out of range", `{"output":{"logit":3}}`, model.ErrModelMismatch, "output.logit 3"},
+		{"unknown output", `{"output":{"name":"scores"}}`, model.ErrModelMismatch, `"scores"`},
+		{"bad truncation", `{"truncation":"middle"}`, model.ErrInvalidConfig, "truncation"},
+		{"bad max length", `{"max_length":2}`, model.ErrInvalidConfig, "max_length"},
+		{"bad name", `{"name":"a.b"}`, model.ErrInvalidConfig, "name"},
+		{"bad json", `{`, model.ErrInvalidConfig, model.ConfigFile},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := modelDir(t, tt.config)
+			_, err := rt.Load(dir, model.Options{})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.mention) || !strings.Contains(err.Error(), dir) {
+				t.Fatalf("error %q should name %q and the model path", err, tt.mention)
+			}
+		})
+	}
+	if _, err := rt.Load(t.TempDir(), model.Options{}); err == nil || !strings.Contains(err.Error(), model.TokenizerFile) {
+		t.Fatalf("empty directory: %v", err)
+	}
+	if _, err := model.OpenRuntime(filepath.Join(t.TempDir(), "nope.so")); !errors.Is(err, model.ErrRuntimeMissing) || !strings.Contains(err.Error(), model.EnvLibrary) {
+		t.Fatalf("missing library: %v", err)
+	}
+}
+
+func TestParseDevice(t *testing.T) {
+	for in, want := range map[string]string{"": "cpu", "cpu": "cpu", "cuda": "cuda:0", "cuda:3": "cuda:3"} {
+		d, err := model.ParseDevice(in)
+		if err != nil || d.String() != want {
+			t.Errorf("ParseDevice(%q) = %v, %v", in, d, err)
+		}
+	}
+	for _, in := range []string{"gpu", "cuda:-1", "cuda:x"} {
+		if _, err := model.ParseDevice(in); err == nil {
+			t.Errorf("ParseDevice(%q) accepted", in)
+		}
+	}
+}
+
+// The CPU-only ONNX Runtime build cannot enable CUDA: loading must say so
+// clearly, not crash.
+func TestCUDAUnavailableIsClear(t *testing.T) {
+	rt, dir := fixture(t)
+	m, err := rt.Load(dir, model.Options{Device: model.Device{CUDA: true}})
+	if err == nil { // a GPU machine with the CUDA provider: it must score
+		defer m.Close()
+		if _, _, err := m.Score(context.Background(), mixedPairs(3, 1)); err != nil {
+			t.Fatalf("scoring on CUDA: %v", err)
+		}
+		return
+	}
+	if !errors.Is(err, model.ErrDeviceUnavailable) {
+		t.Fatalf("got %v, want ErrDeviceUnavailable", err)
+	}
+}
+
+func BenchmarkScoreL12(b *testing.B) {
+	rt, _ := fixture(b)
+	dir := filepath.Join(b.TempDir(), "l12")
+	if err := testmodel.WriteDir(dir, testmodel.MiniLML12, testenv.TokenizerJSON(b)); err != nil {
+		b.Fatal(err)
+	}
+	m, err := rt.Load(dir, model.Options{MaxBatchSize: 32})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	// 32 pairs of ~128 tokens.
+	pairs := make([]model.Pair, 32)
+	for i := range pairs {
+		p := make([]string, 110)
+		for k := range p {
+			p[k] = words[(i*7+k*3)%len(words)]
+		}
+		pairs[i] = model.Pair{A: "what is the capital of france", B: strings.Join(p, " ")}
+	}
+	encs, _ := m.Tokenize(pairs)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, _, err := m.ScoreEncoded(context.Background(), encs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(pairs))/b.Elapsed().Seconds(), "pairs/s")
+	b.ReportMetric(float64(len(encs[0].IDs)), "tokens/pair")
+}
+
+func BenchmarkPaddingRatio(b *testing.B) {
+	for _, sorted := range []bool{true, false} {
+		b.Run(fmt.Sprintf("sorted=%v", sorted), func(b *testing.B) {
+			rt, dir := fixture(b)
+			m, err := rt.Load(dir, model.Options{NoLengthSort: !sorted})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			encs, _ := m.Tokenize(mixedPairs(1000, 11))
+			var st model.Stats
+			for b.Loop() {
+				_, st, err = m.ScoreEncoded(context.Background(), encs)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(st.PaddingRatio(), "padded/real")
+			b.ReportMetric(float64(b.N*len(encs))/b.Elapsed().Seconds(), "pairs/s")
+		})
+	}
+}

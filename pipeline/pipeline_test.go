@@ -1,0 +1,273 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rerank/rerank/inject"
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/pipeline"
+	"github.com/rerank/rerank/schemas"
+)
+
+// fakeScorer scores a pair by a hash of its text, so results are checkable
+// without a model, and records how it was called.
+type fakeScorer struct {
+	calls   atomic.Int64
+	maxJobs atomic.Int64
+	delay   time.Duration
+	fail    atomic.Bool
+	mu      sync.Mutex
+	sizes   []int
+}
+
+func pairHash(a, b string) int64 {
+	h := fnv.New32a()
+	h.Write([]byte(a + "\x00" + b))
+	return int64(h.Sum32() % 10000)
+}
+
+func pairScore(a, b string) float32 { return float32(pairHash(a, b)) / 100 }
+
+func (f *fakeScorer) Tokenize(pairs []model.Pair) ([]model.Encoding, error) {
+	encs := make([]model.Encoding, len(pairs))
+	for i, p := range pairs {
+		// Carry the pair's hash in the ids so ScoreEncoded can score it.
+		encs[i] = model.Encoding{IDs: []int64{101, pairHash(p.A, p.B), 102}, TypeIDs: []int64{0, 0, 0}}
+	}
+	return encs, nil
+}
+
+func (f *fakeScorer) ScoreEncoded(ctx context.Context, encs []model.Encoding) ([]float32, model.Stats, error) {
+	f.calls.Add(1)
+	f.mu.Lock()
+	f.sizes = append(f.sizes, len(encs))
+	f.mu.Unlock()
+	if f.delay > 0 {
+		select {
+		case <-time.After(f.delay):
+		case <-ctx.Done():
+			return nil, model.Stats{}, ctx.Err()
+		}
+	}
+	if f.fail.Load() {
+		return nil, model.Stats{}, errors.New("device lost")
+	}
+	out := make([]float32, len(encs))
+	for i, e := range encs {
+		out[i] = float32(e.IDs[1]) / 100
+	}
+	return out, model.Stats{Pairs: len(encs), Batches: 1}, nil
+}
+
+func newPipeline(t *testing.T, cfg pipeline.Config, sc *fakeScorer, preset string) *pipeline.Pipeline {
+	t.Helper()
+	ic, err := inject.Preset(preset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.New(cfg, pipeline.Model{Name: "m", Scorer: sc, Inject: ic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func f64(v float64) *float64 { return &v }
+
+func makeJob(id string, n int) *schemas.Job {
+	j := &schemas.Job{ID: id, Query: "query " + id, Meta: map[string]string{"k": id}}
+	for i := range n {
+		j.Candidates = append(j.Candidates, schemas.Candidate{ID: fmt.Sprintf("c%d", i), Text: fmt.Sprintf("passage %d of %s", i, id), BM25: f64(float64(i % 60))})
+	}
+	return j
+}
+
+func TestRerankSortsAndKeepsEveryCandidateOnce(t *testing.T) {
+	sc := &fakeScorer{}
+	p := newPipeline(t, pipeline.Config{}, sc, "ms-marco-MiniLM")
+	job := makeJob("big", 1000)
+	res, err := p.Rerank(context.Background(), "m", job, time.Now().Add(-time.Second))
+	if err != nil || res.Error != nil {
+		t.Fatalf("Rerank: %v %v", err, res.Error)
+	}
+	if len(res.Results) != 1000 {
+		t.Fatalf("%d results", len(res.Results))
+	}
+	seen := map[int]bool{}
+	for k, r := range res.Results {
+		if seen[r.Index] {
+			t.Fatalf("candidate %d twice", r.Index)
+		}
+		seen[r.Index] = true
+		c := job.Candidates[r.Index]
+		if r.ID != c.ID || float32(r.RelevanceScore) != pairScore(job.Query, c.Text) {
+			t.Fatalf("result %d: %+v does not match candidate %+v", k, r, c)
+		}
+		if k > 0 && r.RelevanceScore > res.Results[k-1].RelevanceScore {
+			t.Fatalf("not sorted at %d", k)
+		}
+		if k > 0 && r.RelevanceScore == res.Results[k-1].RelevanceScore && r.Index < res.Results[k-1].Index {
+			t.Fatalf("tie at %d does not keep job order", k)
+		}
+		if r.Document != nil {
+			t.Fatal("document returned without return_documents")
+		}
+	}
+	if res.Meta["k"] != "big" || res.ID != "big" || res.Model != "m" || res.V != 1 {
+		t.Fatalf("envelope wrong: %+v", res)
+	}
+	if res.Timing.QueuedMS < 999 || res.Timing.TotalMS <= 0 {
+		t.Fatalf("timing wrong: %+v", res.Timing)
+	}
+}
+
+func TestTopNAndDocuments(t *testing.T) {
+	p := newPipeline(t, pipeline.Config{}, &fakeScorer{}, "ms-marco-MiniLM")
+	job := makeJob("j", 20)
+	job.TopN, job.ReturnDocuments = 3, true
+	res, _ := p.Rerank(context.Background(), "m", job, time.Time{})
+	if len(res.Results) != 3 {
+		t.Fatalf("%d results, want 3", len(res.Results))
+	}
+	for _, r := range res.Results {
+		if r.Document == nil || *r.Document != job.Candidates[r.Index].Text {
+			t.Fatalf("document of %s wrong", r.ID)
+		}
+	}
+	job.TopN = 50
+	res, _ = p.Rerank(context.Background(), "m", job, time.Time{})
+	if len(res.Results) != 20 {
+		t.Fatalf("top_n above the candidate count: %d results", len(res.Results))
+	}
+}
+
+func TestJobErrorsAreResultsNotFailures(t *testing.T) {
+	p := newPipeline(t, pipeline.Config{}, &fakeScorer{}, "all-MiniLM-L12-v3-bm25")
+	missing := makeJob("missing", 3)
+	missing.Candidates[2].BM25 = nil
+	tests := []struct {
+		name  string
+		model string
+		job   *schemas.Job
+		want  error
+	}{
+		{"invalid", "m", &schemas.Job{ID: "x", Candidates: []schemas.Candidate{{ID: "a"}}}, schemas.ErrMissingQuery},
+		{"unknown model", "nope", makeJob("u", 1), schemas.ErrUnknownModel},
+		{"mismatch", "m", func() *schemas.Job { j := makeJob("mm", 1); j.Model = "other"; return j }(), schemas.ErrModelMismatch},
+		{"missing score", "m", missing, schemas.ErrMissingScore},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := p.Rerank(context.Background(), tt.model, tt.job, time.Time{})
+			if err != nil {
+				t.Fatalf("a job at fault is not a transient error: %v", err)
+			}
+			if res.Error == nil || !errors.Is(res.Error, tt.want) {
+				t.Fatalf("got %+v, want %v", res.Error, tt.want)
+			}
+			if res.ID != tt.job.ID || len(res.Results) != 0 {
+				t.Fatalf("error result envelope wrong: %+v", res)
+			}
+		})
+	}
+}
+
+// One bad job never fails its batch-mates.
+func TestRerankBatchIsolatesBadJobs(t *testing.T) {
+	sc := &fakeScorer{}
+	p := newPipeline(t, pipeline.Config{MaxBatchDelay: 20 * time.Millisecond}, sc, "all-MiniLM-L12-v3-bm25")
+	jobs := []*schemas.Job{makeJob("a", 5), makeJob("b", 5), makeJob("c", 5)}
+	jobs[1].Candidates[0].BM25 = nil
+	out := p.RerankBatch(context.Background(), "m", jobs)
+	if out[0].Err != nil || out[0].Result.Error != nil || len(out[0].Result.Results) != 5 {
+		t.Fatalf("job a: %+v", out[0])
+	}
+	if out[1].Err != nil || !errors.Is(out[1].Result.Error, schemas.ErrMissingScore) {
+		t.Fatalf("job b: %+v", out[1])
+	}
+	if out[2].Err != nil || out[2].Result.Error != nil || len(out[2].Result.Results) != 5 {
+		t.Fatalf("job c: %+v", out[2])
+	}
+}
+
+func TestCrossJobBatchingSharesCalls(t *testing.T) {
+	sc := &fakeScorer{delay: 5 * time.Millisecond}
+	p := newPipeline(t, pipeline.Config{MaxBatchDelay: 20 * time.Millisecond, MaxBatchPairs: 1000}, sc, "ms-marco-MiniLM")
+	jobs := make([]*schemas.Job, 50)
+	for i := range jobs {
+		jobs[i] = makeJob(fmt.Sprintf("j%d", i), 10)
+	}
+	out := p.RerankBatch(context.Background(), "m", jobs)
+	for i, o := range out {
+		if o.Err != nil || o.Result.Error != nil || len(o.Result.Results) != 10 {
+			t.Fatalf("job %d: %+v", i, o)
+		}
+		// Each job's scores are its own, whatever it shared a call with.
+		for _, r := range o.Result.Results {
+			if float32(r.RelevanceScore) != pairScore(jobs[i].Query, jobs[i].Candidates[r.Index].Text) {
+				t.Fatalf("job %d got another job's score", i)
+			}
+		}
+	}
+	if calls := sc.calls.Load(); calls >= 25 {
+		t.Fatalf("%d scorer calls for 50 concurrent jobs: no cross-job batching", calls)
+	}
+	// Disabled: one call per job.
+	sc2 := &fakeScorer{}
+	p2 := newPipeline(t, pipeline.Config{MaxBatchDelay: -1}, sc2, "ms-marco-MiniLM")
+	p2.RerankBatch(context.Background(), "m", jobs)
+	if sc2.calls.Load() != 50 {
+		t.Fatalf("batching off: %d calls, want 50", sc2.calls.Load())
+	}
+}
+
+func TestScorerFailureIsTransient(t *testing.T) {
+	sc := &fakeScorer{}
+	sc.fail.Store(true)
+	p := newPipeline(t, pipeline.Config{}, sc, "ms-marco-MiniLM")
+	res, err := p.Rerank(context.Background(), "m", makeJob("j", 3), time.Time{})
+	if err == nil || res != nil {
+		t.Fatalf("got %+v, %v; want a transient error", res, err)
+	}
+}
+
+func TestContextAndClose(t *testing.T) {
+	sc := &fakeScorer{delay: time.Second}
+	p := newPipeline(t, pipeline.Config{}, sc, "ms-marco-MiniLM")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := p.Rerank(ctx, "m", makeJob("j", 3), time.Time{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	if time.Since(start) > 500*time.Millisecond {
+		t.Fatal("Rerank did not return when its context ended")
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal("second Close:", err)
+	}
+	if _, err := p.Rerank(context.Background(), "m", makeJob("k", 1), time.Time{}); !errors.Is(err, pipeline.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
+func TestNewRejectsBadModels(t *testing.T) {
+	ic, _ := inject.Preset("ms-marco-MiniLM")
+	if _, err := pipeline.New(pipeline.Config{}, pipeline.Model{Name: "a", Scorer: &fakeScorer{}, Inject: ic}, pipeline.Model{Name: "a", Scorer: &fakeScorer{}, Inject: ic}); err == nil {
+		t.Fatal("duplicate model accepted")
+	}
+	if _, err := pipeline.New(pipeline.Config{}, pipeline.Model{Name: "a"}); err == nil {
+		t.Fatal("model without scorer accepted")
+	}
+}

@@ -1,0 +1,564 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/rerank/rerank/inject"
+	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/pipeline"
+	"github.com/rerank/rerank/schemas"
+	"github.com/rerank/rerank/worker"
+)
+
+// --- fixtures ---------------------------------------------------------------
+
+func startServer(t *testing.T) *natsembed.Server {
+	t.Helper()
+	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Stop)
+	return ns
+}
+
+func connect(t *testing.T, ns *natsembed.Server) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// slowScorer scores by a hash of the pair's tokens, after a delay; hang
+// makes it block until its context ends.
+type slowScorer struct {
+	delay time.Duration
+	hang  atomic.Bool
+	calls atomic.Int64
+}
+
+func (s *slowScorer) Tokenize(pairs []model.Pair) ([]model.Encoding, error) {
+	encs := make([]model.Encoding, len(pairs))
+	for i, p := range pairs {
+		h := fnv.New32a()
+		h.Write([]byte(p.A + "\x00" + p.B))
+		encs[i] = model.Encoding{IDs: []int64{101, int64(h.Sum32() % 100000), 102}, TypeIDs: []int64{0, 0, 0}}
+	}
+	return encs, nil
+}
+
+func (s *slowScorer) ScoreEncoded(ctx context.Context, encs []model.Encoding) ([]float32, model.Stats, error) {
+	s.calls.Add(1)
+	wait := s.delay
+	if s.hang.Load() {
+		wait = time.Hour
+	}
+	if wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, model.Stats{}, ctx.Err()
+		}
+	}
+	out := make([]float32, len(encs))
+	for i, e := range encs {
+		out[i] = float32(e.IDs[1]) / 1000
+	}
+	return out, model.Stats{Pairs: len(encs)}, nil
+}
+
+type counter struct {
+	mu          sync.Mutex
+	outcomes    map[string]int
+	redelivered int
+	dead        map[string]int
+}
+
+func newCounter() *counter { return &counter{outcomes: map[string]int{}, dead: map[string]int{}} }
+func (c *counter) JobDone(_, outcome string, _ uint64, _, _ time.Duration) {
+	c.mu.Lock()
+	c.outcomes[outcome]++
+	c.mu.Unlock()
+}
+func (c *counter) Redelivered(string) { c.mu.Lock(); c.redelivered++; c.mu.Unlock() }
+func (c *counter) DeadLettered(_, code string) {
+	c.mu.Lock()
+	c.dead[code]++
+	c.mu.Unlock()
+}
+func (c *counter) InFlight(int) {}
+func (c *counter) get(f func(c *counter) int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return f(c)
+}
+
+type runningWorker struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // Run's result, once done is closed
+	obs    *counter
+	nc     *nats.Conn
+}
+
+// stop cancels the worker and waits for Run to return; idempotent.
+func (r *runningWorker) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			t.Fatalf("worker Run: %v", r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not stop")
+	}
+}
+
+func testConfig() worker.Config {
+	return worker.Config{
+		Provision: true, AckWait: time.Second, Heartbeat: 250 * time.Millisecond, MaxDeliver: 5,
+		Concurrency: 4, ShutdownGrace: 5 * time.Second, BackoffBase: 100 * time.Millisecond,
+		BackoffMax: 500 * time.Millisecond, FetchWait: 200 * time.Millisecond, WorkerID: "test",
+	}
+}
+
+func startWorker(t *testing.T, ns *natsembed.Server, sc pipeline.Scorer, cfg worker.Config) *runningWorker {
+	t.Helper()
+	ic, _ := inject.Preset("all-MiniLM-L12-v3-bm25")
+	p, err := pipeline.New(pipeline.Config{MaxBatchDelay: time.Millisecond}, pipeline.Model{Name: "m", Scorer: sc, Inject: ic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	obs := newCounter()
+	w, err := worker.New(nc, p, cfg, nil, obs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runningWorker{cancel: cancel, done: make(chan struct{}), obs: obs, nc: nc}
+	go func() { r.err = w.Run(ctx); close(r.done) }()
+	t.Cleanup(func() { r.stop(t) })
+	// Ready once the consumer exists.
+	js, _ := jetstream.New(nc)
+	waitFor(t, 10*time.Second, "consumer provisioned", func() bool {
+		_, err := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("m"))
+		return err == nil
+	})
+	return r
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func f64(v float64) *float64 { return &v }
+
+func makeJob(id string, n int) *schemas.Job {
+	j := &schemas.Job{ID: id, Query: "query for " + id, Meta: map[string]string{"job": id}}
+	for i := range n {
+		j.Candidates = append(j.Candidates, schemas.Candidate{ID: fmt.Sprintf("c%d", i), Text: fmt.Sprintf("passage %d for %s", i, id), BM25: f64(float64(i%50) + 0.5)})
+	}
+	return j
+}
+
+func publishRaw(t *testing.T, js jetstream.JetStream, msgID, contentType string, data []byte) {
+	t.Helper()
+	m := nats.NewMsg(worker.JobSubject("m"))
+	m.Data = data
+	if contentType != "" {
+		m.Header.Set(schemas.HeaderContentType, contentType)
+	}
+	opts := []jetstream.PublishOpt{}
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	if _, err := js.PublishMsg(context.Background(), m, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func publishJob(t *testing.T, js jetstream.JetStream, j *schemas.Job) {
+	t.Helper()
+	b, err := schemas.EncodeJob(j, schemas.Msgpack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishRaw(t, js, j.ID, schemas.ContentTypeMsgpack, b)
+}
+
+// storedResults counts results per job id in RERANK_RESULTS.
+func storedResults(t *testing.T, js jetstream.JetStream) map[string]uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), worker.ResultsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(worker.ResultsPrefix+">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for subj, n := range info.State.Subjects {
+		out[strings.TrimPrefix(subj, worker.ResultsPrefix)] = n
+	}
+	return out
+}
+
+func lastResult(t *testing.T, js jetstream.JetStream, id string) *schemas.Result {
+	t.Helper()
+	s, _ := js.Stream(context.Background(), worker.ResultsStream)
+	m, err := s.GetLastMsgForSubject(context.Background(), worker.ResultSubject(id))
+	if err != nil {
+		t.Fatalf("result of %s: %v", id, err)
+	}
+	f, _ := schemas.ParseContentType(m.Header.Get(schemas.HeaderContentType))
+	r, err := schemas.DecodeResult(m.Data, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// --- tests ------------------------------------------------------------------
+
+func TestLargeJobBothResultSubjects(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	startWorker(t, ns, &slowScorer{}, testConfig())
+
+	job := makeJob("big-1", 1000)
+	job.TopN = 100
+	publishJob(t, js, job)
+	waitFor(t, 20*time.Second, "stored result", func() bool { return storedResults(t, js)["big-1"] == 1 })
+	res := lastResult(t, js, "big-1")
+	if res.Error != nil || len(res.Results) != 100 || res.Meta["job"] != "big-1" || res.Attempt != 1 || res.Worker != "test" {
+		t.Fatalf("result: err=%v n=%d meta=%v attempt=%d", res.Error, len(res.Results), res.Meta, res.Attempt)
+	}
+	// Without top_n every candidate comes back exactly once, sorted.
+	job2 := makeJob("big-2", 1000)
+	publishJob(t, js, job2)
+	waitFor(t, 20*time.Second, "stored result", func() bool { return storedResults(t, js)["big-2"] == 1 })
+	res = lastResult(t, js, "big-2")
+	seen := map[int]bool{}
+	for k, r := range res.Results {
+		if seen[r.Index] || job2.Candidates[r.Index].ID != r.ID {
+			t.Fatalf("result %d: index %d repeated or mismatched", k, r.Index)
+		}
+		seen[r.Index] = true
+		if k > 0 && r.RelevanceScore > res.Results[k-1].RelevanceScore {
+			t.Fatalf("unsorted at %d", k)
+		}
+	}
+	if len(seen) != 1000 {
+		t.Fatalf("%d of 1000 candidates returned", len(seen))
+	}
+
+	// reply_to: a private subject, JSON in and out.
+	sub, err := nc.SubscribeSync("_INBOX.test-reply")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job3 := makeJob("reply-1", 5)
+	job3.ReplyTo = "_INBOX.test-reply"
+	b, _ := schemas.EncodeJob(job3, schemas.JSON)
+	publishRaw(t, js, job3.ID, schemas.ContentTypeJSON, b)
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get(schemas.HeaderContentType) != schemas.ContentTypeJSON || !strings.HasPrefix(string(m.Data), "{") {
+		t.Fatalf("reply not JSON: %q", m.Data[:20])
+	}
+	r3, err := schemas.DecodeResult(m.Data, schemas.JSON)
+	if err != nil || r3.ID != "reply-1" || len(r3.Results) != 5 {
+		t.Fatalf("reply: %+v %v", r3, err)
+	}
+	if _, stored := storedResults(t, js)["reply-1"]; stored {
+		t.Fatal("a reply_to result was also stored on the default subject")
+	}
+	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+}
+
+func TestDuplicateSubmissionStoresOneResult(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	sc := &slowScorer{}
+	startWorker(t, ns, sc, testConfig())
+	job := makeJob("dup-1", 10)
+	publishJob(t, js, job)
+	publishJob(t, js, job) // within the 2-minute window: dropped by JetStream
+	waitFor(t, 10*time.Second, "result", func() bool { return storedResults(t, js)["dup-1"] >= 1 })
+	publishJob(t, js, job) // after completion, still inside the window
+	// Give a wrongly accepted duplicate the chance to be processed.
+	probe := makeJob("probe", 1)
+	publishJob(t, js, probe)
+	waitFor(t, 10*time.Second, "probe result", func() bool { return storedResults(t, js)["probe"] == 1 })
+	if n := storedResults(t, js)["dup-1"]; n != 1 {
+		t.Fatalf("%d stored results for one job id", n)
+	}
+}
+
+// A worker that dies mid-job (no ack, no nak) loses nothing: after AckWait
+// the job goes to another worker, and one result is stored.
+func TestCrashedWorkerJobIsRedelivered(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	hung := &slowScorer{}
+	hung.hang.Store(true)
+	a := startWorker(t, ns, hung, testConfig())
+	publishJob(t, js, makeJob("crash-1", 20))
+	waitFor(t, 10*time.Second, "worker A to take the job", func() bool { return hung.calls.Load() > 0 })
+	a.nc.Close() // the process "dies": no ack, no nak, no heartbeat
+
+	b := startWorker(t, ns, &slowScorer{}, testConfig())
+	waitFor(t, 20*time.Second, "redelivered result", func() bool { return storedResults(t, js)["crash-1"] == 1 })
+	res := lastResult(t, js, "crash-1")
+	if res.Attempt < 2 || res.Error != nil {
+		t.Fatalf("result attempt %d err %v; want a redelivery", res.Attempt, res.Error)
+	}
+	if b.obs.get(func(c *counter) int { return c.redelivered }) == 0 {
+		t.Fatal("worker B saw no redelivery")
+	}
+	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	if n := storedResults(t, js)["crash-1"]; n != 1 {
+		t.Fatalf("%d results", n)
+	}
+}
+
+// InProgress heartbeats keep a job that runs 3× AckWait from being redelivered.
+func TestLongJobIsNotRedelivered(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	sc := &slowScorer{delay: 3 * time.Second} // AckWait is 1 s
+	w := startWorker(t, ns, sc, testConfig())
+	publishJob(t, js, makeJob("long-1", 5))
+	waitFor(t, 20*time.Second, "result", func() bool { return storedResults(t, js)["long-1"] == 1 })
+	res := lastResult(t, js, "long-1")
+	if res.Attempt != 1 {
+		t.Fatalf("attempt %d: the job was redelivered", res.Attempt)
+	}
+	if sc.calls.Load() != 1 || w.obs.get(func(c *counter) int { return c.redelivered }) != 0 {
+		t.Fatalf("scorer calls %d, redeliveries %d", sc.calls.Load(), w.obs.redelivered)
+	}
+	cons, _ := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("m"))
+	info, _ := cons.Info(context.Background())
+	if info.NumRedelivered != 0 || info.NumAckPending != 0 {
+		t.Fatalf("consumer: redelivered %d, ack pending %d", info.NumRedelivered, info.NumAckPending)
+	}
+}
+
+func TestInvalidPayloadsAreDeadLettered(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	w := startWorker(t, ns, &slowScorer{}, testConfig())
+
+	good, _ := schemas.EncodeJob(makeJob("bad-truncated", 3), schemas.Msgpack)
+	ctypeJob, _ := schemas.EncodeJob(makeJob("bad-ctype", 3), schemas.Msgpack)
+	nan := makeJob("bad-nan", 3)
+	nan.Candidates[1].BM25 = f64(math.NaN())
+	nanBytes, _ := msgpack.Marshal(nan)
+	noQuery := makeJob("bad-noquery", 2)
+	noQuery.Query = ""
+	noQueryBytes, _ := schemas.EncodeJob(noQuery, schemas.JSON)
+	missing := makeJob("bad-missing", 3)
+	missing.Candidates[2].BM25 = nil
+	missingBytes, _ := schemas.EncodeJob(missing, schemas.Msgpack)
+	cases := []struct {
+		id, ct string
+		data   []byte
+		code   schemas.Code
+	}{
+		{"bad-random", "", []byte{0xc1, 0xde, 0xad, 0xbe, 0xef}, schemas.CodeBadEncoding},
+		{"bad-truncated", schemas.ContentTypeMsgpack, good[:len(good)/2], schemas.CodeBadEncoding},
+		{"bad-noquery", schemas.ContentTypeJSON, noQueryBytes, schemas.CodeMissingQuery},
+		{"bad-nan", schemas.ContentTypeMsgpack, nanBytes, schemas.CodeNonFiniteScore},
+		{"bad-missing", schemas.ContentTypeMsgpack, missingBytes, schemas.CodeMissingScore},
+		{"bad-ctype", "text/plain", ctypeJob, schemas.CodeBadEncoding},
+	}
+	for _, c := range cases {
+		publishRaw(t, js, c.id, c.ct, c.data)
+	}
+	publishJob(t, js, makeJob("healthy", 4))
+	waitFor(t, 20*time.Second, "all results", func() bool { return len(storedResults(t, js)) == len(cases)+1 })
+	for _, c := range cases {
+		res := lastResult(t, js, c.id)
+		if res.Error == nil || res.Error.Code != c.code {
+			t.Errorf("%s: error %+v, want code %s", c.id, res.Error, c.code)
+		}
+	}
+	if res := lastResult(t, js, "healthy"); res.Error != nil || len(res.Results) != 4 {
+		t.Fatalf("healthy job: %+v", res)
+	}
+	// Dead letters hold the original bytes and the reason.
+	dead, err := js.Stream(context.Background(), worker.DeadStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "dead letters", func() bool { return streamMsgs(t, js, worker.DeadStream) == uint64(len(cases)) })
+	byID := map[string]*jetstream.RawStreamMsg{}
+	for seq := uint64(1); seq <= uint64(len(cases)); seq++ {
+		m, err := dead.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byID[m.Header.Get("Rerank-Job-Msg-Id")] = m
+	}
+	for _, c := range cases {
+		m := byID[c.id]
+		if m == nil {
+			t.Fatalf("no dead letter for %s", c.id)
+		}
+		if string(m.Data) != string(c.data) || m.Header.Get(worker.HeaderErrorCode) != string(c.code) || m.Subject != worker.DeadPrefix+"m" {
+			t.Errorf("%s: dead letter subject %s code %q, bytes equal %v", c.id, m.Subject, m.Header.Get(worker.HeaderErrorCode), string(m.Data) == string(c.data))
+		}
+	}
+	// No redelivery: the jobs are gone and were delivered once.
+	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	if n := w.obs.get(func(c *counter) int { return c.redelivered }); n != 0 {
+		t.Fatalf("%d redeliveries", n)
+	}
+	if n := w.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeInvalid] }); n != len(cases) {
+		t.Fatalf("%d invalid outcomes, want %d", n, len(cases))
+	}
+}
+
+// A job that fails on every delivery ends in the dead-letter stream with an
+// internal error result, after MaxDeliver attempts with backoff.
+func TestTransientFailuresExhaustDeliveries(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	cfg := testConfig()
+	cfg.MaxDeliver = 3
+	w := startWorker(t, ns, &failingScorer{}, cfg)
+	publishJob(t, js, makeJob("doomed", 2))
+	waitFor(t, 20*time.Second, "error result", func() bool { return storedResults(t, js)["doomed"] == 1 })
+	res := lastResult(t, js, "doomed")
+	if res.Error == nil || res.Error.Code != schemas.CodeInternal || res.Attempt != 3 {
+		t.Fatalf("result %+v", res)
+	}
+	if n := w.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeRetry] }); n != 2 {
+		t.Fatalf("%d retries, want 2", n)
+	}
+	waitFor(t, 5*time.Second, "dead letter", func() bool { return streamMsgs(t, js, worker.DeadStream) == 1 })
+}
+
+type failingScorer struct{ slowScorer }
+
+func (*failingScorer) ScoreEncoded(context.Context, []model.Encoding) ([]float32, model.Stats, error) {
+	return nil, model.Stats{}, errors.New("device lost")
+}
+
+// Stopping a worker under load loses nothing: jobs it cannot finish within
+// the grace are handed back, and every job ends with exactly one result.
+func TestGracefulShutdownUnderLoadLosesNothing(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	cfg := testConfig()
+	cfg.ShutdownGrace = 100 * time.Millisecond
+	a := startWorker(t, ns, &slowScorer{delay: 300 * time.Millisecond}, cfg)
+	const n = 60
+	for i := range n {
+		publishJob(t, js, makeJob(fmt.Sprintf("load-%d", i), 8))
+	}
+	waitFor(t, 20*time.Second, "some results", func() bool { return len(storedResults(t, js)) >= 8 })
+	a.stop(t)
+	abandoned := a.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeAbandoned] })
+	if abandoned == 0 {
+		t.Fatal("no job was in flight past the grace: the test did not exercise the hand-back")
+	}
+	startWorker(t, ns, &slowScorer{}, testConfig())
+	waitFor(t, 60*time.Second, "all results", func() bool { return len(storedResults(t, js)) == n })
+	for id, count := range storedResults(t, js) {
+		if count != 1 {
+			t.Fatalf("job %s has %d results", id, count)
+		}
+	}
+	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	t.Logf("worker A handed back %d jobs at shutdown", abandoned)
+}
+
+func TestProvisionOffNeedsConsumer(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	ic, _ := inject.Preset("ms-marco-MiniLM")
+	p, _ := pipeline.New(pipeline.Config{}, pipeline.Model{Name: "m", Scorer: &slowScorer{}, Inject: ic})
+	defer p.Close()
+	cfg := testConfig()
+	cfg.Provision = false
+	w, err := worker.New(nc, p, cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Run(ctx); !errors.Is(err, worker.ErrNotProvisioned) {
+		t.Fatalf("got %v, want ErrNotProvisioned", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []worker.Config{
+		{AckWait: time.Second, Heartbeat: 2 * time.Second},
+		{Concurrency: 10, MaxAckPending: 5},
+		{Replicas: 7},
+	}
+	for _, c := range tests {
+		if err := c.Validate(); !errors.Is(err, worker.ErrInvalidConfig) {
+			t.Errorf("%+v: got %v", c, err)
+		}
+	}
+	if err := (worker.Config{}).Validate(); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+}
