@@ -47,15 +47,16 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := dispatch(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
+	if errors.Is(err, errHelp) {
+		return
+	}
 	if err != nil {
 		var ee *exitError
 		code := 1
 		if errors.As(err, &ee) {
 			code = ee.code
 		}
-		if !errors.Is(err, errHelp) {
-			fmt.Fprintln(os.Stderr, "rerank:", err)
-		}
+		fmt.Fprintln(os.Stderr, "rerank:", err)
 		os.Exit(code)
 	}
 }

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/internal/testenv"
+	"github.com/rerank/rerank/model/testmodel"
+	"github.com/rerank/rerank/schemas"
+)
+
+var (
+	binOnce  sync.Once
+	binPath  string
+	modelDir string
+	binErr   error
+)
+
+// binary builds the rerank command and the tiny model once per test run.
+func binary(t *testing.T) (bin, tiny string) {
+	t.Helper()
+	tok := testenv.TokenizerJSON(t)
+	testenv.ORTLib(t)
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "rerank-cmd-test-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "rerank")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("building rerank: %v\n%s", err, out)
+			return
+		}
+		modelDir = filepath.Join(dir, "tiny")
+		binErr = testmodel.WriteDir(modelDir, testmodel.Tiny, tok)
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath, modelDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func runCmd(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	bin, _ := binary(t)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// readmeJob returns the job example of schemas/README.md.
+func readmeJob(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../schemas/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)## Job.*?```json\n(.*?)```").FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no JSON job example in schemas/README.md")
+	}
+	return string(m[1])
+}
+
+func TestHelpOnEveryCommand(t *testing.T) {
+	for _, c := range commands {
+		r := runCmd(t, "", c.name, "--help")
+		if r.code != 0 || !strings.Contains(r.stderr, "Usage: rerank "+c.name) {
+			t.Errorf("%s --help: code %d, stderr %q", c.name, r.code, r.stderr)
+		}
+	}
+	if r := runCmd(t, ""); r.code != 0 || !strings.Contains(r.stdout, "Commands:") {
+		t.Errorf("no command: %+v", r)
+	}
+	if r := runCmd(t, "", "frobnicate"); r.code != 2 {
+		t.Errorf("unknown command: code %d", r.code)
+	}
+}
+
+func TestInjectOnReadmeExample(t *testing.T) {
+	r := runCmd(t, readmeJob(t), "inject", "--preset", "all-MiniLM-L12-v3-bm25", "-")
+	if r.code != 0 {
+		t.Fatalf("inject: %+v", r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines", len(lines))
+	}
+	var l struct {
+		Index int    `json:"index"`
+		ID    string `json:"id"`
+		TextA string `json:"text_a"`
+		TextB string `json:"text_b"`
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &l); err != nil {
+		t.Fatal(err)
+	}
+	if l.Index != 1 || l.ID != "d2" || l.TextA != "28 [SEP] what is the capital of france" || !strings.HasPrefix(l.TextB, "Paris") {
+		t.Fatalf("line 2: %+v", l)
+	}
+	// As a new user would: one candidate lacks bm25.
+	bad := strings.Replace(readmeJob(t), `, "bm25": 6.8`, "", 1)
+	r = runCmd(t, bad, "inject", "--preset", "all-MiniLM-L12-v3-bm25")
+	if r.code != 2 || !strings.Contains(r.stderr, "missing_score") || !strings.Contains(r.stderr, `candidate 2 (id "d3")`) {
+		t.Fatalf("missing bm25: code %d stderr %q", r.code, r.stderr)
+	}
+	// msgpack in.
+	var job schemas.Job
+	json.Unmarshal([]byte(readmeJob(t)), &job)
+	mp, _ := schemas.EncodeJob(&job, schemas.Msgpack)
+	if r := runCmd(t, string(mp), "inject", "--preset", "ms-marco-MiniLM"); r.code != 0 || strings.Count(r.stdout, "\n") != 3 {
+		t.Fatalf("msgpack input: %+v", r)
+	}
+}
+
+func TestTokenizeCommand(t *testing.T) {
+	tok := testenv.TokenizerJSON(t)
+	in := `{"a":"42 [SEP] what is bm25","b":"Résumé of BM25.","max_length":512,"truncation":"longest_first"}` + "\n"
+	r := runCmd(t, in, "tokenize", "--tokenizer", tok)
+	if r.code != 0 {
+		t.Fatalf("%+v", r)
+	}
+	var out struct {
+		A       string  `json:"a"`
+		IDs     []int64 `json:"ids"`
+		TypeIDs []int64 `json:"type_ids"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatal(err)
+	}
+	// [CLS] 42 [SEP] what is bm ##25 [SEP] resume of bm ##25 . [SEP]: the
+	// literal [SEP] in text A is the special token, and text A has type 0.
+	seps := 0
+	for i, id := range out.IDs {
+		want := int64(0)
+		if seps >= 2 { // after "[CLS] 42 [SEP] what is bm ##25 [SEP]" comes text B
+			want = 1
+		}
+		if out.TypeIDs[i] != want {
+			t.Fatalf("type id %d at %d, want %d: %v", out.TypeIDs[i], i, want, out.TypeIDs)
+		}
+		if id == 102 {
+			seps++
+		}
+	}
+	if out.A == "" || out.IDs[0] != 101 || out.IDs[2] != 102 || seps != 3 || len(out.IDs) != len(out.TypeIDs) || out.TypeIDs[len(out.TypeIDs)-1] != 1 {
+		t.Fatalf("ids %v type ids %v", out.IDs, out.TypeIDs)
+	}
+}
+
+func TestRunLocally(t *testing.T) {
+	_, tiny := binary(t)
+	r := runCmd(t, readmeJob(t), "run", "--model", "tiny="+tiny, "-")
+	if r.code != 0 {
+		t.Fatalf("%+v", r)
+	}
+	var res schemas.Result
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Error != nil || len(res.Results) != 2 || res.Results[0].Document == nil || res.Meta["tenant"] != "docs" || res.Model != "tiny" {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// serveProc is a `rerank serve` process on the embedded default.
+type serveProc struct {
+	cmd    *exec.Cmd
+	url    string
+	stderr *bytes.Buffer
+	done   chan struct{}
+}
+
+func startServe(t *testing.T, dataDir string, port int, extra ...string) *serveProc {
+	t.Helper()
+	bin, tiny := binary(t)
+	args := append([]string{"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir,
+		"--model", "demo=" + tiny, "--log-format", "text", "--ack-wait", "5s"}, extra...)
+	cmd := exec.Command(bin, args...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serveProc{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", port), stderr: &errb, done: make(chan struct{})}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case ready <- sc.Text():
+			default:
+			}
+		}
+	}()
+	go func() { cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.stop(t) })
+	select {
+	case line := <-ready:
+		if !strings.Contains(line, "rerank submit") {
+			t.Fatalf("unexpected banner %q", line)
+		}
+	case <-p.done:
+		t.Fatalf("serve exited early: %s", errb.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("serve not ready: %s", errb.String())
+	}
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *serveProc) stop(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("serve exited %d after SIGTERM: %s", code, p.stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		p.cmd.Process.Kill()
+		t.Errorf("serve did not stop on SIGTERM: %s", p.stderr.String())
+	}
+}
+
+func TestServeAndSubmitOnEmbeddedDefault(t *testing.T) {
+	port, _ := natsembed.FreePort()
+	data := t.TempDir()
+	p := startServe(t, data, port)
+	r := runCmd(t, "", "submit", "--nats-url", p.url, "../../examples/job.json")
+	if r.code != 0 {
+		t.Fatalf("submit: %+v\nserve log:\n%s", r, p.stderr.String())
+	}
+	if !strings.Contains(r.stdout, "RANK") || strings.Count(r.stdout, "\n") != 7 {
+		t.Fatalf("submit printed:\n%s", r.stdout)
+	}
+	// --json prints the raw result; the second submission of the same id is
+	// a duplicate answered from the results stream.
+	r = runCmd(t, "", "submit", "--json", "--nats-url", p.url, "../../examples/job.json")
+	var res schemas.Result
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || len(res.Results) != 5 || res.Model != "demo" {
+		t.Fatalf("submit --json: %v %+v", err, r)
+	}
+	// An invalid job: coded error, exit 2.
+	r = runCmd(t, `{"id":"bad-1","query":"","candidates":[{"id":"a","text":"x"}]}`, "submit", "--nats-url", p.url, "-")
+	if r.code != 2 || !strings.Contains(r.stderr+r.stdout, "missing_query") {
+		t.Fatalf("invalid job: %+v", r)
+	}
+	// RERANK_* environment defaults reach the flags.
+	cmd := exec.Command(binPath, "submit", "../../examples/job.json")
+	cmd.Env = append(os.Environ(), "RERANK_NATS_URL="+p.url, "RERANK_TIMEOUT=30s")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "RANK") {
+		t.Fatalf("env defaults: %v %s", err, out)
+	}
+}
+
+// Jobs survive a restart of `rerank serve`: file storage keeps the queue.
+func TestJobsSurviveServeRestart(t *testing.T) {
+	port, _ := natsembed.FreePort()
+	data := t.TempDir()
+	p := startServe(t, data, port, "--concurrency", "1", "--shutdown-grace", "100ms")
+	nc, err := nats.Connect(p.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	const n = 40
+	for i := range n {
+		job := &schemas.Job{ID: "restart-" + strconv.Itoa(i), Query: "q", Candidates: []schemas.Candidate{}}
+		for k := range 50 {
+			job.Candidates = append(job.Candidates, schemas.Candidate{ID: strconv.Itoa(k), Text: strings.Repeat("word ", 60)})
+		}
+		b, _ := schemas.EncodeJob(job, schemas.Msgpack)
+		if _, err := js.Publish(context.Background(), "rerank.jobs.demo", b, jetstream.WithMsgID(job.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Close()
+	p.stop(t)
+	p2 := startServe(t, data, port)
+	nc2, err := nats.Connect(p2.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc2.Close()
+	js2, _ := jetstream.New(nc2)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		s, err := js2.Stream(context.Background(), "RERANK_RESULTS")
+		if err == nil {
+			info, err := s.Info(context.Background(), jetstream.WithSubjectFilter("rerank.results.>"))
+			if err == nil && len(info.State.Subjects) == n {
+				for subj, c := range info.State.Subjects {
+					if c != 1 {
+						t.Fatalf("%s has %d results", subj, c)
+					}
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not every job got a result after the restart; serve log:\n%s", p2.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
