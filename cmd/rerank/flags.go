@@ -24,9 +24,15 @@ func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
 
 // parse parses args after applying environment defaults; --help is not an error.
 func parse(fs *flag.FlagSet, args []string) error {
+	if fs.Lookup("config") == nil {
+		fs.String("config", "", "config file (flat TOML, keys are flag names); precedence: flags > RERANK_* env > file > defaults")
+	}
+	if err := applyConfigFile(fs, args); err != nil {
+		return &exitError{2, err}
+	}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok && f.Name != "config" {
 			if err := f.Value.Set(v); err != nil && envErr == nil {
 				envErr = fmt.Errorf("parsing %s=%q: %w", envName(f.Name), v, err)
 			}

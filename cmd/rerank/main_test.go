@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -206,17 +208,20 @@ func TestRunLocally(t *testing.T) {
 
 // serveProc is a `rerank serve` process on the embedded default.
 type serveProc struct {
-	cmd    *exec.Cmd
-	url    string
-	stderr *bytes.Buffer
+	cmd     *exec.Cmd
+	url     string
+	metrics string // http://host:port of /metrics, /healthz, /readyz
+	stderr  *bytes.Buffer
 	done   chan struct{}
 }
 
 func startServe(t *testing.T, dataDir string, port int, extra ...string) *serveProc {
 	t.Helper()
 	bin, tiny := binary(t)
+	mport, _ := natsembed.FreePort()
 	args := append([]string{"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir,
-		"--model", "demo=" + tiny, "--log-format", "text", "--ack-wait", "5s"}, extra...)
+		"--model", "demo=" + tiny, "--log-format", "text", "--ack-wait", "5s",
+		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", mport)}, extra...)
 	cmd := exec.Command(bin, args...)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
@@ -224,7 +229,8 @@ func startServe(t *testing.T, dataDir string, port int, extra ...string) *serveP
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &serveProc{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", port), stderr: &errb, done: make(chan struct{})}
+	p := &serveProc{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", port), stderr: &errb, done: make(chan struct{}),
+		metrics: fmt.Sprintf("http://127.0.0.1:%d", mport)}
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -293,11 +299,77 @@ func TestServeAndSubmitOnEmbeddedDefault(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr+r.stdout, "missing_query") {
 		t.Fatalf("invalid job: %+v", r)
 	}
+	// The client checks jobs before publishing; a raw invalid one reaches the worker.
+	nc, err := nats.Connect(p.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	hdr := nats.Header{}
+	hdr.Set("Nats-Msg-Id", "bad-2")
+	if err := nc.PublishMsg(&nats.Msg{Subject: "rerank.jobs.demo", Header: hdr, Data: []byte{0xc1}}); err != nil {
+		t.Fatal(err)
+	}
+	// Metrics and probes after real jobs.
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for body = httpGet(t, p.metrics+"/metrics", 200); !strings.Contains(body, "rerank_dead_letters_total") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		body = httpGet(t, p.metrics+"/metrics", 200)
+	}
+	for _, want := range []string{`rerank_jobs_total{model="demo",outcome="ok"} 1`, `rerank_jobs_total{model="demo",outcome="invalid"} 1`,
+		`rerank_dead_letters_total{code="bad_encoding",model="demo"} 1`, `rerank_pairs_scored_total{model="demo"} 5`,
+		"rerank_nats_connected 1", "rerank_jobs_in_flight 0", `rerank_batch_size_count{model="demo"} 1`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	httpGet(t, p.metrics+"/healthz", 200)
+	httpGet(t, p.metrics+"/readyz", 200)
 	// RERANK_* environment defaults reach the flags.
 	cmd := exec.Command(binPath, "submit", "../../examples/job.json")
 	cmd.Env = append(os.Environ(), "RERANK_NATS_URL="+p.url, "RERANK_TIMEOUT=30s")
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "RANK") {
 		t.Fatalf("env defaults: %v %s", err, out)
+	}
+}
+
+func httpGet(t *testing.T, url string, want int) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+func TestPrintConfigPrecedence(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "rerank.toml")
+	os.WriteFile(cfg, []byte("# a worker\nconcurrency = 3\nack-wait = \"10s\"\nmax-deliver = 7\nnats-url = \"nats://user:hunter2@10.0.0.1:4222\"\nmodel = [\"a=/m/a\", \"b=/m/b\"]\n"), 0o644)
+	bin, _ := binary(t)
+	cmd := exec.Command(bin, "serve", "--config", cfg, "--print-config", "--ack-wait", "20s")
+	cmd.Env = append(os.Environ(), "RERANK_CONCURRENCY=5", "RERANK_MAX_DELIVER=9")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`ack-wait = "20s"`, "concurrency = 5", "max-deliver = 9", `model = ["a=/m/a", "b=/m/b"]`,
+		`nats-url = "nats://***@10.0.0.1:4222"`, "replicas = 1"} {
+		if !strings.Contains(string(out), want+"\n") {
+			t.Errorf("--print-config lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "hunter2") {
+		t.Fatal("the password leaked")
+	}
+	os.WriteFile(cfg, []byte("no-such-flag = 1\n"), 0o644)
+	if r := runCmd(t, "", "serve", "--config", cfg, "--print-config"); r.code != 2 || !strings.Contains(r.stderr, "no-such-flag") {
+		t.Fatalf("unknown key: %+v", r)
 	}
 }
 

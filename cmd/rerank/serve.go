@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/metrics"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
@@ -148,8 +149,13 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	workerID := fs.String("worker-id", "", "name of this worker in results (default host:pid)")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	metricsAddr := fs.String("metrics-addr", ":9464", "address of /metrics, /healthz and /readyz (empty: off)")
+	printConfig := fs.Bool("print-config", false, "print the effective configuration (secrets masked) and exit")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *printConfig {
+		return writeConfig(stdout, fs)
 	}
 	log, err := newLogger(*logFormat, *logLevel, stderr)
 	if err != nil {
@@ -175,8 +181,18 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	log.Info("models loaded", "models", names, "onnxruntime", models.rt.Version(), "device", mf.device)
 
+	var nc *nats.Conn // set below; the metrics read its state
+	met := metrics.New(func() float64 {
+		if nc != nil && nc.IsConnected() {
+			return 1
+		}
+		return 0
+	})
 	pipe, err := pipeline.New(pipeline.Config{
 		Limits: wcfg.Limits, MaxBatchDelay: *batchDelay, MaxBatchPairs: *batchPairs, ConcurrentCalls: mf.runs,
+		OnScore: func(name string, jobs int, st model.Stats) {
+			met.ObserveScore(name, jobs, st.Pairs, st.BatchSizes, st.PaddingRatio(), st.InferenceTime)
+		},
 	}, models.served...)
 	if err != nil {
 		return err
@@ -206,16 +222,24 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err != nil {
 		return &exitError{2, err}
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err = nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("connecting to NATS at %s: %w", redact(url), err)
 	}
 	defer nc.Close()
 	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
 
-	w, err := worker.New(nc, pipe, wcfg, log, nil)
+	w, err := worker.New(nc, pipe, wcfg, log, met)
 	if err != nil {
 		return err
+	}
+	if *metricsAddr != "" {
+		ms, err := metrics.Listen(*metricsAddr, met, w.Ready)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		log.Info("serving metrics", "addr", ms.Addr(), "paths", "/metrics /healthz /readyz")
 	}
 	if nf.url == "" {
 		fmt.Fprintf(stdout, "rerank is serving %s on %s — in another terminal: rerank submit examples/job.json\n", strings.Join(names, ", "), url)

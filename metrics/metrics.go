@@ -1,0 +1,149 @@
+// Package metrics owns the worker's Prometheus metrics and its HTTP
+// endpoints: /metrics, /healthz (alive) and /readyz (models loaded and
+// JetStream reachable). Metrics implements worker.Observer structurally and
+// takes the pipeline's scoring stats through ObserveScore.
+//
+// It may import the standard library and client_golang only.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the worker's collectors on their own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	jobs        *prometheus.CounterVec
+	jobDuration *prometheus.HistogramVec
+	queueWait   *prometheus.HistogramVec
+	pairs       *prometheus.CounterVec
+	batchSize   *prometheus.HistogramVec
+	padding     *prometheus.HistogramVec
+	inference   *prometheus.HistogramVec
+	jobsPerCall *prometheus.HistogramVec
+	inFlight    prometheus.Gauge
+	redelivered *prometheus.CounterVec
+	dead        *prometheus.CounterVec
+}
+
+// New registers the collectors. connected reports the NATS connection state
+// (1 connected, 0 not); nil omits that gauge.
+func New(connected func() float64) *Metrics {
+	r := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	m := &Metrics{Registry: r}
+	m.jobs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rerank_jobs_total",
+		Help: "Jobs settled, by model and outcome (ok, invalid, retry, failed, abandoned)."}, []string{"model", "outcome"})
+	m.jobDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rerank_job_duration_seconds",
+		Help: "Time from pulling a job to settling it.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"model"})
+	m.queueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rerank_queue_wait_seconds",
+		Help: "Time a job waited in the stream (message timestamp to pull).", Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}, []string{"model"})
+	m.pairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rerank_pairs_scored_total",
+		Help: "Query-passage pairs scored."}, []string{"model"})
+	m.batchSize = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rerank_batch_size",
+		Help: "Pairs per ONNX Runtime batch.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}, []string{"model"})
+	m.padding = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rerank_padding_ratio",
+		Help: "Padded tokens over real tokens per scoring call (1 = no padding).", Buckets: []float64{1, 1.05, 1.1, 1.2, 1.5, 2, 3, 5}}, []string{"model"})
+	m.inference = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rerank_inference_seconds",
+		Help: "ONNX Runtime time per scoring call.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}, []string{"model"})
+	m.jobsPerCall = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rerank_jobs_per_scoring_call",
+		Help: "Jobs sharing one scoring call (cross-job batching).", Buckets: []float64{1, 2, 4, 8, 16, 32, 64}}, []string{"model"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rerank_jobs_in_flight", Help: "Jobs being processed."})
+	m.redelivered = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rerank_redeliveries_total",
+		Help: "Jobs received with a delivery count above 1."}, []string{"model"})
+	m.dead = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rerank_dead_letters_total",
+		Help: "Jobs dead-lettered, by error code."}, []string{"model", "code"})
+	for _, c := range []prometheus.Collector{m.jobs, m.jobDuration, m.queueWait, m.pairs, m.batchSize, m.padding,
+		m.inference, m.jobsPerCall, m.inFlight, m.redelivered, m.dead,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		f(c)
+	}
+	if connected != nil {
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rerank_nats_connected",
+			Help: "1 while the NATS connection is up."}, connected))
+	}
+	return m
+}
+
+// JobDone records a settled job (worker.Observer).
+func (m *Metrics) JobDone(model, outcome string, _ uint64, queued, total time.Duration) {
+	m.jobs.WithLabelValues(model, outcome).Inc()
+	m.jobDuration.WithLabelValues(model).Observe(total.Seconds())
+	m.queueWait.WithLabelValues(model).Observe(max(queued, 0).Seconds())
+}
+
+// Redelivered records a redelivery (worker.Observer).
+func (m *Metrics) Redelivered(model string) { m.redelivered.WithLabelValues(model).Inc() }
+
+// DeadLettered records a dead letter (worker.Observer).
+func (m *Metrics) DeadLettered(model, code string) { m.dead.WithLabelValues(model, code).Inc() }
+
+// InFlight moves the in-flight gauge (worker.Observer).
+func (m *Metrics) InFlight(delta int) { m.inFlight.Add(float64(delta)) }
+
+// ObserveScore records one scoring call of the pipeline.
+func (m *Metrics) ObserveScore(model string, jobs, pairs int, batchSizes []int, paddingRatio float64, inference time.Duration) {
+	m.pairs.WithLabelValues(model).Add(float64(pairs))
+	for _, b := range batchSizes {
+		m.batchSize.WithLabelValues(model).Observe(float64(b))
+	}
+	m.padding.WithLabelValues(model).Observe(paddingRatio)
+	m.inference.WithLabelValues(model).Observe(inference.Seconds())
+	m.jobsPerCall.WithLabelValues(model).Observe(float64(jobs))
+}
+
+// Server serves /metrics, /healthz and /readyz.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Listen binds addr (":9464", "127.0.0.1:0", …) and serves until Close.
+// ready is called by /readyz with a short deadline.
+func Listen(addr string, m *Metrics, ready func(ctx context.Context) error) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
+	go func() { // owned by Server until Close
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err // the listener failed after start; /healthz then fails too, which probes report
+		}
+	}()
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops the server.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.srv.Shutdown(ctx)
+}
