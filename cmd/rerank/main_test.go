@@ -212,7 +212,7 @@ type serveProc struct {
 	url     string
 	metrics string // http://host:port of /metrics, /healthz, /readyz
 	stderr  *bytes.Buffer
-	done   chan struct{}
+	done    chan struct{}
 }
 
 func startServe(t *testing.T, dataDir string, port int, extra ...string) *serveProc {
