@@ -15,7 +15,7 @@ FUZZTIME ?= 5s
 export ONNXRUNTIME_LIB ?= $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all build run demo test test-unit fuzz-short fuzz ort assets tokenizer tiny-model demo-model bench clean help
+.PHONY: all build run demo test fuzz-short fuzz ort assets tokenizer tiny-model demo-model bench bench-js clean help deps
 
 all: build
 
@@ -23,6 +23,7 @@ help:
 	@echo "make run    build, install ONNX Runtime and the demo model, start 'rerank serve' on an embedded NATS server"
 	@echo "make test   the whole test suite (installs what it needs)"
 	@echo "make demo   start a worker, submit the examples, print the rankings, stop"
+	@echo "make bench  the benchmark figures (BENCHMARKS.md)"
 	@echo "make fuzz   run every fuzz target for longer (FUZZTIME=$(FUZZTIME))"
 
 deps:
@@ -75,6 +76,22 @@ fuzz-short:
 
 fuzz:
 	@$(MAKE) --no-print-directory fuzz-short FUZZTIME=2m
+
+# make bench: the benchmark program (not timed unit tests) on the
+# MiniLM-L12-shape model, plus the transformers.js peer (installed from npm
+# with --ignore-scripts so onnxruntime-node downloads no CUDA files).
+BENCH_JS := $(CACHE)/bench-js
+BENCH_FLAGS ?=
+bench-js: $(BENCH_JS)/node_modules/@huggingface/transformers/package.json
+$(BENCH_JS)/node_modules/@huggingface/transformers/package.json: bench/transformersjs/package.json
+	@mkdir -p $(BENCH_JS)
+	@cp bench/transformersjs/package.json $(BENCH_JS)/
+	@cd $(BENCH_JS) && npm install --ignore-scripts --no-audit --no-fund --silent
+	@touch $@
+
+bench: build ort demo-model bench-js
+	@cp bench/transformersjs/bench.mjs $(BENCH_JS)/
+	$(GO) run ./bench --model $(DEMO_MODEL) --rerank $(BIN) --js $(BENCH_JS) $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin .data

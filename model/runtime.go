@@ -159,6 +159,9 @@ const (
 	DefaultMaxBatchTokens = 16384
 )
 
+// WithDefaults returns o with zero fields set to their defaults.
+func (o Options) WithDefaults() Options { return o.withDefaults() }
+
 func (o Options) withDefaults() Options {
 	if o.IntraOpThreads <= 0 {
 		o.IntraOpThreads = runtime.NumCPU()

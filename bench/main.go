@@ -1,0 +1,376 @@
+// Command bench measures the re-ranking pipeline on the MiniLM-L12-shape
+// generated model and prints one line per figure, `name: value unit`, with
+// medians of several runs and ratios measured in the same run. `make bench`
+// runs it; BENCHMARKS.md records the figures.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rerank/rerank/inject"
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/pipeline"
+	"github.com/rerank/rerank/schemas"
+)
+
+type config struct {
+	modelDir, tinyDir, ortLib, rerankBin, jsDir, device string
+	runs, intraOp, interOp, concurrentRuns              int
+	only                                                string
+	sweep                                               bool
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.modelDir, "model", ".cache/models/demo", "MiniLM-L12-shape model directory")
+	flag.StringVar(&c.ortLib, "ort-lib", "", "libonnxruntime path (default: model.DefaultLibraryPath)")
+	flag.StringVar(&c.rerankBin, "rerank", "bin/rerank", "rerank binary, for the NATS worker figures")
+	flag.StringVar(&c.jsDir, "js", ".cache/bench-js", "where bench/transformersjs is installed (empty: skip the peer)")
+	flag.StringVar(&c.device, "device", "cpu", "cpu, cuda or cuda:N")
+	flag.IntVar(&c.runs, "runs", 3, "runs per figure (the median is printed)")
+	flag.IntVar(&c.intraOp, "intra-op-threads", 0, "ORT intra-op threads (0 = CPUs)")
+	flag.IntVar(&c.interOp, "inter-op-threads", 1, "ORT inter-op threads")
+	flag.IntVar(&c.concurrentRuns, "concurrent-runs", 1, "ORT runs in flight")
+	flag.StringVar(&c.only, "only", "", "comma-separated figure names to run (default all)")
+	flag.BoolVar(&c.sweep, "sweep-threads", false, "measure thread settings instead of the figures")
+	flag.Parse()
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func (c config) want(name string) bool {
+	return c.only == "" || slices.Contains(strings.Split(c.only, ","), name)
+}
+
+func (c config) options() (model.Options, error) {
+	dev, err := model.ParseDevice(c.device)
+	return model.Options{Device: dev, IntraOpThreads: c.intraOp, InterOpThreads: c.interOp, ConcurrentRuns: c.concurrentRuns}, err
+}
+
+// line prints one figure.
+func line(name string, value float64, unit string) {
+	fmt.Printf("%s: %.3f %s\n", name, value, unit)
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// measure runs f runs times and returns the median pairs/s.
+func measure(runs, pairs int, f func() error) (float64, error) {
+	var rates []float64
+	for range runs {
+		start := time.Now()
+		if err := f(); err != nil {
+			return 0, err
+		}
+		rates = append(rates, float64(pairs)/time.Since(start).Seconds())
+	}
+	return median(rates), nil
+}
+
+func run(c config) error {
+	fmt.Printf("# machine: %s/%s, %d CPUs, %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuName())
+	rt, err := model.OpenRuntime(c.ortLib)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	opts, err := c.options()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("# model: %s, onnxruntime %s, device %s, runs per figure %d\n", c.modelDir, rt.Version(), c.device, c.runs)
+	if c.sweep {
+		return sweepThreads(c, rt)
+	}
+	m, err := rt.Load(c.modelDir, opts)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	r := rand.New(rand.NewPCG(42, 1))
+	ctx := context.Background()
+
+	if c.want("tokenize") {
+		if err := benchTokenizer(m); err != nil {
+			return err
+		}
+	}
+	if c.want("pipeline_vs_raw_ort") {
+		job := makeJob(r, "raw", 128, 75)
+		if err := benchPipelineVsRaw(ctx, c, rt, m, job); err != nil {
+			return err
+		}
+	}
+	if c.want("bucketing_gain") {
+		if err := benchBucketing(ctx, c, rt, makeJob(r, "bucket", 1000, 75)); err != nil {
+			return err
+		}
+	}
+	if c.want("small_jobs_batching_gain") {
+		if err := benchSmallJobs(ctx, c, m, r); err != nil {
+			return err
+		}
+	}
+	if c.want("nats_vs_pipeline") {
+		if err := benchNATS(ctx, c, m, r); err != nil {
+			return err
+		}
+	}
+	if c.want("vs_transformers_js") && c.jsDir != "" {
+		if err := benchTransformersJS(ctx, c, m, makeJob(r, "peer", 1000, 75)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func cpuName() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			_, v, _ := strings.Cut(l, ":")
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// newPipeline serves m under the name "bench" with a plain preset.
+func newPipeline(m *model.Model, cfg pipeline.Config) (*pipeline.Pipeline, error) {
+	ic, err := inject.Preset("ms-marco-MiniLM")
+	if err != nil {
+		return nil, err
+	}
+	return pipeline.New(cfg, pipeline.Model{Name: "bench", Scorer: m, Inject: ic})
+}
+
+func pairsOf(job *schemas.Job) []model.Pair {
+	out := make([]model.Pair, len(job.Candidates))
+	for i, c := range job.Candidates {
+		out[i] = model.Pair{A: job.Query, B: c.Text}
+	}
+	return out
+}
+
+func benchTokenizer(m *model.Model) error {
+	r := rand.New(rand.NewPCG(7, 7))
+	job := makeJob(r, "tok", 2000, 75)
+	tok := m.Tokenizer()
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	var enc model.Encoding
+	rate, err := measure(5, len(job.Candidates), func() error {
+		for _, c := range job.Candidates {
+			if err := tok.AppendPair(&enc, job.Query, c.Text, 512, model.LongestFirst); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	line("tokenize_pairs_per_s_per_core", rate, "pairs/s")
+	return err
+}
+
+func benchPipelineVsRaw(ctx context.Context, c config, rt *model.Runtime, m *model.Model, job *schemas.Job) error {
+	p, err := newPipeline(m, pipeline.Config{MaxBatchDelay: -1})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	n := len(job.Candidates)
+	pipeRate, err := measure(c.runs, n, func() error {
+		res, err := p.Rerank(ctx, "bench", job, time.Time{})
+		if err == nil && res.Error != nil {
+			err = res.Error
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	encs, err := m.Tokenize(pairsOf(job))
+	if err != nil {
+		return err
+	}
+	raw, err := newRawSession(c, m)
+	if err != nil {
+		return err
+	}
+	defer raw.close()
+	batches, err := raw.prepare(encs, m.Plan(encs), m.Tokenizer().PadID())
+	if err != nil {
+		return err
+	}
+	defer batches.destroy()
+	rawRate, err := measure(c.runs, n, func() error { return raw.run(batches) })
+	if err != nil {
+		return err
+	}
+	line("pipeline_pairs_per_s", pipeRate, "pairs/s")
+	line("raw_ort_pairs_per_s", rawRate, "pairs/s")
+	line("pipeline_vs_raw_ort", pipeRate/rawRate, "ratio")
+	return nil
+}
+
+func benchBucketing(ctx context.Context, c config, rt *model.Runtime, job *schemas.Job) error {
+	opts, _ := c.options()
+	sorted, err := rt.Load(c.modelDir, opts)
+	if err != nil {
+		return err
+	}
+	defer sorted.Close()
+	opts.NoLengthSort = true
+	arrival, err := rt.Load(c.modelDir, opts)
+	if err != nil {
+		return err
+	}
+	defer arrival.Close()
+	encs, err := sorted.Tokenize(pairsOf(job))
+	if err != nil {
+		return err
+	}
+	// Padding over the whole 1,000-candidate list; throughput on a
+	// random third of it per run, to fit the time budget.
+	_, stSorted := planStats(sorted, encs)
+	_, stArrival := planStats(arrival, encs)
+	r := rand.New(rand.NewPCG(5, 5))
+	sample := func() []model.Encoding {
+		idx := r.Perm(len(encs))[:len(encs)/3]
+		out := make([]model.Encoding, len(idx))
+		for i, k := range idx {
+			out[i] = encs[k]
+		}
+		return out
+	}
+	var rs, ra []float64
+	for range c.runs {
+		s := sample()
+		for _, x := range []struct {
+			m   *model.Model
+			out *[]float64
+		}{{sorted, &rs}, {arrival, &ra}} {
+			start := time.Now()
+			if _, _, err := x.m.ScoreEncoded(ctx, s); err != nil {
+				return err
+			}
+			*x.out = append(*x.out, float64(len(s))/time.Since(start).Seconds())
+		}
+	}
+	line("padded_per_real_tokens_sorted", stSorted, "ratio")
+	line("padded_per_real_tokens_arrival", stArrival, "ratio")
+	line("sorted_pairs_per_s", median(rs), "pairs/s")
+	line("arrival_pairs_per_s", median(ra), "pairs/s")
+	line("bucketing_gain", median(rs)/median(ra), "ratio")
+	return nil
+}
+
+// planStats computes padded/real tokens of m's batch plan without running it.
+func planStats(m *model.Model, encs []model.Encoding) (int, float64) {
+	real, padded := 0, 0
+	plan := m.Plan(encs)
+	for _, b := range plan {
+		longest := 0
+		for _, i := range b {
+			real += len(encs[i].IDs)
+			longest = max(longest, len(encs[i].IDs))
+		}
+		padded += longest * len(b)
+	}
+	return len(plan), float64(padded) / float64(real)
+}
+
+func benchSmallJobs(ctx context.Context, c config, m *model.Model, r *rand.Rand) error {
+	jobs := make([]*schemas.Job, 200)
+	for i := range jobs {
+		jobs[i] = makeJob(r, fmt.Sprintf("small-%d", i), 10, 40)
+	}
+	rate := func(cfg pipeline.Config) (float64, error) {
+		p, err := newPipeline(m, cfg)
+		if err != nil {
+			return 0, err
+		}
+		defer p.Close()
+		return measure(1, 2000, func() error {
+			for _, o := range p.RerankBatch(ctx, "bench", jobs) {
+				if o.Err != nil {
+					return o.Err
+				}
+			}
+			return nil
+		})
+	}
+	with, err := rate(pipeline.Config{})
+	if err != nil {
+		return err
+	}
+	without, err := rate(pipeline.Config{MaxBatchDelay: -1})
+	if err != nil {
+		return err
+	}
+	line("small_jobs_pairs_per_s_batched", with, "pairs/s")
+	line("small_jobs_pairs_per_s_unbatched", without, "pairs/s")
+	line("small_jobs_batching_gain", with/without, "ratio")
+	return nil
+}
+
+func benchTransformersJS(ctx context.Context, c config, m *model.Model, job *schemas.Job) error {
+	script := filepath.Join(c.jsDir, "bench.mjs")
+	if _, err := os.Stat(script); err != nil {
+		return fmt.Errorf("transformers.js peer not installed at %s (make bench installs it): %w", c.jsDir, err)
+	}
+	in, err := os.CreateTemp("", "rerank-peer-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(in.Name())
+	b, _ := schemas.EncodeJob(job, schemas.JSON)
+	in.Write(b)
+	in.Close()
+	p, err := newPipeline(m, pipeline.Config{MaxBatchDelay: -1})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	ours, err := measure(1, len(job.Candidates), func() error {
+		_, err := p.Rerank(ctx, "bench", job, time.Time{})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(c.modelDir)
+	cmd := exec.CommandContext(ctx, "node", script, abs, in.Name(), "32")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("running the transformers.js peer: %w", err)
+	}
+	var peer float64
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "pairs_per_s: %g", &peer); err != nil {
+		return fmt.Errorf("reading the peer's output %q: %w", out, err)
+	}
+	line("ours_1000_pairs_per_s", ours, "pairs/s")
+	line("transformers_js_pairs_per_s", peer, "pairs/s")
+	line("vs_transformers_js", ours/peer, "ratio")
+	return nil
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rerank/rerank/client"
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/pipeline"
+	"github.com/rerank/rerank/schemas"
+)
+
+// benchNATS compares jobs through a `rerank serve` worker process (embedded
+// JetStream) with the same jobs through the pipeline in this process, and
+// reports the worker's peak RSS under that load.
+func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) error {
+	const jobsPerRun, candidates = 4, 100
+	runs := make([][]*schemas.Job, c.runs)
+	for i := range runs {
+		for k := range jobsPerRun {
+			runs[i] = append(runs[i], makeJob(r, fmt.Sprintf("nats-%d-%d", i, k), candidates, 75))
+		}
+	}
+	pairs := jobsPerRun * candidates
+
+	p, err := newPipeline(m, pipeline.Config{})
+	if err != nil {
+		return err
+	}
+	var direct []float64
+	for _, jobs := range runs {
+		start := time.Now()
+		for _, o := range p.RerankBatch(ctx, "bench", jobs) {
+			if o.Err != nil {
+				p.Close()
+				return o.Err
+			}
+		}
+		direct = append(direct, float64(pairs)/time.Since(start).Seconds())
+	}
+	p.Close()
+
+	w, err := startWorker(c)
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	nc, err := nats.Connect(w.url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cl, err := client.New(nc, client.Options{Model: "bench"})
+	if err != nil {
+		return err
+	}
+	var viaNATS []float64
+	for _, jobs := range runs {
+		start := time.Now()
+		var pend []*client.Pending
+		for _, j := range jobs {
+			pd, err := cl.SubmitAsync(ctx, j)
+			if err != nil {
+				return err
+			}
+			pend = append(pend, pd)
+		}
+		for _, pd := range pend {
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+			res, err := pd.Result(wctx)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if res.Error != nil {
+				return res.Error
+			}
+		}
+		viaNATS = append(viaNATS, float64(pairs)/time.Since(start).Seconds())
+	}
+	rss, err := peakRSS(w.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	line("pipeline_jobs_pairs_per_s", median(direct), "pairs/s")
+	line("nats_worker_pairs_per_s", median(viaNATS), "pairs/s")
+	line("nats_vs_pipeline", median(viaNATS)/median(direct), "ratio")
+	line("peak_rss_mb", rss, "MB")
+	return nil
+}
+
+type workerProc struct {
+	cmd  *exec.Cmd
+	url  string
+	dir  string
+	done chan struct{}
+}
+
+func startWorker(c config) (*workerProc, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir, err := os.MkdirTemp("", "rerank-bench-nats-")
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"serve", "--model", "bench=" + c.modelDir, "--listen", "127.0.0.1:" + strconv.Itoa(port),
+		"--data-dir", dir, "--metrics-addr", "", "--log-format", "text", "--log-level", "warn",
+		"--device", c.device, "--intra-op-threads", strconv.Itoa(c.intraOp), "--inter-op-threads", strconv.Itoa(c.interOp),
+		"--concurrent-runs", strconv.Itoa(c.concurrentRuns)}
+	if c.ortLib != "" {
+		args = append(args, "--ort-lib", c.ortLib)
+	}
+	cmd := exec.Command(c.rerankBin, args...)
+	cmd.Stderr = os.Stderr
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("starting %s (make build): %w", c.rerankBin, err)
+	}
+	w := &workerProc{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", port), dir: dir, done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "rerank submit") {
+				close(ready)
+			}
+		}
+	}()
+	go func() { cmd.Wait(); close(w.done) }()
+	select {
+	case <-ready:
+		return w, nil
+	case <-w.done:
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("the worker exited before it was ready")
+	case <-time.After(2 * time.Minute):
+		w.stop()
+		return nil, fmt.Errorf("the worker was not ready after 2 minutes")
+	}
+}
+
+func (w *workerProc) stop() {
+	w.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-w.done:
+	case <-time.After(30 * time.Second):
+		w.cmd.Process.Kill()
+		<-w.done
+	}
+	os.RemoveAll(w.dir)
+}
+
+// peakRSS reads VmHWM (peak resident set) of a process, in MB.
+func peakRSS(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			f := strings.Fields(l)
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
