@@ -63,7 +63,7 @@ func Validate(j *Job, subjectModel string, limits Limits) error {
 		return Errorf(CodeModelMismatch, "job names model %q but was published for model %q", j.Model, subjectModel)
 	}
 	if j.ReplyTo != "" {
-		if err := checkReplyTo(j.ReplyTo); err != nil {
+		if err := CheckReplyTo(j.ReplyTo); err != nil {
 			return err
 		}
 	}
@@ -133,10 +133,10 @@ func CheckID(id string) error {
 
 func isFinite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
-// checkReplyTo accepts a NATS subject to publish to: dot-separated non-empty
+// CheckReplyTo accepts a NATS subject to publish to: dot-separated non-empty
 // tokens without whitespace or wildcards, outside the job and dead-letter
 // subjects (a result published there would be read as a job).
-func checkReplyTo(s string) error {
+func CheckReplyTo(s string) error {
 	if len(s) > 512 || !utf8.ValidString(s) {
 		return Errorf(CodeInvalidReplyTo, "reply_to is not a valid subject")
 	}

@@ -361,7 +361,7 @@ func (w *Worker) publishResult(ctx context.Context, msg jetstream.Msg, job *sche
 		return fmt.Errorf("encoding result: %w", err)
 	}
 	subject := ResultSubject(res.ID)
-	if job != nil && job.ReplyTo != "" {
+	if job != nil && job.ReplyTo != "" && (res.Error == nil || res.Error.Code != schemas.CodeInvalidReplyTo) {
 		subject = job.ReplyTo
 	}
 	out := nats.NewMsg(subject)
@@ -426,6 +426,9 @@ func salvageJob(msg jetstream.Msg, format schemas.Format) *schemas.Job {
 		}
 	}
 	job := &schemas.Job{ID: head.ID, ReplyTo: head.ReplyTo}
+	if job.ReplyTo != "" && schemas.CheckReplyTo(job.ReplyTo) != nil {
+		job.ReplyTo = ""
+	}
 	if schemas.CheckID(job.ID) != nil {
 		job.ID, job.ReplyTo = msg.Headers().Get(HeaderMsgID), ""
 		if schemas.CheckID(job.ID) != nil {

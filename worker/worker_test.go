@@ -412,11 +412,15 @@ func TestInvalidPayloadsAreDeadLettered(t *testing.T) {
 	missing := makeJob("bad-missing", 3)
 	missing.Candidates[2].BM25 = nil
 	missingBytes, _ := schemas.EncodeJob(missing, schemas.Msgpack)
+	badReply := makeJob("bad-reply", 2)
+	badReply.ReplyTo = "rerank.jobs.m"
+	badReplyBytes, _ := schemas.EncodeJob(badReply, schemas.Msgpack)
 	cases := []struct {
 		id, ct string
 		data   []byte
 		code   schemas.Code
 	}{
+		{"bad-reply", schemas.ContentTypeMsgpack, badReplyBytes, schemas.CodeInvalidReplyTo},
 		{"bad-random", "", []byte{0xc1, 0xde, 0xad, 0xbe, 0xef}, schemas.CodeBadEncoding},
 		{"bad-truncated", schemas.ContentTypeMsgpack, good[:len(good)/2], schemas.CodeBadEncoding},
 		{"bad-noquery", schemas.ContentTypeJSON, noQueryBytes, schemas.CodeMissingQuery},
