@@ -32,6 +32,7 @@ var commands = []struct {
 	{"inject", "print the text pairs a model will read for a job", cmdInject},
 	{"tokenize", "tokenize JSON lines {a, b, max_length, truncation} like Hugging Face", cmdTokenize},
 	{"gen-model", "write a random-weight BERT cross-encoder model directory (tests, demos)", cmdGenModel},
+	{"eval", "re-rank a first-stage run and compare MRR@10, nDCG@10, MAP, recall with qrels", cmdEval},
 }
 
 func usage(w io.Writer) {

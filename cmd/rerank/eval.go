@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rerank/rerank/client"
+	"github.com/rerank/rerank/eval"
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/pipeline"
+	"github.com/rerank/rerank/schemas"
+	"github.com/rerank/rerank/worker"
+)
+
+func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("eval", "--queries Q.tsv --collection C.tsv --run RUN.trec --qrels QRELS [flags]", stderr)
+	var files eval.Files
+	fs.StringVar(&files.Queries, "queries", "", "queries TSV: qid<TAB>text (required)")
+	fs.StringVar(&files.Collection, "collection", "", "collection TSV: pid<TAB>text, streamed once; only the passages the run retrieves are kept (required)")
+	fs.StringVar(&files.Run, "run", "", "first-stage TREC run 'qid Q0 pid rank score tag'; its score is injected as bm25 (required)")
+	fs.StringVar(&files.DPRRun, "dpr-run", "", "second TREC run whose scores are injected as dpr (optional)")
+	fs.StringVar(&files.Qrels, "qrels", "", "qrels 'qid 0 pid rel' (required)")
+	depth := fs.Int("depth", eval.DefaultDepth, "first-stage passages per query to re-rank and evaluate (trec_eval -M)")
+	relThreshold := fs.Int("rel-threshold", eval.DefaultRelThreshold, "lowest qrels level that counts as relevant for MRR, MAP and recall (trec_eval -l; MS MARCO dev: 1, TREC DL: 2)")
+	modelName := fs.String("model", "demo", "model to evaluate: NAME (the worker's model), or with --local NAME=DIR or DIR (default: the demo model)")
+	local := fs.Bool("local", false, "re-rank in this process (model directory loaded like 'rerank run') instead of through NATS")
+	var nf natsFlags
+	nf.register(nats.DefaultURL, fs.StringVar)
+	inflight := fs.Int("inflight", eval.DefaultInflight, "jobs submitted and not yet answered")
+	timeout := fs.Duration("timeout", 10*time.Minute, "how long one job may take")
+	out := fs.String("out", "", "write the re-ranked run here (TREC format)")
+	tag := fs.String("tag", eval.DefaultTag, "run tag of the re-ranked run")
+	maxQueries := fs.Int("max-queries", 0, "evaluate only the first N selected queries of the run (0: all)")
+	unjudged := fs.Bool("rerank-unjudged", false, "also re-rank (and write) the run's queries that have no qrels; they are not scored")
+	dprMissing := fs.String("dpr-missing", string(eval.DPROmit), "a candidate the --dpr-run does not score: omit (models that inject dpr reject the job) or min (the query's lowest dpr score)")
+	// The inference flags of 'rerank run', for --local; --model is ours.
+	var mf modelFlags
+	inferenceFlags := flag.NewFlagSet("", flag.ContinueOnError)
+	mf.register(inferenceFlags)
+	inferenceFlags.VisitAll(func(f *flag.Flag) {
+		if f.Name != "model" {
+			fs.Var(f.Value, f.Name, "with --local: "+f.Usage)
+		}
+	})
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return &exitError{2, fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{{"queries", files.Queries}, {"collection", files.Collection}, {"run", files.Run}, {"qrels", files.Qrels}} {
+		if f.v == "" {
+			missing = append(missing, "--"+f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return &exitError{2, fmt.Errorf("%s required", strings.Join(missing, ", "))}
+	}
+	if *depth <= 0 || *depth > schemas.DefaultMaxCandidates {
+		return &exitError{2, fmt.Errorf("--depth %d: want 1 to %d (the candidates one job may hold)", *depth, schemas.DefaultMaxCandidates)}
+	}
+	if *relThreshold < 1 {
+		return &exitError{2, fmt.Errorf("--rel-threshold %d: want 1 or more", *relThreshold)}
+	}
+	if *inflight < 1 {
+		return &exitError{2, fmt.Errorf("--inflight %d: want 1 or more", *inflight)}
+	}
+	policy, err := eval.ParseDPRMissing(*dprMissing)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	name, _, hasDir := strings.Cut(*modelName, "=") // without --local only the name matters
+	if *local {
+		switch {
+		case hasDir:
+			mf.models.Set(*modelName)
+		case isDir(name):
+			mf.models.Set(name) // DIR: the name comes from its rerank.json
+			name = ""
+		case name != "demo":
+			return &exitError{2, fmt.Errorf("--local --model %q: give NAME=DIR or DIR (only the demo model is found by name)", *modelName)}
+		}
+	}
+	if name != "" && !model.ValidName(name) {
+		return &exitError{2, fmt.Errorf("--model %q: a model name is 1-64 letters, digits, '-' or '_'", name)}
+	}
+	opts := eval.Options{Depth: *depth, RelThreshold: *relThreshold, MaxQueries: *maxQueries, RerankUnjudged: *unjudged, DPRMissing: policy}
+
+	var bar *eval.Bar
+	if isTerminal(stderr) {
+		bar = eval.NewBar(stderr)
+	}
+	warn := func(format string, a ...any) {
+		if bar != nil {
+			bar.Finish()
+		}
+		fmt.Fprintf(stderr, "eval: warning: "+format+"\n", a...)
+	}
+	var status func(string)
+	if bar != nil {
+		status = bar.Status
+		defer bar.Finish()
+	}
+
+	// Load the model (or connect) before the long read of the collection,
+	// so that a wrong flag fails at once.
+	var reranker eval.Reranker
+	if *local {
+		models, err := mf.load()
+		if err != nil {
+			return err
+		}
+		defer models.Close()
+		if len(models.served) != 1 {
+			return &exitError{2, fmt.Errorf("--local takes one model, got %d", len(models.served))}
+		}
+		pipe, err := pipeline.New(pipeline.Config{ConcurrentCalls: mf.runs}, models.served...)
+		if err != nil {
+			return err
+		}
+		defer pipe.Close()
+		name = models.served[0].Name
+		reranker = localReranker{pipe: pipe, model: name, timeout: *timeout}
+	} else {
+		nopts, err := nf.options("rerank-eval", slog.New(slog.DiscardHandler))
+		if err != nil {
+			return &exitError{2, err}
+		}
+		nc, err := nats.Connect(nf.url, nopts...)
+		if err != nil {
+			return fmt.Errorf("connecting to NATS at %s: %w (is `rerank serve` running? or use --local)", redact(nf.url), err)
+		}
+		defer nc.Close()
+		if err := checkServed(ctx, nc, name); err != nil {
+			return err
+		}
+		c, err := client.New(nc, client.Options{Model: name})
+		if err != nil {
+			return err
+		}
+		reranker = natsReranker{c: c, timeout: *timeout}
+	}
+
+	in, st, err := eval.Load(ctx, files, opts, status)
+	if err != nil {
+		return err
+	}
+	if st.DPRMissing > 0 {
+		what := "omitted: a model that injects dpr will reject those jobs (--dpr-missing min fills them in)"
+		if policy == eval.DPRMin {
+			what = "set to the query's lowest dpr score"
+		}
+		warn("%s does not score %d of the %d candidates; their dpr is %s", files.DPRRun, st.DPRMissing, st.Candidates, what)
+	}
+
+	runner := &eval.Runner{Reranker: reranker, Options: opts, Inflight: *inflight, Tag: *tag, Model: name}
+	if bar != nil {
+		bar.Status(fmt.Sprintf("re-ranking %d queries (%d pairs, %d passages kept of %d scanned) with %s…",
+			st.Selected, st.Candidates, st.Collection.Kept, st.Collection.Lines, name))
+		runner.Progress = bar.Update
+	}
+	var outFile *os.File
+	if *out != "" {
+		outFile, err = os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".*.part")
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if outFile != nil {
+				outFile.Close()
+				os.Remove(outFile.Name())
+			}
+		}()
+		if err := outFile.Chmod(0o644); err != nil { // CreateTemp makes it 0600
+			return err
+		}
+		runner.Out = outFile
+	}
+	rep, err := runner.Run(ctx, in)
+	if bar != nil {
+		bar.Finish()
+	}
+	if err != nil {
+		return codedExit(err)
+	}
+	if outFile != nil {
+		if err := outFile.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(outFile.Name(), *out); err != nil {
+			return err
+		}
+		outFile = nil
+	}
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	if rep.JudgedNotInRun > 0 {
+		warn("%d queries of the qrels have no first-stage results; like trec_eval (without -c) the scores leave them out", rep.JudgedNotInRun)
+	}
+	if rep.Ties > 0 {
+		warn("%d re-ranked passages have exactly the score of the one above; the run lists them in first-stage order, trec_eval (and the scores above) by docno descending", rep.Ties)
+	}
+	summary := rep.Summary()
+	if *out != "" {
+		summary += "; run written to " + *out
+	}
+	fmt.Fprintln(stderr, summary)
+	return nil
+}
+
+// checkServed fails fast when no worker pool has ever consumed jobs for
+// model: its jobs would wait in the stream until --timeout. Other errors
+// (a client not allowed to read consumer info) are let through.
+func checkServed(ctx context.Context, nc *nats.Conn, model string) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = js.Consumer(ctx, worker.JobsStream, worker.ConsumerName(model))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("no worker serves model %q on %s (no consumer %s on stream %s): start `rerank serve --model %s=DIR`, or use --local", model, nc.ConnectedUrlRedacted(), worker.ConsumerName(model), worker.JobsStream, model)
+	}
+	return nil
+}
+
+// natsReranker submits a job through the client and waits for its result.
+type natsReranker struct {
+	c       *client.Client
+	timeout time.Duration
+}
+
+func (n natsReranker) Rerank(ctx context.Context, job *schemas.Job) (*schemas.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.timeout)
+	defer cancel()
+	p, err := n.c.SubmitAsync(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	return p.Result(ctx)
+}
+
+// localReranker re-ranks in this process, like 'rerank run'.
+type localReranker struct {
+	pipe    *pipeline.Pipeline
+	model   string
+	timeout time.Duration
+}
+
+func (l localReranker) Rerank(ctx context.Context, job *schemas.Job) (*schemas.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.pipe.Rerank(ctx, l.model, job, time.Time{})
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
