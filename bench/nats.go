@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/rerank/rerank/client"
+	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
@@ -50,7 +50,19 @@ func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) erro
 	}
 	p.Close()
 
-	w, err := startWorker(c)
+	// The NATS server runs in this process, as it would on its own machine:
+	// the worker's memory is the worker's alone.
+	store, err := os.MkdirTemp("", "rerank-bench-nats-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(store)
+	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: store})
+	if err != nil {
+		return err
+	}
+	defer ns.Stop()
+	w, err := startWorker(c, ns.ClientURL())
 	if err != nil {
 		return err
 	}
@@ -102,42 +114,34 @@ func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) erro
 type workerProc struct {
 	cmd  *exec.Cmd
 	url  string
-	dir  string
 	done chan struct{}
 }
 
-func startWorker(c config) (*workerProc, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	dir, err := os.MkdirTemp("", "rerank-bench-nats-")
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"serve", "--model", "bench=" + c.modelDir, "--listen", "127.0.0.1:" + strconv.Itoa(port),
-		"--data-dir", dir, "--metrics-addr", "", "--log-format", "text", "--log-level", "warn",
+func startWorker(c config, url string) (*workerProc, error) {
+	args := []string{"serve", "--model", "bench=" + c.modelDir, "--nats-url", url,
+		"--metrics-addr", "", "--log-format", "text", "--log-level", "info",
 		"--device", c.device, "--intra-op-threads", strconv.Itoa(c.intraOp), "--inter-op-threads", strconv.Itoa(c.interOp),
 		"--concurrent-runs", strconv.Itoa(c.concurrentRuns)}
 	if c.ortLib != "" {
 		args = append(args, "--ort-lib", c.ortLib)
 	}
 	cmd := exec.Command(c.rerankBin, args...)
-	cmd.Stderr = os.Stderr
-	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting %s (make build): %w", c.rerankBin, err)
 	}
-	w := &workerProc{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", port), dir: dir, done: make(chan struct{})}
+	w := &workerProc{cmd: cmd, url: url, done: make(chan struct{})}
 	ready := make(chan struct{})
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		sc := bufio.NewScanner(stderr)
+		started := false
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "rerank submit") {
+			if !started && strings.Contains(sc.Text(), "worker started") {
+				started = true
 				close(ready)
+			}
+			if strings.Contains(sc.Text(), "level=WARN") || strings.Contains(sc.Text(), "level=ERROR") {
+				fmt.Fprintln(os.Stderr, sc.Text())
 			}
 		}
 	}()
@@ -146,7 +150,6 @@ func startWorker(c config) (*workerProc, error) {
 	case <-ready:
 		return w, nil
 	case <-w.done:
-		os.RemoveAll(dir)
 		return nil, fmt.Errorf("the worker exited before it was ready")
 	case <-time.After(2 * time.Minute):
 		w.stop()
@@ -162,7 +165,6 @@ func (w *workerProc) stop() {
 		w.cmd.Process.Kill()
 		<-w.done
 	}
-	os.RemoveAll(w.dir)
 }
 
 // peakRSS reads VmHWM (peak resident set) of a process, in MB.

@@ -234,10 +234,10 @@ func (m *Model) Score(ctx context.Context, pairs []Pair) ([]float32, Stats, erro
 
 // Plan returns the batches (lists of indices into encs) Score would run.
 func (m *Model) Plan(encs []Encoding) [][]int {
-	return planBatches(encs, m.opts.MaxBatchSize, m.opts.MaxBatchTokens, !m.opts.NoLengthSort)
+	return planBatches(encs, m.opts.MaxBatchSize, m.opts.MaxBatchTokens, m.opts.MaxBatchCells, !m.opts.NoLengthSort)
 }
 
-func planBatches(encs []Encoding, maxBatch, maxTokens int, sortByLength bool) [][]int {
+func planBatches(encs []Encoding, maxBatch, maxTokens, maxCells int, sortByLength bool) [][]int {
 	order := make([]int, len(encs))
 	for i := range order {
 		order[i] = i
@@ -251,7 +251,7 @@ func planBatches(encs []Encoding, maxBatch, maxTokens int, sortByLength bool) []
 	for _, i := range order {
 		n := len(encs[i].IDs)
 		l := max(longest, n)
-		if len(cur) > 0 && (len(cur)+1 > maxBatch || (len(cur)+1)*l > maxTokens) {
+		if len(cur) > 0 && (len(cur)+1 > maxBatch || (len(cur)+1)*l > maxTokens || (len(cur)+1)*l*l > maxCells) {
 			batches = append(batches, cur)
 			cur, l = nil, n
 		}

@@ -110,7 +110,7 @@ func mixedPairs(n int, seed uint64) []model.Pair {
 func TestScoresIndependentOfBatching(t *testing.T) {
 	pairs := mixedPairs(40, 1)
 	ctx := context.Background()
-	big := load(t, model.Options{MaxBatchSize: 64, MaxBatchTokens: 1 << 20})
+	big := load(t, model.Options{MaxBatchSize: 64, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30})
 	all, st, err := big.Score(ctx, pairs)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func TestScoresIndependentOfBatching(t *testing.T) {
 	if st.Batches != 1 || st.Pairs != 40 {
 		t.Fatalf("one big batch expected, got %+v", st)
 	}
-	small := load(t, model.Options{MaxBatchSize: 7, MaxBatchTokens: 1 << 20})
+	small := load(t, model.Options{MaxBatchSize: 7, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30})
 	// Shuffled, in batches of 7.
 	perm := rand.New(rand.NewPCG(2, 3)).Perm(len(pairs))
 	shuffled := make([]model.Pair, len(pairs))
@@ -152,7 +152,7 @@ func TestScoresIndependentOfBatching(t *testing.T) {
 }
 
 func TestPlanRespectsLimitsAndSortingReducesPadding(t *testing.T) {
-	m := load(t, model.Options{MaxBatchSize: 8, MaxBatchTokens: 600})
+	m := load(t, model.Options{MaxBatchSize: 8, MaxBatchTokens: 600, MaxBatchCells: 20000})
 	encs, err := m.Tokenize(mixedPairs(200, 4))
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ func TestPlanRespectsLimitsAndSortingReducesPadding(t *testing.T) {
 			seen[i] = true
 			longest = max(longest, len(encs[i].IDs))
 		}
-		if len(b) > 8 || (len(b) > 1 && len(b)*longest > 600) {
+		if len(b) > 8 || (len(b) > 1 && (len(b)*longest > 600 || len(b)*longest*longest > 20000)) {
 			t.Fatalf("batch of %d × %d breaks the limits", len(b), longest)
 		}
 	}
@@ -181,7 +181,7 @@ func TestPlanRespectsLimitsAndSortingReducesPadding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unsortedModel := load(t, model.Options{MaxBatchSize: 8, MaxBatchTokens: 600, NoLengthSort: true})
+	unsortedModel := load(t, model.Options{MaxBatchSize: 8, MaxBatchTokens: 600, MaxBatchCells: 20000, NoLengthSort: true})
 	_, unsorted, err := unsortedModel.ScoreEncoded(ctx, encs)
 	if err != nil {
 		t.Fatal(err)

@@ -145,18 +145,24 @@ type Options struct {
 	// ConcurrentRuns bounds ORT runs in flight on this model; default 1
 	// (one run already uses every intra-op thread).
 	ConcurrentRuns int
-	// MaxBatchSize bounds the pairs in one ORT run; default 32.
+	// MaxBatchSize bounds the pairs in one ORT run; default 16 (CPU: bigger
+	// batches add memory, not speed; on a GPU raise all three bounds).
 	MaxBatchSize int
-	// MaxBatchTokens bounds batch × longest sequence in one run; default 16,384.
+	// MaxBatchTokens bounds batch × longest sequence in one run; default 4,096.
 	MaxBatchTokens int
+	// MaxBatchCells bounds batch × longest sequence², the size of one
+	// attention matrix per head, which dominates memory on long passages;
+	// default 524,288 (8 pairs of 256 tokens, 2 of 512).
+	MaxBatchCells int
 	// NoLengthSort pads batches in arrival order (benchmarks only).
 	NoLengthSort bool
 }
 
 // Default batch limits.
 const (
-	DefaultMaxBatchSize   = 32
-	DefaultMaxBatchTokens = 16384
+	DefaultMaxBatchSize   = 16
+	DefaultMaxBatchTokens = 4096
+	DefaultMaxBatchCells  = 1 << 19
 )
 
 // WithDefaults returns o with zero fields set to their defaults.
@@ -177,6 +183,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxBatchTokens <= 0 {
 		o.MaxBatchTokens = DefaultMaxBatchTokens
+	}
+	if o.MaxBatchCells <= 0 {
+		o.MaxBatchCells = DefaultMaxBatchCells
 	}
 	return o
 }

@@ -96,6 +96,7 @@ type modelFlags struct {
 	ortLib, device           string
 	intraOp, interOp, runs   int
 	maxBatch, maxBatchTokens int
+	maxBatchCells            int
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
@@ -107,6 +108,7 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&m.runs, "concurrent-runs", 1, "ONNX Runtime runs in flight per model")
 	fs.IntVar(&m.maxBatch, "max-batch-size", model.DefaultMaxBatchSize, "pairs per inference batch")
 	fs.IntVar(&m.maxBatchTokens, "max-batch-tokens", model.DefaultMaxBatchTokens, "batch size × longest sequence per inference batch")
+	fs.IntVar(&m.maxBatchCells, "max-batch-cells", model.DefaultMaxBatchCells, "batch size × longest sequence² per inference batch (bounds attention memory)")
 }
 
 func (m *modelFlags) options() (model.Options, error) {
@@ -115,7 +117,7 @@ func (m *modelFlags) options() (model.Options, error) {
 		return model.Options{}, err
 	}
 	return model.Options{Device: dev, IntraOpThreads: m.intraOp, InterOpThreads: m.interOp,
-		ConcurrentRuns: m.runs, MaxBatchSize: m.maxBatch, MaxBatchTokens: m.maxBatchTokens}, nil
+		ConcurrentRuns: m.runs, MaxBatchSize: m.maxBatch, MaxBatchTokens: m.maxBatchTokens, MaxBatchCells: m.maxBatchCells}, nil
 }
 
 func (m *modelFlags) load() (*loadedModels, error) {
