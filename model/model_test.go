@@ -315,7 +315,7 @@ func BenchmarkScoreL12(b *testing.B) {
 	if err := testmodel.WriteDir(dir, testmodel.MiniLML12, testenv.TokenizerJSON(b)); err != nil {
 		b.Fatal(err)
 	}
-	m, err := rt.Load(dir, model.Options{MaxBatchSize: 32})
+	m, err := rt.Load(dir, model.Options{MaxBatchSize: 32, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30})
 	if err != nil {
 		b.Fatal(err)
 	}
