@@ -24,7 +24,8 @@ help:
 	@echo "make test   the whole test suite (installs what it needs)"
 	@echo "make demo   start a worker, submit the examples, print the rankings, stop"
 	@echo "make bench  the benchmark figures (BENCHMARKS.md)"
-	@echo "make fuzz   run every fuzz target for longer (FUZZTIME=$(FUZZTIME))"
+	@echo "make fuzz   run every fuzz target for longer (FUZZTIME_LONG=$(FUZZTIME_LONG) each)"
+	@echo "make test-faults  fault injection at full load (RELIABILITY.md)"
 
 deps:
 	@$(GO) mod download
@@ -70,12 +71,15 @@ test: assets build
 
 FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model:FuzzTokenizePair
 fuzz-short:
-	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) 2>&1 | tail -n 3 || exit 1; done
+		if $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) >$$log 2>&1; then tail -n 3 $$log; \
+		else cat $$log; echo "fuzz $$pkg $$fn FAILED (a failing input is saved under $$pkg/testdata/fuzz/$$fn)"; exit 1; fi; done
 
+FUZZTIME_LONG ?= 2m
 fuzz:
-	@$(MAKE) --no-print-directory fuzz-short FUZZTIME=2m
+	@$(MAKE) --no-print-directory fuzz-short FUZZTIME=$(FUZZTIME_LONG)
 
 # make bench: the benchmark program (not timed unit tests) on the
 # MiniLM-L12-shape model, plus the transformers.js peer (installed from npm
@@ -95,3 +99,19 @@ bench: build ort demo-model bench-js
 
 clean:
 	rm -rf bin .data
+
+# ---- test-faults: fault injection and security (faults/, RELIABILITY.md) ----
+# make test-faults        full loads (RERANK_FAULTS=full): 2,000-job SIGKILL,
+#                         server restart and cluster leader-loss runs, 20,000
+#                         queued jobs, 1,400 with poison; prints one line per
+#                         scenario. FAULTS_FLAGS passes go test flags, e.g.
+#                         FAULTS_FLAGS='-run TestWorkerSIGKILL'.
+# make test-faults-short  the CI size (what `make test` runs, through `go test ./...`).
+FAULTS_FLAGS ?=
+.PHONY: test-faults test-faults-short
+test-faults: assets
+	RERANK_FAULTS=full $(GO) test -count=1 -v -timeout 30m $(FAULTS_FLAGS) ./faults
+
+test-faults-short: assets
+	$(GO) test -short -count=1 -v -timeout 8m $(FAULTS_FLAGS) ./faults
+# ---- end test-faults ----

@@ -73,6 +73,9 @@ type Config struct {
 	BackoffBase, BackoffMax time.Duration
 	// FetchWait is how long one pull request waits for jobs; default 2 s.
 	FetchWait time.Duration
+	// ProvisionTimeout bounds provisioning at start, retries included
+	// (a fresh cluster may not answer at first); default 2 min.
+	ProvisionTimeout time.Duration
 	// WorkerID names this worker in results and headers; default host:pid.
 	WorkerID string
 	Limits   schemas.Limits
@@ -117,6 +120,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BackoffMax <= 0 {
 		c.BackoffMax = 30 * time.Second
+	}
+	if c.ProvisionTimeout <= 0 {
+		c.ProvisionTimeout = 2 * time.Minute
 	}
 	if c.FetchWait <= 0 {
 		c.FetchWait = 2 * time.Second

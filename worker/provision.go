@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -73,17 +75,77 @@ var ErrNotProvisioned = errors.New("stream or consumer not provisioned")
 
 // Provision creates or updates the streams and the models' consumers.
 func Provision(ctx context.Context, js jetstream.JetStream, models []string, c Config) error {
+	return provision(ctx, js, models, c, 0)
+}
+
+func provision(ctx context.Context, js jetstream.JetStream, models []string, c Config, perCall time.Duration) error {
 	for _, sc := range StreamConfigs(c.withDefaults().Replicas) {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		cctx, cancel := callCtx(ctx, perCall)
+		_, err := js.CreateOrUpdateStream(cctx, sc)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("provisioning stream %s: %w", sc.Name, err)
 		}
 	}
 	for _, m := range models {
-		if _, err := js.CreateOrUpdateConsumer(ctx, JobsStream, ConsumerConfig(m, c)); err != nil {
+		cctx, cancel := callCtx(ctx, perCall)
+		_, err := js.CreateOrUpdateConsumer(cctx, JobsStream, ConsumerConfig(m, c))
+		cancel()
+		if err != nil {
 			return fmt.Errorf("provisioning consumer %s: %w", ConsumerName(m), err)
 		}
 	}
 	return nil
+}
+
+// provisionAttempt bounds one provisioning request: on a fresh cluster a
+// stream create racing another worker's update may go unanswered, and a
+// retry a moment later succeeds.
+const provisionAttempt = 5 * time.Second
+
+// provisionRetrying runs Provision, one request at a time under its own
+// timeout, retrying transient failures with backoff until ctx ends. An error
+// the server gives for the definition itself (400, other than a concurrent
+// create) is returned at once.
+func provisionRetrying(ctx context.Context, js jetstream.JetStream, models []string, c Config, log *slog.Logger) error {
+	delay := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := provision(ctx, js, models, c, provisionAttempt)
+		if err == nil {
+			return nil
+		}
+		if !provisionRetryable(err) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("provisioning, will retry", "attempt", attempt, "delay", delay.String(), "err", err)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up after %d attempts: %w)", err, attempt, ctx.Err())
+		}
+		delay = min(2*delay, 4*time.Second)
+	}
+}
+
+// callCtx bounds one request by perCall, when set.
+func callCtx(ctx context.Context, perCall time.Duration) (context.Context, context.CancelFunc) {
+	if perCall > 0 {
+		return context.WithTimeout(ctx, perCall)
+	}
+	return ctx, func() {}
+}
+
+func provisionRetryable(err error) bool {
+	var ae *jetstream.APIError
+	if !errors.As(err, &ae) || ae.Code != 400 {
+		return true // timeouts, no responders, cluster not ready (503), leader moving
+	}
+	switch ae.ErrorCode {
+	case jetstream.JSErrCodeStreamNameInUse, jetstream.JSErrCodeConsumerExists,
+		jetstream.JSErrCodeConsumerAlreadyExists, jetstream.JSErrCodeConsumerNameExists:
+		return true // another worker created it at the same moment
+	}
+	return false
 }
 
 func lookupConsumers(ctx context.Context, js jetstream.JetStream, models []string) (map[string]jetstream.Consumer, error) {

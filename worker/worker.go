@@ -97,8 +97,8 @@ func (w *Worker) Ready(ctx context.Context) error {
 func (w *Worker) Run(ctx context.Context) error {
 	models := w.r.Models()
 	if w.cfg.Provision {
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := Provision(pctx, w.js, models, w.cfg)
+		pctx, cancel := context.WithTimeout(ctx, w.cfg.ProvisionTimeout)
+		err := provisionRetrying(pctx, w.js, models, w.cfg, w.log)
 		cancel()
 		if err != nil {
 			return err
@@ -106,10 +106,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	consumers, err := lookupConsumers(bctx, w.js, models)
+	var jobsStream jetstream.Stream
+	if err == nil {
+		jobsStream, err = w.js.Stream(bctx, JobsStream)
+		if err != nil {
+			err = fmt.Errorf("binding stream %s: %w", JobsStream, err)
+		}
+	}
 	cancel()
 	if err != nil {
 		return err
 	}
+	// Jobs whose every delivery ended with a worker dying are announced by
+	// the server, not returned by any delivery: answer them here.
+	exhausted, err := w.watchExhausted(jobsStream, models)
+	if err != nil {
+		return err
+	}
+	defer exhausted.stop()
 	// jobCtx outlives ctx by the shutdown grace: jobs in flight keep
 	// running after ctx ends, until they finish or the grace runs out.
 	jobCtx, abandon := context.WithCancel(context.WithoutCancel(ctx))
@@ -190,7 +204,15 @@ func (w *Worker) pull(ctx, jobCtx context.Context, model string, cons jetstream.
 			<-slots
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+			// Answered at once with an error (no responders: the consumer
+			// is gone or its leader is moving): wait as after a Fetch
+			// error instead of re-sending the request in a tight loop.
 			w.log.Warn("pulling jobs", "model", model, "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
 }
@@ -228,7 +250,7 @@ func (w *Worker) handle(ctx, jobCtx context.Context, model string, msg jetstream
 		err = ferr
 	}
 	if err != nil {
-		job = salvageJob(msg, format)
+		job = salvageJob(msg.Data(), msg.Headers(), format)
 		res := w.errorResult(model, job, md, schemas.AsError(err))
 		w.settle(log.With("job_id", job.ID), model, msg, md, job, verdict{result: res, permanent: res.Error}, start)
 		return
@@ -303,7 +325,7 @@ func (w *Worker) settle(log *slog.Logger, model string, msg jetstream.Msg, md *j
 			outcome = OutcomeFailed
 		}
 		// Copy first: on a work-queue stream Term deletes the message.
-		if err := w.deadLetter(ctx, model, msg, md, v.permanent); err != nil {
+		if err := w.deadLetter(ctx, model, msg.Subject(), msg.Data(), msg.Headers(), md, v.permanent); err != nil {
 			log.Error("dead-lettering job, will retry", "err", err)
 			_ = msg.NakWithDelay(w.cfg.backoff(md.NumDelivered))
 			outcome = OutcomeRetry
@@ -311,7 +333,7 @@ func (w *Worker) settle(log *slog.Logger, model string, msg jetstream.Msg, md *j
 		}
 		w.obs.DeadLettered(model, string(v.permanent.Code))
 		if v.result != nil && v.result.ID != "" {
-			if err := w.publishResult(ctx, msg, job, v.result); err != nil {
+			if err := w.publishResult(ctx, msg.Headers(), job, v.result); err != nil {
 				log.Warn("publishing error result", "err", err)
 			}
 		}
@@ -320,7 +342,7 @@ func (w *Worker) settle(log *slog.Logger, model string, msg jetstream.Msg, md *j
 			log.Warn("terminating job", "err", err)
 		}
 	default:
-		if err := w.publishResult(ctx, msg, job, v.result); err != nil {
+		if err := w.publishResult(ctx, msg.Headers(), job, v.result); err != nil {
 			outcome = OutcomeRetry
 			log.Warn("publishing result, will retry", "err", err)
 			_ = msg.NakWithDelay(w.cfg.backoff(md.NumDelivered))
@@ -354,8 +376,9 @@ func (w *Worker) errorResult(model string, job *schemas.Job, md *jetstream.MsgMe
 // rerank.results.<id>. Results under rerank.results. go through JetStream
 // (acknowledged, deduplicated by ResultMsgID); other subjects are core NATS
 // replies, published before the job is acked on the same connection.
-func (w *Worker) publishResult(ctx context.Context, msg jetstream.Msg, job *schemas.Job, res *schemas.Result) error {
-	format, _ := schemas.ParseContentType(msg.Headers().Get(HeaderContentType))
+// The result has the job's format, from its content-type header.
+func (w *Worker) publishResult(ctx context.Context, jobHeader nats.Header, job *schemas.Job, res *schemas.Result) error {
+	format, _ := schemas.ParseContentType(jobHeader.Get(HeaderContentType))
 	data, err := schemas.EncodeResult(res, format)
 	if err != nil {
 		return fmt.Errorf("encoding result: %w", err)
@@ -382,11 +405,11 @@ func (w *Worker) publishResult(ctx context.Context, msg jetstream.Msg, job *sche
 }
 
 // deadLetter copies the original payload, with reason headers, to
-// rerank.dead.<model>.
-func (w *Worker) deadLetter(ctx context.Context, model string, msg jetstream.Msg, md *jetstream.MsgMetadata, ce *schemas.Error) error {
+// rerank.dead.<model>. subject, data and header are the stored job's.
+func (w *Worker) deadLetter(ctx context.Context, model, subject string, data []byte, header nats.Header, md *jetstream.MsgMetadata, ce *schemas.Error) error {
 	out := nats.NewMsg(DeadPrefix + model)
-	out.Data = msg.Data()
-	for k, vs := range msg.Headers() {
+	out.Data = data
+	for k, vs := range header {
 		if k == HeaderMsgID || strings.HasPrefix(k, "Nats-") {
 			continue
 		}
@@ -396,11 +419,11 @@ func (w *Worker) deadLetter(ctx context.Context, model string, msg jetstream.Msg
 	}
 	out.Header.Set(HeaderErrorCode, string(ce.Code))
 	out.Header.Set(HeaderError, truncate(ce.Error(), 1024))
-	out.Header.Set(HeaderJobSubject, msg.Subject())
+	out.Header.Set(HeaderJobSubject, subject)
 	out.Header.Set(HeaderJobSequence, strconv.FormatUint(md.Sequence.Stream, 10))
 	out.Header.Set(HeaderAttempt, strconv.FormatUint(md.NumDelivered, 10))
 	out.Header.Set(HeaderWorker, w.cfg.WorkerID)
-	if id := msg.Headers().Get(HeaderMsgID); id != "" {
+	if id := header.Get(HeaderMsgID); id != "" {
 		out.Header.Set("Rerank-Job-Msg-Id", id)
 	}
 	_, err := w.js.PublishMsg(ctx, out, jetstream.WithMsgID("dead:"+strconv.FormatUint(md.Sequence.Stream, 10)))
@@ -413,16 +436,16 @@ func (w *Worker) deadLetter(ctx context.Context, model string, msg jetstream.Msg
 // salvageJob recovers what it can of an undecodable job to address its
 // error result: id and reply_to when they decode, else the Nats-Msg-Id
 // header (clients set it to the job id).
-func salvageJob(msg jetstream.Msg, format schemas.Format) *schemas.Job {
+func salvageJob(data []byte, header nats.Header, format schemas.Format) *schemas.Job {
 	var head struct {
 		ID      string `msgpack:"id" json:"id"`
 		ReplyTo string `msgpack:"reply_to" json:"reply_to"`
 	}
-	if len(msg.Data()) <= schemas.DefaultMaxPayloadBytes {
+	if len(data) <= schemas.DefaultMaxPayloadBytes {
 		if format == schemas.JSON {
-			_ = json.Unmarshal(msg.Data(), &head)
-		} else if schemas.CheckMsgpack(msg.Data()) == nil {
-			_ = msgpack.Unmarshal(msg.Data(), &head)
+			_ = json.Unmarshal(data, &head)
+		} else if schemas.CheckMsgpack(data) == nil {
+			_ = msgpack.Unmarshal(data, &head)
 		}
 	}
 	job := &schemas.Job{ID: head.ID, ReplyTo: head.ReplyTo}
@@ -430,7 +453,7 @@ func salvageJob(msg jetstream.Msg, format schemas.Format) *schemas.Job {
 		job.ReplyTo = ""
 	}
 	if schemas.CheckID(job.ID) != nil {
-		job.ID, job.ReplyTo = msg.Headers().Get(HeaderMsgID), ""
+		job.ID, job.ReplyTo = header.Get(HeaderMsgID), ""
 		if schemas.CheckID(job.ID) != nil {
 			job.ID = ""
 		}

@@ -496,6 +496,41 @@ func TestTransientFailuresExhaustDeliveries(t *testing.T) {
 	waitFor(t, 5*time.Second, "dead letter", func() bool { return streamMsgs(t, js, worker.DeadStream) == 1 })
 }
 
+// A job whose every delivery ends with its worker dying is still answered:
+// the server announces it out of deliveries, and a live worker publishes the
+// internal error result, dead-letters it and removes it from the queue.
+func TestJobOutOfDeliveriesByCrashesIsAnswered(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	cfg := testConfig()
+	cfg.MaxDeliver = 2
+	// The survivor that will answer: it never gets the job itself (it
+	// starts pulling only after the job's last delivery).
+	for attempt := 1; attempt <= 2; attempt++ {
+		hung := &slowScorer{}
+		hung.hang.Store(true)
+		w := startWorker(t, ns, hung, cfg)
+		if attempt == 1 {
+			publishJob(t, js, makeJob("crasher", 3))
+		}
+		waitFor(t, 10*time.Second, fmt.Sprintf("delivery %d taken", attempt), func() bool { return hung.calls.Load() > 0 })
+		w.nc.Close() // dies under the job
+	}
+	survivor := startWorker(t, ns, &slowScorer{}, cfg)
+	waitFor(t, 20*time.Second, "error result", func() bool { return storedResults(t, js)["crasher"] == 1 })
+	res := lastResult(t, js, "crasher")
+	if res.Error == nil || res.Error.Code != schemas.CodeInternal || res.Attempt != 2 {
+		t.Fatalf("result %+v, want internal error on attempt 2", res)
+	}
+	waitFor(t, 5*time.Second, "dead letter, queue empty", func() bool {
+		return streamMsgs(t, js, worker.DeadStream) == 1 && streamMsgs(t, js, worker.JobsStream) == 0
+	})
+	if n := survivor.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeInternal)] }); n != 1 {
+		t.Fatalf("survivor dead-lettered %d internal, want 1", n)
+	}
+}
+
 type failingScorer struct{ slowScorer }
 
 func (*failingScorer) ScoreEncoded(context.Context, []model.Encoding) ([]float32, model.Stats, error) {

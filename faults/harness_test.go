@@ -1,0 +1,444 @@
+package faults
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/internal/testenv"
+	"github.com/rerank/rerank/model/testmodel"
+)
+
+// --- sizes -------------------------------------------------------------------
+
+// fullMode reports whether RERANK_FAULTS=full asks for the full loads; the
+// default (and -short) is the CI form.
+func fullMode() bool { return os.Getenv("RERANK_FAULTS") == "full" }
+
+// size picks the CI or the full figure.
+func size(ci, full int) int {
+	if fullMode() {
+		return full
+	}
+	return ci
+}
+
+// --- binary and models -------------------------------------------------------
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	binPath   string
+	tinyDir   string
+	buildErr  error
+
+	l12Once sync.Once
+	l12Dir  string
+	l12Err  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		if os.Getenv("RERANK_FAULTS_KEEP") != "" {
+			fmt.Fprintf(os.Stderr, "faults: binaries, models and worker logs kept in %s\n", buildDir)
+		} else {
+			os.RemoveAll(buildDir)
+		}
+	}
+	os.Exit(code)
+}
+
+// assets builds the rerank binary and the tiny model once per test run and
+// returns them with the ONNX Runtime library.
+func assets(t testing.TB) (bin, tiny, ort string) {
+	t.Helper()
+	tok := testenv.TokenizerJSON(t)
+	ort = testenv.ORTLib(t)
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "rerank-faults-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(buildDir, "rerank")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/rerank/rerank/cmd/rerank").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("building rerank: %v\n%s", err, out)
+			return
+		}
+		tinyDir = filepath.Join(buildDir, "tiny")
+		buildErr = testmodel.WriteDir(tinyDir, testmodel.Tiny, tok)
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath, tinyDir, ort
+}
+
+// l12Model generates the MiniLM-L12-shaped random model (about 1 s, 133 MB).
+func l12Model(t testing.TB) string {
+	t.Helper()
+	assets(t)
+	tok := testenv.TokenizerJSON(t)
+	l12Once.Do(func() {
+		l12Dir = filepath.Join(buildDir, "l12")
+		l12Err = testmodel.WriteDir(l12Dir, testmodel.MiniLML12, tok)
+	})
+	if l12Err != nil {
+		t.Fatal(l12Err)
+	}
+	return l12Dir
+}
+
+// --- NATS servers ------------------------------------------------------------
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	p, err := natsembed.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startNATS starts an in-process server on 127.0.0.1 with file storage; the
+// caller stops it (a cleanup stops it too, once).
+func startNATS(t testing.TB, o natsembed.Options) *natsembed.Server {
+	t.Helper()
+	if o.Port == 0 {
+		o.Port = -1
+	}
+	if o.StoreDir == "" {
+		o.StoreDir = t.TempDir()
+	}
+	o.Host = "127.0.0.1"
+	ns, err := natsembed.Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if ns.Running() {
+			ns.Stop()
+		}
+	})
+	return ns
+}
+
+// connect opens a test connection that reconnects forever.
+func connect(t testing.TB, urls string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond), nats.Name("faults-test")}, opts...)
+	nc, err := nats.Connect(urls, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// --- worker processes --------------------------------------------------------
+
+// proc is one `rerank serve` process (one incarnation of a named worker).
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	metrics string // http://127.0.0.1:PORT
+	done    chan struct{}
+	stopped bool // killed or stopped on purpose
+}
+
+var incarnations sync.Map // name → *int
+
+// launch starts `rerank serve` against natsURL and waits until its worker
+// runs. It returns an error instead of failing the test so that it can be
+// called from a fault-injecting goroutine.
+func launch(t testing.TB, name, natsURL, modelDir string, extra ...string) (*proc, error) {
+	bin, _, ort := assets(t)
+	mport, err := natsembed.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	n, _ := incarnations.LoadOrStore(t.Name()+"/"+name, new(int))
+	*n.(*int)++
+	logDir := filepath.Join(buildDir, "logs", sanitize(t.Name()))
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, err
+	}
+	p := &proc{name: name, logPath: filepath.Join(logDir, fmt.Sprintf("%s.%d.log", name, *n.(*int))),
+		metrics: fmt.Sprintf("http://127.0.0.1:%d", mport), done: make(chan struct{})}
+	args := append([]string{"serve", "--nats-url", natsURL, "--model", "demo=" + modelDir, "--ort-lib", ort,
+		"--log-format", "text", "--worker-id", fmt.Sprintf("%s.%d", name, *n.(*int)),
+		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", mport), "--intra-op-threads", "1"}, extra...)
+	lf, err := os.Create(p.logPath)
+	if err != nil {
+		return nil, err
+	}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = lf, lf
+	if err := p.cmd.Start(); err != nil {
+		lf.Close()
+		return nil, err
+	}
+	go func() { p.cmd.Wait(); lf.Close(); close(p.done) }()
+	deadline := time.Now().Add(90 * time.Second)
+	for !strings.Contains(p.log(), `msg="worker started"`) {
+		if p.exited() {
+			return nil, fmt.Errorf("worker %s exited at start (%v):\n%s", name, p.cmd.ProcessState, tail(p.log(), 40))
+		}
+		if time.Now().After(deadline) {
+			p.kill()
+			return nil, fmt.Errorf("worker %s not started after 90s:\n%s", name, tail(p.log(), 40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return p, nil
+}
+
+// startWorker launches a worker and stops it at the end of the test.
+func startWorker(t testing.TB, name, natsURL, modelDir string, extra ...string) *proc {
+	t.Helper()
+	p, err := launch(t, name, natsURL, modelDir, extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+func (p *proc) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	p.stopped = true
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// stop sends SIGTERM and checks for a clean exit; a process that died on
+// its own is reported.
+func (p *proc) stop(t testing.TB) {
+	t.Helper()
+	if p.exited() {
+		if !p.stopped {
+			t.Errorf("worker %s had exited on its own (%v):\n%s", p.name, p.cmd.ProcessState, tail(p.log(), 40))
+		}
+		return
+	}
+	p.stopped = true
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("worker %s exited %d after SIGTERM:\n%s", p.name, code, tail(p.log(), 40))
+		}
+	case <-time.After(60 * time.Second):
+		p.kill()
+		t.Errorf("worker %s did not stop on SIGTERM:\n%s", p.name, tail(p.log(), 40))
+	}
+}
+
+// procStatus reads a field of /proc/<pid>/status in kB (VmRSS, VmHWM).
+func (p *proc) procStatus(field string) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// metric returns the sum of the samples of a metric on the worker's
+// /metrics (all label sets), or -1 when unreachable.
+func (p *proc) metric(name string) float64 {
+	resp, err := http.Get(p.metrics + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(?:\{[^}]*\})? ([0-9.e+-]+)$`)
+	sum := 0.0
+	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		sum += v
+	}
+	return sum
+}
+
+func (p *proc) healthy() bool {
+	resp, err := http.Get(p.metrics + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
+func sanitize(s string) string {
+	return strings.NewReplacer("/", "_", " ", "_").Replace(s)
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// dumpLogs shows the end of every worker log of the test when it failed.
+func dumpLogs(t testing.TB) {
+	t.Helper()
+	if !t.Failed() {
+		return
+	}
+	dir := filepath.Join(buildDir, "logs", sanitize(t.Name()))
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		t.Logf("--- %s (last 30 lines) ---\n%s", e.Name(), tail(string(b), 30))
+	}
+}
+
+// --- polling -----------------------------------------------------------------
+
+// waitFor polls cond until it holds or d passes; it reports whether it held.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}
+
+// mustWait fails the test when cond does not hold within d.
+func mustWait(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !waitFor(d, cond) {
+		t.Fatalf("timed out after %s waiting for %s", d, what)
+	}
+}
+
+// streamState returns a stream's message count (-1 when unavailable).
+func streamMsgs(js jetstream.JetStream, name string) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return -1
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return -1
+	}
+	return int64(info.State.Msgs)
+}
+
+// readAll calls fn on every message of a stream, in order, through an
+// ordered consumer. A cluster in transition (no responders, a leader
+// change) only delays it: it resumes after the last message it handed on.
+func readAll(js jetstream.JetStream, stream string, fn func(jetstream.Msg)) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var last, next uint64 // last sequence to read; next one to hand on
+	var lastErr error
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+		done, err := func() (bool, error) {
+			s, err := js.Stream(ctx, stream)
+			if err != nil {
+				return false, err
+			}
+			if last == 0 {
+				info, err := s.Info(ctx)
+				if err != nil {
+					return false, err
+				}
+				if info.State.Msgs == 0 {
+					return true, nil
+				}
+				last, next = info.State.LastSeq, info.State.FirstSeq
+			}
+			cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+				DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next})
+			if err != nil {
+				return false, err
+			}
+			for ctx.Err() == nil {
+				batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+				if err != nil {
+					return false, err
+				}
+				for m := range batch.Messages() {
+					md, err := m.Metadata()
+					if err != nil || md.Sequence.Stream < next {
+						continue
+					}
+					fn(m)
+					next = md.Sequence.Stream + 1
+					if next > last {
+						return true, nil
+					}
+				}
+				if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+					return false, err
+				}
+			}
+			return false, ctx.Err()
+		}()
+		if done {
+			return nil
+		}
+		lastErr = err
+	}
+	return fmt.Errorf("reading stream %s: %w (last error: %v)", stream, ctx.Err(), lastErr)
+}

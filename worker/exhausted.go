@@ -1,0 +1,186 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rerank/rerank/schemas"
+)
+
+// MaxDeliveriesAdvisory is the subject on which the server announces that a
+// job of model reached the consumer's MaxDeliver without being settled.
+func MaxDeliveriesAdvisory(model string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + JobsStream + "." + ConsumerName(model)
+}
+
+// exhaustedQueue is the queue group in which one worker of the pool takes
+// each advisory.
+const exhaustedQueue = "rerank-exhausted"
+
+// maxDeliveriesAdvisory is the part of the server's
+// io.nats.jetstream.advisory.v1.max_deliver event the worker reads.
+type maxDeliveriesAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// exhaustedWatch answers jobs that ran out of deliveries without any worker
+// settling them: every delivery ended with its worker dying (OOM kill, a
+// native crash, a lost node) or handing the job back at shutdown. No
+// delivery returns for them, so handle never sees them; the server's
+// advisory does. The watch publishes the `internal` error result the
+// contract promises, dead-letters the stored bytes and deletes the job from
+// the work queue.
+type exhaustedWatch struct {
+	w      *Worker
+	stream jetstream.Stream
+	models map[string]string // consumer name → model
+	ch     chan *nats.Msg
+	subs   []*nats.Subscription
+	quit   chan struct{}
+	done   sync.WaitGroup
+	once   sync.Once
+}
+
+func (w *Worker) watchExhausted(stream jetstream.Stream, models []string) (*exhaustedWatch, error) {
+	x := &exhaustedWatch{w: w, stream: stream, models: map[string]string{},
+		ch: make(chan *nats.Msg, 256), quit: make(chan struct{})}
+	for _, m := range models {
+		x.models[ConsumerName(m)] = m
+		sub, err := w.nc.ChanQueueSubscribe(MaxDeliveriesAdvisory(m), exhaustedQueue, x.ch)
+		if err != nil {
+			x.stop()
+			return nil, fmt.Errorf("subscribing to max-deliveries advisories of %s: %w", ConsumerName(m), err)
+		}
+		x.subs = append(x.subs, sub)
+	}
+	x.done.Add(1)
+	go x.loop()
+	return x, nil
+}
+
+func (x *exhaustedWatch) loop() {
+	defer x.done.Done()
+	for {
+		select {
+		case m := <-x.ch:
+			x.handle(m)
+		case <-x.quit:
+			// Answer what was already handed to this worker.
+			for {
+				select {
+				case m := <-x.ch:
+					x.handle(m)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// stop unsubscribes, answers advisories already received, and returns once
+// the watch's goroutine is gone. Idempotent.
+func (x *exhaustedWatch) stop() {
+	x.once.Do(func() {
+		for _, s := range x.subs {
+			_ = s.Unsubscribe()
+		}
+		close(x.quit)
+	})
+	x.done.Wait()
+}
+
+func (x *exhaustedWatch) handle(m *nats.Msg) {
+	w := x.w
+	var adv maxDeliveriesAdvisory
+	if err := json.Unmarshal(m.Data, &adv); err != nil {
+		w.log.Warn("decoding max-deliveries advisory", "subject", m.Subject, "err", err)
+		return
+	}
+	model, ok := x.models[adv.Consumer]
+	if !ok || adv.Stream != JobsStream || adv.StreamSeq == 0 {
+		w.log.Warn("ignoring max-deliveries advisory", "stream", adv.Stream, "consumer", adv.Consumer, "stream_seq", adv.StreamSeq)
+		return
+	}
+	log := w.log.With("model", model, "stream_seq", adv.StreamSeq, "attempt", adv.Deliveries)
+	start := time.Now()
+	// A few tries: the advisory is not sent again.
+	var err error
+	for try := range 3 {
+		if try > 0 {
+			select {
+			case <-time.After(time.Duration(try) * time.Second):
+			case <-x.quit:
+			}
+		}
+		var done bool
+		done, err = x.answer(log, model, adv, start)
+		if done || err == nil {
+			return
+		}
+		log.Warn("answering job out of deliveries, will retry", "err", err)
+	}
+	log.Error("answering job out of deliveries: giving up; it stays in "+JobsStream, "err", err)
+}
+
+// answer settles one exhausted job; done reports that nothing is left to do
+// (answered, or already gone).
+func (x *exhaustedWatch) answer(log *slog.Logger, model string, adv maxDeliveriesAdvisory, start time.Time) (done bool, err error) {
+	w := x.w
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	raw, err := x.stream.GetMsg(ctx, adv.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		log.Debug("job out of deliveries already settled")
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading job %d: %w", adv.StreamSeq, err)
+	}
+	format, ferr := schemas.ParseContentType(raw.Header.Get(HeaderContentType))
+	var job *schemas.Job
+	if ferr == nil {
+		job, err = schemas.DecodeJob(raw.Data, format, w.cfg.Limits)
+	}
+	if ferr != nil || err != nil {
+		job = salvageJob(raw.Data, raw.Header, format)
+	}
+	log = log.With("job_id", job.ID)
+	md := &jetstream.MsgMetadata{
+		Sequence:     jetstream.SequencePair{Stream: raw.Sequence},
+		NumDelivered: adv.Deliveries,
+		Timestamp:    raw.Time,
+		Stream:       JobsStream,
+		Consumer:     adv.Consumer,
+	}
+	ce := schemas.Errorf(schemas.CodeInternal,
+		"failed on all %d deliveries: each worker stopped (crashed, was killed or shut down) before finishing it", adv.Deliveries)
+	res := w.errorResult(model, job, md, ce)
+	// Dead letter first: deleting the job before would lose it.
+	if err := w.deadLetter(ctx, model, raw.Subject, raw.Data, raw.Header, md, ce); err != nil {
+		return false, err
+	}
+	w.obs.DeadLettered(model, string(ce.Code))
+	if res.ID != "" {
+		if err := w.publishResult(ctx, raw.Header, job, res); err != nil {
+			log.Warn("publishing error result", "err", err)
+		}
+	}
+	if err := x.stream.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		log.Warn("deleting job out of deliveries", "err", err)
+	}
+	log.Warn("job out of deliveries: answered with an error and dead-lettered", "code", ce.Code)
+	w.obs.JobDone(model, OutcomeFailed, adv.Deliveries, start.Sub(raw.Time), time.Since(start))
+	return true, nil
+}
