@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rerank/rerank/inject"
@@ -27,6 +28,7 @@ import (
 type config struct {
 	modelDir, tinyDir, ortLib, rerankBin, jsDir, device string
 	runs, intraOp, interOp, concurrentRuns              int
+	maxBatchSize, maxBatchTokens                        int
 	only                                                string
 	sweep                                               bool
 }
@@ -42,6 +44,8 @@ func main() {
 	flag.IntVar(&c.intraOp, "intra-op-threads", 0, "ORT intra-op threads (0 = CPUs)")
 	flag.IntVar(&c.interOp, "inter-op-threads", 1, "ORT inter-op threads")
 	flag.IntVar(&c.concurrentRuns, "concurrent-runs", 1, "ORT runs in flight")
+	flag.IntVar(&c.maxBatchSize, "max-batch-size", 0, "pairs per ORT run (0 = the model package's default)")
+	flag.IntVar(&c.maxBatchTokens, "max-batch-tokens", 0, "padded tokens per ORT run (0 = the model package's default)")
 	flag.StringVar(&c.only, "only", "", "comma-separated figure names to run (default all)")
 	flag.BoolVar(&c.sweep, "sweep-threads", false, "measure thread settings instead of the figures")
 	flag.Parse()
@@ -57,7 +61,8 @@ func (c config) want(name string) bool {
 
 func (c config) options() (model.Options, error) {
 	dev, err := model.ParseDevice(c.device)
-	return model.Options{Device: dev, IntraOpThreads: c.intraOp, InterOpThreads: c.interOp, ConcurrentRuns: c.concurrentRuns}, err
+	return model.Options{Device: dev, IntraOpThreads: c.intraOp, InterOpThreads: c.interOp, ConcurrentRuns: c.concurrentRuns,
+		MaxBatchSize: c.maxBatchSize, MaxBatchTokens: c.maxBatchTokens}, err
 }
 
 // line prints one figure.
@@ -301,35 +306,58 @@ func planStats(m *model.Model, encs []model.Encoding) (int, float64) {
 
 func benchSmallJobs(ctx context.Context, c config, m *model.Model, r *rand.Rand) error {
 	jobs := make([]*schemas.Job, 200)
+	pairs := 0
 	for i := range jobs {
 		jobs[i] = makeJob(r, fmt.Sprintf("small-%d", i), 10, 40)
+		pairs += len(jobs[i].Candidates)
 	}
-	rate := func(cfg pipeline.Config) (float64, error) {
-		p, err := newPipeline(m, cfg)
+	type mode struct {
+		cfg           pipeline.Config
+		p             *pipeline.Pipeline
+		rates         []float64
+		real, padded  atomic.Int64
+		batches, runs atomic.Int64
+	}
+	with := &mode{cfg: pipeline.Config{}}
+	without := &mode{cfg: pipeline.Config{MaxBatchDelay: -1}}
+	for _, x := range []*mode{with, without} {
+		x.cfg.OnScore = func(_ string, _ int, st model.Stats) {
+			x.real.Add(int64(st.RealTokens))
+			x.padded.Add(int64(st.PaddedTokens))
+			x.batches.Add(int64(st.Batches))
+			x.runs.Add(1)
+		}
+		p, err := newPipeline(m, x.cfg)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		defer p.Close()
-		return measure(1, 2000, func() error {
-			for _, o := range p.RerankBatch(ctx, "bench", jobs) {
-				if o.Err != nil {
-					return o.Err
+		x.p = p
+	}
+	// Interleaved runs, so that both modes see the same machine.
+	for range c.runs {
+		for _, x := range []*mode{with, without} {
+			rate, err := measure(1, pairs, func() error {
+				for _, o := range x.p.RerankBatch(ctx, "bench", jobs) {
+					if o.Err != nil {
+						return o.Err
+					}
 				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			return nil
-		})
+			x.rates = append(x.rates, rate)
+		}
 	}
-	with, err := rate(pipeline.Config{})
-	if err != nil {
-		return err
+	for _, x := range []*mode{with, without} {
+		name := map[*mode]string{with: "batched", without: "unbatched"}[x]
+		line("small_jobs_pairs_per_s_"+name, median(x.rates), "pairs/s")
+		line("small_jobs_pairs_per_batch_"+name, float64(pairs*c.runs)/float64(x.batches.Load()), "pairs")
+		line("small_jobs_padded_per_real_tokens_"+name, float64(x.padded.Load())/float64(x.real.Load()), "ratio")
 	}
-	without, err := rate(pipeline.Config{MaxBatchDelay: -1})
-	if err != nil {
-		return err
-	}
-	line("small_jobs_pairs_per_s_batched", with, "pairs/s")
-	line("small_jobs_pairs_per_s_unbatched", without, "pairs/s")
-	line("small_jobs_batching_gain", with/without, "ratio")
+	line("small_jobs_batching_gain", median(with.rates)/median(without.rates), "ratio")
 	return nil
 }
 

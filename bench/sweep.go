@@ -11,16 +11,28 @@ import (
 )
 
 // sweepThreads measures pipeline pairs/s over intra-op threads × concurrent
-// runs on 4 concurrent 64-candidate jobs, to pick the defaults.
+// runs, then over the batch size, on 4 concurrent 64-candidate jobs, to pick
+// the defaults.
 func sweepThreads(c config, rt *model.Runtime) error {
 	r := rand.New(rand.NewPCG(9, 9))
 	jobs := make([]*schemas.Job, 4)
 	for i := range jobs {
 		jobs[i] = makeJob(r, fmt.Sprintf("sweep-%d", i), 64, 75)
 	}
+	type setting struct{ intra, runs, batch int }
+	var settings []setting
 	for _, intra := range []int{1, 2, 4} {
 		for _, runs := range []int{1, 2} {
-			m, err := rt.Load(c.modelDir, model.Options{IntraOpThreads: intra, InterOpThreads: 1, ConcurrentRuns: runs})
+			settings = append(settings, setting{intra, runs, 0})
+		}
+	}
+	for _, batch := range []int{8, 32, 64} {
+		settings = append(settings, setting{0, 1, batch})
+	}
+	for _, st := range settings {
+		intra, runs := st.intra, st.runs
+		{
+			m, err := rt.Load(c.modelDir, model.Options{IntraOpThreads: intra, InterOpThreads: 1, ConcurrentRuns: runs, MaxBatchSize: st.batch})
 			if err != nil {
 				return err
 			}
@@ -42,7 +54,8 @@ func sweepThreads(c config, rt *model.Runtime) error {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("sweep intra_op=%d concurrent_runs=%d: %.2f pairs/s\n", intra, runs, rate)
+			o := m.Options()
+			fmt.Printf("sweep intra_op=%d concurrent_runs=%d max_batch_size=%d: %.2f pairs/s\n", o.IntraOpThreads, o.ConcurrentRuns, o.MaxBatchSize, rate)
 		}
 	}
 	return nil

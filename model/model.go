@@ -182,6 +182,9 @@ func (m *Model) Dir() string { return m.dir }
 // Config is the model's rerank.json.
 func (m *Model) Config() Config { return m.cfg }
 
+// Options are the options the model runs with, defaults filled in.
+func (m *Model) Options() Options { return m.opts }
+
 // Tokenizer is the model's tokenizer.
 func (m *Model) Tokenizer() *Tokenizer { return m.tok }
 

@@ -292,6 +292,28 @@ func TestParseDevice(t *testing.T) {
 	}
 }
 
+// Batch limits default by device; explicit values win.
+func TestOptionsDefaultsByDevice(t *testing.T) {
+	cuda, _ := model.ParseDevice("cuda")
+	for _, tc := range []struct {
+		name                string
+		in                  model.Options
+		size, tokens, cells int
+	}{
+		{"cpu", model.Options{}, model.DefaultMaxBatchSize, model.DefaultMaxBatchTokens, model.DefaultMaxBatchCells},
+		{"cuda", model.Options{Device: cuda}, model.DefaultCUDAMaxBatchSize, model.DefaultCUDAMaxBatchTokens, model.DefaultCUDAMaxBatchCells},
+		{"cuda explicit", model.Options{Device: cuda, MaxBatchSize: 8, MaxBatchTokens: 100, MaxBatchCells: 1000}, 8, 100, 1000},
+	} {
+		o := tc.in.WithDefaults()
+		if o.MaxBatchSize != tc.size || o.MaxBatchTokens != tc.tokens || o.MaxBatchCells != tc.cells {
+			t.Errorf("%s: limits %d/%d/%d, want %d/%d/%d", tc.name, o.MaxBatchSize, o.MaxBatchTokens, o.MaxBatchCells, tc.size, tc.tokens, tc.cells)
+		}
+		if o.IntraOpThreads < 1 || o.InterOpThreads != 1 || o.ConcurrentRuns != 1 {
+			t.Errorf("%s: threads %d/%d runs %d", tc.name, o.IntraOpThreads, o.InterOpThreads, o.ConcurrentRuns)
+		}
+	}
+}
+
 // The CPU-only ONNX Runtime build cannot enable CUDA: loading must say so
 // clearly, not crash.
 func TestCUDAUnavailableIsClear(t *testing.T) {

@@ -145,24 +145,34 @@ type Options struct {
 	// ConcurrentRuns bounds ORT runs in flight on this model; default 1
 	// (one run already uses every intra-op thread).
 	ConcurrentRuns int
-	// MaxBatchSize bounds the pairs in one ORT run; default 16 (CPU: bigger
-	// batches add memory, not speed; on a GPU raise all three bounds).
+	// MaxBatchSize bounds the pairs in one ORT run; default 16 on CPU
+	// (bigger batches add memory, not speed), 128 on CUDA.
 	MaxBatchSize int
-	// MaxBatchTokens bounds batch × longest sequence in one run; default 4,096.
+	// MaxBatchTokens bounds batch × longest sequence in one run; default
+	// 4,096 on CPU, 32,768 on CUDA.
 	MaxBatchTokens int
 	// MaxBatchCells bounds batch × longest sequence², the size of one
 	// attention matrix per head, which dominates memory on long passages;
-	// default 524,288 (8 pairs of 256 tokens, 2 of 512).
+	// default 524,288 on CPU (8 pairs of 256 tokens, 2 of 512), 8,388,608
+	// on CUDA (32 pairs of 512).
 	MaxBatchCells int
 	// NoLengthSort pads batches in arrival order (benchmarks only).
 	NoLengthSort bool
 }
 
-// Default batch limits.
+// Default batch limits on CPU, where a worker's memory matters more than
+// batch size (throughput is flat beyond a few pairs, BENCHMARKS.md) …
 const (
 	DefaultMaxBatchSize   = 16
 	DefaultMaxBatchTokens = 4096
 	DefaultMaxBatchCells  = 1 << 19
+)
+
+// … and on CUDA, where per-run overhead makes large batches pay.
+const (
+	DefaultCUDAMaxBatchSize   = 128
+	DefaultCUDAMaxBatchTokens = 32768
+	DefaultCUDAMaxBatchCells  = 1 << 23
 )
 
 // WithDefaults returns o with zero fields set to their defaults.
@@ -178,14 +188,18 @@ func (o Options) withDefaults() Options {
 	if o.ConcurrentRuns <= 0 {
 		o.ConcurrentRuns = 1
 	}
+	size, tokens, cells := DefaultMaxBatchSize, DefaultMaxBatchTokens, DefaultMaxBatchCells
+	if o.Device.CUDA {
+		size, tokens, cells = DefaultCUDAMaxBatchSize, DefaultCUDAMaxBatchTokens, DefaultCUDAMaxBatchCells
+	}
 	if o.MaxBatchSize <= 0 {
-		o.MaxBatchSize = DefaultMaxBatchSize
+		o.MaxBatchSize = size
 	}
 	if o.MaxBatchTokens <= 0 {
-		o.MaxBatchTokens = DefaultMaxBatchTokens
+		o.MaxBatchTokens = tokens
 	}
 	if o.MaxBatchCells <= 0 {
-		o.MaxBatchCells = DefaultMaxBatchCells
+		o.MaxBatchCells = cells
 	}
 	return o
 }

@@ -49,9 +49,10 @@ func connect(t *testing.T, ns *natsembed.Server) *nats.Conn {
 // slowScorer scores by a hash of the pair's tokens, after a delay; hang
 // makes it block until its context ends.
 type slowScorer struct {
-	delay time.Duration
-	hang  atomic.Bool
-	calls atomic.Int64
+	delay  time.Duration
+	hang   atomic.Bool
+	calls  atomic.Int64
+	active atomic.Int64 // calls running now
 }
 
 func (s *slowScorer) Tokenize(pairs []model.Pair) ([]model.Encoding, error) {
@@ -66,6 +67,8 @@ func (s *slowScorer) Tokenize(pairs []model.Pair) ([]model.Encoding, error) {
 
 func (s *slowScorer) ScoreEncoded(ctx context.Context, encs []model.Encoding) ([]float32, model.Stats, error) {
 	s.calls.Add(1)
+	s.active.Add(1)
+	defer s.active.Add(-1)
 	wait := s.delay
 	if s.hang.Load() {
 		wait = time.Hour
@@ -545,12 +548,16 @@ func TestGracefulShutdownUnderLoadLosesNothing(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	cfg := testConfig()
 	cfg.ShutdownGrace = 100 * time.Millisecond
-	a := startWorker(t, ns, &slowScorer{delay: 300 * time.Millisecond}, cfg)
+	sc := &slowScorer{delay: 300 * time.Millisecond}
+	a := startWorker(t, ns, sc, cfg)
 	const n = 60
 	for i := range n {
 		publishJob(t, js, makeJob(fmt.Sprintf("load-%d", i), 8))
 	}
 	waitFor(t, 20*time.Second, "some results", func() bool { return len(storedResults(t, js)) >= 8 })
+	// Stop while a scorer call (300 ms, over the 100 ms grace) runs, not in
+	// the gap where finished jobs are still being acknowledged.
+	waitFor(t, 5*time.Second, "a job in inference", func() bool { return sc.active.Load() > 0 })
 	a.stop(t)
 	abandoned := a.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeAbandoned] })
 	if abandoned == 0 {

@@ -106,9 +106,9 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&m.intraOp, "intra-op-threads", 0, "ONNX Runtime threads per run (0 = number of CPUs)")
 	fs.IntVar(&m.interOp, "inter-op-threads", 1, "ONNX Runtime threads across graph branches")
 	fs.IntVar(&m.runs, "concurrent-runs", 1, "ONNX Runtime runs in flight per model")
-	fs.IntVar(&m.maxBatch, "max-batch-size", model.DefaultMaxBatchSize, "pairs per inference batch")
-	fs.IntVar(&m.maxBatchTokens, "max-batch-tokens", model.DefaultMaxBatchTokens, "batch size × longest sequence per inference batch")
-	fs.IntVar(&m.maxBatchCells, "max-batch-cells", model.DefaultMaxBatchCells, "batch size × longest sequence² per inference batch (bounds attention memory)")
+	fs.IntVar(&m.maxBatch, "max-batch-size", 0, fmt.Sprintf("pairs per inference batch (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchSize, model.DefaultCUDAMaxBatchSize))
+	fs.IntVar(&m.maxBatchTokens, "max-batch-tokens", 0, fmt.Sprintf("batch size × longest sequence per inference batch (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchTokens, model.DefaultCUDAMaxBatchTokens))
+	fs.IntVar(&m.maxBatchCells, "max-batch-cells", 0, fmt.Sprintf("batch size × longest sequence² per inference batch, bounds attention memory (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchCells, model.DefaultCUDAMaxBatchCells))
 }
 
 func (m *modelFlags) options() (model.Options, error) {
