@@ -24,8 +24,11 @@ import (
 // JetStream) with the same jobs through the pipeline in this process, and
 // reports the worker's peak RSS under that load.
 func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) error {
-	const jobsPerRun, candidates = 4, 100
-	runs := make([][]*schemas.Job, c.runs)
+	// 1,000-candidate jobs, two in flight. One interleaved run of each side
+	// by default (--nats-runs): a run is 2,000 pairs, about 50 s on 2 cores,
+	// and make bench must stay within 10 minutes.
+	const jobsPerRun, candidates = 2, 1000
+	runs := make([][]*schemas.Job, c.natsRuns)
 	for i := range runs {
 		for k := range jobsPerRun {
 			runs[i] = append(runs[i], makeJob(r, fmt.Sprintf("nats-%d-%d", i, k), candidates, 75))
@@ -37,19 +40,7 @@ func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) erro
 	if err != nil {
 		return err
 	}
-	var direct []float64
-	for _, jobs := range runs {
-		start := time.Now()
-		for _, o := range p.RerankBatch(ctx, "bench", jobs) {
-			if o.Err != nil {
-				p.Close()
-				return o.Err
-			}
-		}
-		direct = append(direct, float64(pairs)/time.Since(start).Seconds())
-	}
-	p.Close()
-
+	defer p.Close()
 	// The NATS server runs in this process, as it would on its own machine:
 	// the worker's memory is the worker's alone.
 	store, err := os.MkdirTemp("", "rerank-bench-nats-")
@@ -76,9 +67,19 @@ func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) erro
 	if err != nil {
 		return err
 	}
-	var viaNATS []float64
+	// Interleaved: the same jobs directly, then through the worker (an idle
+	// side uses no CPU).
+	var direct, viaNATS []float64
 	for _, jobs := range runs {
 		start := time.Now()
+		for _, o := range p.RerankBatch(ctx, "bench", jobs) {
+			if o.Err != nil {
+				return o.Err
+			}
+		}
+		direct = append(direct, float64(pairs)/time.Since(start).Seconds())
+
+		start = time.Now()
 		var pend []*client.Pending
 		for _, j := range jobs {
 			pd, err := cl.SubmitAsync(ctx, j)
