@@ -23,8 +23,8 @@ import (
 	"github.com/rerank/rerank/inject"
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/internal/testenv"
+	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/model"
-	"github.com/rerank/rerank/model/testmodel"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/worker"
@@ -33,9 +33,7 @@ import (
 var (
 	fixtureOnce sync.Once
 	fixtureRT   *model.Runtime
-	fixtureDir  string
 	fixtureErr  error
-	tempRoot    string
 )
 
 func TestMain(m *testing.M) {
@@ -43,9 +41,7 @@ func TestMain(m *testing.M) {
 	if fixtureRT != nil {
 		fixtureRT.Close()
 	}
-	if tempRoot != "" {
-		os.RemoveAll(tempRoot)
-	}
+	testfixture.Cleanup(false)
 	os.Exit(code)
 }
 
@@ -53,21 +49,12 @@ func TestMain(m *testing.M) {
 // test binary) through ONNX Runtime.
 func tinyModel(t *testing.T) *model.Model {
 	t.Helper()
-	lib, tok := testenv.ORTLib(t), testenv.TokenizerJSON(t)
-	fixtureOnce.Do(func() {
-		if tempRoot, fixtureErr = os.MkdirTemp("", "rerank-eval-test-"); fixtureErr != nil {
-			return
-		}
-		fixtureDir = filepath.Join(tempRoot, "tiny")
-		if fixtureErr = testmodel.WriteDir(fixtureDir, testmodel.Tiny, tok); fixtureErr != nil {
-			return
-		}
-		fixtureRT, fixtureErr = model.OpenRuntime(lib)
-	})
+	lib, dir := testenv.ORTLib(t), testfixture.TinyModel(t)
+	fixtureOnce.Do(func() { fixtureRT, fixtureErr = model.OpenRuntime(lib) })
 	if fixtureErr != nil {
-		t.Fatalf("setting up the tiny model: %v", fixtureErr)
+		t.Fatalf("opening ONNX Runtime: %v", fixtureErr)
 	}
-	m, err := fixtureRT.Load(fixtureDir, model.Options{IntraOpThreads: 1})
+	m, err := fixtureRT.Load(dir, model.Options{IntraOpThreads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/internal/testenv"
+	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/model/testmodel"
 )
 
@@ -43,11 +44,9 @@ func size(ci, full int) int {
 // --- binary and models -------------------------------------------------------
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	binPath   string
-	tinyDir   string
-	buildErr  error
+	// buildDir holds binaries, models and worker logs (testfixture.Dir).
+	buildDir     string
+	buildDirOnce sync.Once
 
 	l12Once sync.Once
 	l12Dir  string
@@ -56,12 +55,9 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		if os.Getenv("RERANK_FAULTS_KEEP") != "" {
-			fmt.Fprintf(os.Stderr, "faults: binaries, models and worker logs kept in %s\n", buildDir)
-		} else {
-			os.RemoveAll(buildDir)
-		}
+	keep := os.Getenv("RERANK_FAULTS_KEEP") != ""
+	if d := testfixture.Cleanup(keep); d != "" && keep {
+		fmt.Fprintf(os.Stderr, "faults: binaries, models and worker logs kept in %s\n", d)
 	}
 	os.Exit(code)
 }
@@ -70,26 +66,9 @@ func TestMain(m *testing.M) {
 // returns them with the ONNX Runtime library.
 func assets(t testing.TB) (bin, tiny, ort string) {
 	t.Helper()
-	tok := testenv.TokenizerJSON(t)
 	ort = testenv.ORTLib(t)
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "rerank-faults-")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "rerank")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/rerank/rerank/cmd/rerank").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building rerank: %v\n%s", err, out)
-			return
-		}
-		tinyDir = filepath.Join(buildDir, "tiny")
-		buildErr = testmodel.WriteDir(tinyDir, testmodel.Tiny, tok)
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath, tinyDir, ort
+	buildDirOnce.Do(func() { buildDir = testfixture.Dir(t) })
+	return testfixture.Binary(t), testfixture.TinyModel(t), ort
 }
 
 // l12Model generates the MiniLM-L12-shaped random model (about 1 s, 133 MB).

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/rerank/rerank/internal/testenv"
+	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/testmodel"
 )
@@ -20,9 +21,7 @@ import (
 var (
 	fixtureOnce sync.Once
 	fixtureRT   *model.Runtime
-	fixtureDir  string
 	fixtureErr  error
-	tempRoot    string
 )
 
 func TestMain(m *testing.M) {
@@ -30,31 +29,19 @@ func TestMain(m *testing.M) {
 	if fixtureRT != nil {
 		fixtureRT.Close()
 	}
-	if tempRoot != "" {
-		os.RemoveAll(tempRoot)
-	}
+	testfixture.Cleanup(false)
 	os.Exit(code)
 }
 
 // fixture opens ONNX Runtime and writes the tiny model once per test binary.
 func fixture(t testing.TB) (*model.Runtime, string) {
 	t.Helper()
-	lib, tok := testenv.ORTLib(t), testenv.TokenizerJSON(t)
-	fixtureOnce.Do(func() {
-		tempRoot, fixtureErr = os.MkdirTemp("", "rerank-model-test-")
-		if fixtureErr != nil {
-			return
-		}
-		fixtureDir = filepath.Join(tempRoot, "tiny")
-		if fixtureErr = testmodel.WriteDir(fixtureDir, testmodel.Tiny, tok); fixtureErr != nil {
-			return
-		}
-		fixtureRT, fixtureErr = model.OpenRuntime(lib)
-	})
+	lib, dir := testenv.ORTLib(t), testfixture.TinyModel(t)
+	fixtureOnce.Do(func() { fixtureRT, fixtureErr = model.OpenRuntime(lib) })
 	if fixtureErr != nil {
-		t.Fatalf("setting up the tiny model: %v", fixtureErr)
+		t.Fatalf("opening ONNX Runtime: %v", fixtureErr)
 	}
-	return fixtureRT, fixtureDir
+	return fixtureRT, dir
 }
 
 // modelDir copies the fixture model with another rerank.json.

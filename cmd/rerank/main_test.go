@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,48 +23,20 @@ import (
 
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/internal/testenv"
-	"github.com/rerank/rerank/model/testmodel"
+	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/schemas"
-)
-
-var (
-	binOnce  sync.Once
-	binPath  string
-	modelDir string
-	binErr   error
 )
 
 // binary builds the rerank command and the tiny model once per test run.
 func binary(t *testing.T) (bin, tiny string) {
 	t.Helper()
-	tok := testenv.TokenizerJSON(t)
 	testenv.ORTLib(t)
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "rerank-cmd-test-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "rerank")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("building rerank: %v\n%s", err, out)
-			return
-		}
-		modelDir = filepath.Join(dir, "tiny")
-		binErr = testmodel.WriteDir(modelDir, testmodel.Tiny, tok)
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath, modelDir
+	return testfixture.Binary(t), testfixture.TinyModel(t)
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	testfixture.Cleanup(false)
 	os.Exit(code)
 }
 
@@ -333,7 +304,8 @@ func TestServeAndSubmitOnEmbeddedDefault(t *testing.T) {
 	httpGet(t, p.metrics+"/healthz", 200)
 	httpGet(t, p.metrics+"/readyz", 200)
 	// RERANK_* environment defaults reach the flags.
-	cmd := exec.Command(binPath, "submit", "../../examples/job.json")
+	bin, _ := binary(t)
+	cmd := exec.Command(bin, "submit", "../../examples/job.json")
 	cmd.Env = append(os.Environ(), "RERANK_NATS_URL="+p.url, "RERANK_TIMEOUT=30s")
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "RANK") {
 		t.Fatalf("env defaults: %v %s", err, out)

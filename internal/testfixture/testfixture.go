@@ -1,0 +1,88 @@
+// Package testfixture builds, once per test process, what the end-to-end
+// tests of several packages run: the rerank binary and the tiny random-weight
+// model, in one temporary directory. Like testenv it fails the test, never
+// skips it, when something is missing.
+//
+// Test support only. It may import internal/testenv and model/testmodel.
+package testfixture
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/rerank/rerank/internal/testenv"
+	"github.com/rerank/rerank/model/testmodel"
+)
+
+var (
+	dirOnce sync.Once
+	dir     string
+	dirErr  error
+
+	binOnce sync.Once
+	bin     string
+	binErr  error
+
+	tinyOnce sync.Once
+	tiny     string
+	tinyErr  error
+)
+
+// Dir is the process's fixture directory, created on first use.
+func Dir(tb testing.TB) string {
+	tb.Helper()
+	dirOnce.Do(func() { dir, dirErr = os.MkdirTemp("", "rerank-test-") })
+	if dirErr != nil {
+		tb.Fatalf("creating the test fixture directory: %v", dirErr)
+	}
+	return dir
+}
+
+// Binary builds cmd/rerank into Dir once and returns its path.
+func Binary(tb testing.TB) string {
+	tb.Helper()
+	d := Dir(tb)
+	binOnce.Do(func() {
+		bin = filepath.Join(d, "rerank")
+		if out, err := exec.Command("go", "build", "-o", bin, "github.com/rerank/rerank/cmd/rerank").CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("building rerank: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		tb.Fatal(binErr)
+	}
+	return bin
+}
+
+// TinyModel writes the 2-layer random-weight model directory into Dir once
+// and returns it.
+func TinyModel(tb testing.TB) string {
+	tb.Helper()
+	d := Dir(tb)
+	tok := testenv.TokenizerJSON(tb)
+	tinyOnce.Do(func() {
+		tiny = filepath.Join(d, "tiny")
+		tinyErr = testmodel.WriteDir(tiny, testmodel.Tiny, tok)
+	})
+	if tinyErr != nil {
+		tb.Fatal(tinyErr)
+	}
+	return tiny
+}
+
+// Cleanup removes Dir, if it was created, unless keep; it returns the
+// directory's path (empty when none was created). Call it from TestMain
+// after m.Run.
+func Cleanup(keep bool) string {
+	if dir == "" {
+		return ""
+	}
+	if !keep {
+		os.RemoveAll(dir)
+	}
+	return dir
+}
