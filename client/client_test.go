@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,15 +34,7 @@ func (r *lengthReranker) Rerank(_ context.Context, model string, job *schemas.Jo
 	for i, c := range job.Candidates {
 		res.Results = append(res.Results, schemas.Ranked{Index: i, ID: c.ID, RelevanceScore: float64(len(c.Text))})
 	}
-	slices.SortStableFunc(res.Results, func(a, b schemas.Ranked) int {
-		switch {
-		case a.RelevanceScore > b.RelevanceScore:
-			return -1
-		case a.RelevanceScore < b.RelevanceScore:
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(res.Results, func(a, b schemas.Ranked) int { return cmp.Compare(b.RelevanceScore, a.RelevanceScore) })
 	return res, nil
 }
 

@@ -24,7 +24,6 @@ import (
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/internal/testenv"
 	"github.com/rerank/rerank/internal/testfixture"
-	"github.com/rerank/rerank/model/testmodel"
 )
 
 // --- sizes -------------------------------------------------------------------
@@ -47,10 +46,6 @@ var (
 	// buildDir holds binaries, models and worker logs (testfixture.Dir).
 	buildDir     string
 	buildDirOnce sync.Once
-
-	l12Once sync.Once
-	l12Dir  string
-	l12Err  error
 )
 
 func TestMain(m *testing.M) {
@@ -75,15 +70,7 @@ func assets(t testing.TB) (bin, tiny, ort string) {
 func l12Model(t testing.TB) string {
 	t.Helper()
 	assets(t)
-	tok := testenv.TokenizerJSON(t)
-	l12Once.Do(func() {
-		l12Dir = filepath.Join(buildDir, "l12")
-		l12Err = testmodel.WriteDir(l12Dir, testmodel.MiniLML12, tok)
-	})
-	if l12Err != nil {
-		t.Fatal(l12Err)
-	}
-	return l12Dir
+	return testfixture.L12Model(t)
 }
 
 // --- NATS servers ------------------------------------------------------------

@@ -15,7 +15,6 @@ import (
 	"github.com/rerank/rerank/internal/testenv"
 	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/model"
-	"github.com/rerank/rerank/model/testmodel"
 )
 
 var (
@@ -320,11 +319,7 @@ func TestCUDAUnavailableIsClear(t *testing.T) {
 
 func BenchmarkScoreL12(b *testing.B) {
 	rt, _ := fixture(b)
-	dir := filepath.Join(b.TempDir(), "l12")
-	if err := testmodel.WriteDir(dir, testmodel.MiniLML12, testenv.TokenizerJSON(b)); err != nil {
-		b.Fatal(err)
-	}
-	m, err := rt.Load(dir, model.Options{MaxBatchSize: 32, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30})
+	m, err := rt.Load(testfixture.L12Model(b), model.Options{MaxBatchSize: 32, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30})
 	if err != nil {
 		b.Fatal(err)
 	}

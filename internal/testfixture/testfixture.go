@@ -30,6 +30,10 @@ var (
 	tinyOnce sync.Once
 	tiny     string
 	tinyErr  error
+
+	l12Once sync.Once
+	l12     string
+	l12Err  error
 )
 
 // Dir is the process's fixture directory, created on first use.
@@ -72,6 +76,22 @@ func TinyModel(tb testing.TB) string {
 		tb.Fatal(tinyErr)
 	}
 	return tiny
+}
+
+// L12Model writes the MiniLM-L12-shape random-weight model directory
+// (about 1 s, 133 MB) into Dir once and returns it.
+func L12Model(tb testing.TB) string {
+	tb.Helper()
+	d := Dir(tb)
+	tok := testenv.TokenizerJSON(tb)
+	l12Once.Do(func() {
+		l12 = filepath.Join(d, "l12")
+		l12Err = testmodel.WriteDir(l12, testmodel.MiniLML12, tok)
+	})
+	if l12Err != nil {
+		tb.Fatal(l12Err)
+	}
+	return l12
 }
 
 // Cleanup removes Dir, if it was created, unless keep; it returns the
