@@ -76,6 +76,9 @@ type Config struct {
 	// ProvisionTimeout bounds provisioning at start, retries included
 	// (a fresh cluster may not answer at first); default 2 min.
 	ProvisionTimeout time.Duration
+	// SweepInterval is how often the worker looks for jobs that ran out of
+	// deliveries while no worker heard the server's advisory; default 1 min.
+	SweepInterval time.Duration
 	// WorkerID names this worker in results and headers; default host:pid.
 	WorkerID string
 	Limits   schemas.Limits
@@ -120,6 +123,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BackoffMax <= 0 {
 		c.BackoffMax = 30 * time.Second
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Minute
 	}
 	if c.ProvisionTimeout <= 0 {
 		c.ProvisionTimeout = 2 * time.Minute

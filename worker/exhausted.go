@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,20 +42,34 @@ type maxDeliveriesAdvisory struct {
 // advisory does. The watch publishes the `internal` error result the
 // contract promises, dead-letters the stored bytes and deletes the job from
 // the work queue.
+//
+// The advisory is sent once, over core NATS: when no worker is connected at
+// that moment it is lost. So the watch also sweeps, at start and every
+// SweepInterval, for delivered jobs still in the work-queue stream while
+// their consumer has nothing pending (see belowFloor).
 type exhaustedWatch struct {
-	w      *Worker
-	stream jetstream.Stream
-	models map[string]string // consumer name → model
-	ch     chan *nats.Msg
-	subs   []*nats.Subscription
-	quit   chan struct{}
-	done   sync.WaitGroup
-	once   sync.Once
+	w         *Worker
+	stream    jetstream.Stream
+	consumers map[string]jetstream.Consumer // model → its consumer
+	models    map[string]string             // consumer name → model
+	ch        chan *nats.Msg
+	subs      []*nats.Subscription
+	quit      chan struct{}
+	done      sync.WaitGroup
+	once      sync.Once
 }
 
-func (w *Worker) watchExhausted(stream jetstream.Stream, models []string) (*exhaustedWatch, error) {
-	x := &exhaustedWatch{w: w, stream: stream, models: map[string]string{},
+// sweepSettle is how long a job the sweep found must stay found before it
+// is answered: an acknowledged job leaves the stream a moment after its ack.
+const sweepSettle = 2 * time.Second
+
+func (w *Worker) watchExhausted(stream jetstream.Stream, consumers map[string]jetstream.Consumer) (*exhaustedWatch, error) {
+	x := &exhaustedWatch{w: w, stream: stream, consumers: consumers, models: map[string]string{},
 		ch: make(chan *nats.Msg, 256), quit: make(chan struct{})}
+	models := make([]string, 0, len(consumers))
+	for m := range consumers {
+		models = append(models, m)
+	}
 	for _, m := range models {
 		x.models[ConsumerName(m)] = m
 		sub, err := w.nc.ChanQueueSubscribe(MaxDeliveriesAdvisory(m), exhaustedQueue, x.ch)
@@ -71,10 +86,15 @@ func (w *Worker) watchExhausted(stream jetstream.Stream, models []string) (*exha
 
 func (x *exhaustedWatch) loop() {
 	defer x.done.Done()
+	x.sweep()
+	tick := time.NewTicker(x.w.cfg.SweepInterval)
+	defer tick.Stop()
 	for {
 		select {
 		case m := <-x.ch:
 			x.handle(m)
+		case <-tick.C:
+			x.sweep()
 		case <-x.quit:
 			// Answer what was already handed to this worker.
 			for {
@@ -101,6 +121,68 @@ func (x *exhaustedWatch) stop() {
 	x.done.Wait()
 }
 
+// sweep answers the jobs out of deliveries that belowFloor finds twice,
+// sweepSettle apart; at most sweepBatch per model and sweep.
+func (x *exhaustedWatch) sweep() {
+	const sweepBatch = 100
+	for model, cons := range x.consumers {
+		found, maxDeliver := x.belowFloor(model, cons, sweepBatch)
+		if len(found) == 0 {
+			continue
+		}
+		select {
+		case <-time.After(sweepSettle):
+		case <-x.quit:
+			return
+		}
+		again, _ := x.belowFloor(model, cons, sweepBatch)
+		for _, seq := range found {
+			if !slices.Contains(again, seq) {
+				continue // removed meanwhile: it was acknowledged
+			}
+			x.answerRetrying(model, maxDeliveriesAdvisory{Stream: JobsStream, Consumer: ConsumerName(model),
+				StreamSeq: seq, Deliveries: uint64(maxDeliver)}, "sweep")
+		}
+	}
+}
+
+// belowFloor lists the stream sequences of model's jobs that the consumer
+// delivered and no longer tracks: with nothing pending (no job in flight,
+// none waiting for redelivery), a job still in the work-queue stream at or
+// below the last delivered sequence was neither acknowledged (that removes
+// it) nor is it due again. In a busy moment it lists nothing; a later sweep
+// finds the job idle.
+func (x *exhaustedWatch) belowFloor(model string, cons jetstream.Consumer, limit int) ([]uint64, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		x.w.log.Warn("sweeping for jobs out of deliveries: reading consumer", "model", model, "err", err)
+		return nil, 0
+	}
+	if ci.NumAckPending != 0 {
+		return nil, 0
+	}
+	last := ci.Delivered.Stream
+	var out []uint64
+	for seq := uint64(1); seq <= last && len(out) < limit; seq++ {
+		raw, err := x.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(JobSubject(model)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			x.w.log.Warn("sweeping for jobs out of deliveries: reading job", "model", model, "err", err)
+			break
+		}
+		if raw.Sequence > last {
+			break
+		}
+		out = append(out, raw.Sequence)
+		seq = raw.Sequence
+	}
+	return out, ci.Config.MaxDeliver
+}
+
 func (x *exhaustedWatch) handle(m *nats.Msg) {
 	w := x.w
 	var adv maxDeliveriesAdvisory
@@ -113,9 +195,15 @@ func (x *exhaustedWatch) handle(m *nats.Msg) {
 		w.log.Warn("ignoring max-deliveries advisory", "stream", adv.Stream, "consumer", adv.Consumer, "stream_seq", adv.StreamSeq)
 		return
 	}
-	log := w.log.With("model", model, "stream_seq", adv.StreamSeq, "attempt", adv.Deliveries)
+	x.answerRetrying(model, adv, "advisory")
+}
+
+// answerRetrying answers one exhausted job, with a few tries: the advisory
+// is not sent again (a later sweep would find the job, though).
+func (x *exhaustedWatch) answerRetrying(model string, adv maxDeliveriesAdvisory, via string) {
+	w := x.w
+	log := w.log.With("model", model, "stream_seq", adv.StreamSeq, "attempt", adv.Deliveries, "found_by", via)
 	start := time.Now()
-	// A few tries: the advisory is not sent again.
 	var err error
 	for try := range 3 {
 		if try > 0 {
@@ -131,7 +219,7 @@ func (x *exhaustedWatch) handle(m *nats.Msg) {
 		}
 		log.Warn("answering job out of deliveries, will retry", "err", err)
 	}
-	log.Error("answering job out of deliveries: giving up; it stays in "+JobsStream, "err", err)
+	log.Error("answering job out of deliveries: giving up for now (the next sweep tries again)", "err", err)
 }
 
 // answer settles one exhausted job; done reports that nothing is left to do

@@ -119,7 +119,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	// Jobs whose every delivery ended with a worker dying are announced by
 	// the server, not returned by any delivery: answer them here.
-	exhausted, err := w.watchExhausted(jobsStream, models)
+	exhausted, err := w.watchExhausted(jobsStream, consumers)
 	if err != nil {
 		return err
 	}

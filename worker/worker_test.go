@@ -534,6 +534,61 @@ func TestJobOutOfDeliveriesByCrashesIsAnswered(t *testing.T) {
 	}
 }
 
+// The advisory is lost when no worker listens at that moment: a worker
+// started later finds the delivered job that nothing tracks and answers it.
+func TestJobOutOfDeliveriesWhileNoWorkerListensIsSwept(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	cfg := testConfig()
+	cfg.MaxDeliver = 2
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := worker.Provision(ctx, js, []string{"m"}, cfg); err != nil {
+		t.Fatal(err)
+	}
+	publishJob(t, js, makeJob("orphan", 3))
+	cons, err := js.Consumer(ctx, worker.JobsStream, worker.ConsumerName("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two deliveries taken by "workers" that die without a word, then a
+	// pull that makes the server give up on the job; nobody hears the
+	// advisory.
+	for delivery := 1; delivery <= 3; delivery++ {
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(3*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for range b.Messages() {
+			n++
+		}
+		if want := map[bool]int{true: 1, false: 0}[delivery <= 2]; n != want {
+			t.Fatalf("pull %d got %d jobs, want %d", delivery, n, want)
+		}
+	}
+	waitFor(t, 10*time.Second, "the consumer to give up on the job", func() bool {
+		ci, err := cons.Info(ctx)
+		return err == nil && ci.Delivered.Stream >= 1 && ci.NumAckPending == 0
+	})
+	if n := streamMsgs(t, js, worker.JobsStream); n != 1 {
+		t.Fatalf("%d jobs in the stream before the sweep, want the orphan", n)
+	}
+	w := startWorker(t, ns, &slowScorer{}, cfg)
+	waitFor(t, 20*time.Second, "error result", func() bool { return storedResults(t, js)["orphan"] == 1 })
+	res := lastResult(t, js, "orphan")
+	if res.Error == nil || res.Error.Code != schemas.CodeInternal || res.Attempt != 2 {
+		t.Fatalf("result %+v, want internal error after 2 deliveries", res)
+	}
+	waitFor(t, 5*time.Second, "dead letter, queue empty", func() bool {
+		return streamMsgs(t, js, worker.DeadStream) == 1 && streamMsgs(t, js, worker.JobsStream) == 0
+	})
+	if n := w.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeInternal)] }); n != 1 {
+		t.Fatalf("worker dead-lettered %d internal, want 1", n)
+	}
+}
+
 type failingScorer struct{ slowScorer }
 
 func (*failingScorer) ScoreEncoded(context.Context, []model.Encoding) ([]float32, model.Stats, error) {
