@@ -27,14 +27,29 @@ var (
 	bin     string
 	binErr  error
 
-	tinyOnce sync.Once
-	tiny     string
-	tinyErr  error
-
-	l12Once sync.Once
-	l12     string
-	l12Err  error
+	tiny, l12 lazyModel
 )
+
+// lazyModel is a generated model directory, written on first use.
+type lazyModel struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func (l *lazyModel) get(tb testing.TB, name string, spec testmodel.Spec) string {
+	tb.Helper()
+	d := Dir(tb)
+	tok := testenv.TokenizerJSON(tb)
+	l.once.Do(func() {
+		l.dir = filepath.Join(d, name)
+		l.err = testmodel.WriteDir(l.dir, spec, tok)
+	})
+	if l.err != nil {
+		tb.Fatal(l.err)
+	}
+	return l.dir
+}
 
 // Dir is the process's fixture directory, created on first use.
 func Dir(tb testing.TB) string {
@@ -66,32 +81,14 @@ func Binary(tb testing.TB) string {
 // and returns it.
 func TinyModel(tb testing.TB) string {
 	tb.Helper()
-	d := Dir(tb)
-	tok := testenv.TokenizerJSON(tb)
-	tinyOnce.Do(func() {
-		tiny = filepath.Join(d, "tiny")
-		tinyErr = testmodel.WriteDir(tiny, testmodel.Tiny, tok)
-	})
-	if tinyErr != nil {
-		tb.Fatal(tinyErr)
-	}
-	return tiny
+	return tiny.get(tb, "tiny", testmodel.Tiny)
 }
 
 // L12Model writes the MiniLM-L12-shape random-weight model directory
 // (about 1 s, 133 MB) into Dir once and returns it.
 func L12Model(tb testing.TB) string {
 	tb.Helper()
-	d := Dir(tb)
-	tok := testenv.TokenizerJSON(tb)
-	l12Once.Do(func() {
-		l12 = filepath.Join(d, "l12")
-		l12Err = testmodel.WriteDir(l12, testmodel.MiniLML12, tok)
-	})
-	if l12Err != nil {
-		tb.Fatal(l12Err)
-	}
-	return l12
+	return l12.get(tb, "l12", testmodel.MiniLML12)
 }
 
 // Cleanup removes Dir, if it was created, unless keep; it returns the
