@@ -360,12 +360,17 @@ func readAll(js jetstream.JetStream, stream string, fn func(jetstream.Msg)) erro
 			}
 		}
 		done, err := func() (bool, error) {
-			s, err := js.Stream(ctx, stream)
+			// Each API request gets its own deadline: right after a leader
+			// change a cluster may leave one unanswered (as for worker
+			// provisioning, RELIABILITY.md), and the next attempt succeeds.
+			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+			defer rcancel()
+			s, err := js.Stream(rctx, stream)
 			if err != nil {
 				return false, err
 			}
 			if last == 0 {
-				info, err := s.Info(ctx)
+				info, err := s.Info(rctx)
 				if err != nil {
 					return false, err
 				}
@@ -374,7 +379,7 @@ func readAll(js jetstream.JetStream, stream string, fn func(jetstream.Msg)) erro
 				}
 				last, next = info.State.LastSeq, info.State.FirstSeq
 			}
-			cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			cons, err := s.OrderedConsumer(rctx, jetstream.OrderedConsumerConfig{
 				DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next})
 			if err != nil {
 				return false, err
