@@ -320,20 +320,19 @@ func benchSmallJobs(ctx context.Context, c config, m *model.Model, r *rand.Rand)
 		pairs += len(jobs[i].Candidates)
 	}
 	type mode struct {
-		cfg           pipeline.Config
-		p             *pipeline.Pipeline
-		rates         []float64
-		real, padded  atomic.Int64
-		batches, runs atomic.Int64
+		name                  string
+		cfg                   pipeline.Config
+		p                     *pipeline.Pipeline
+		rates                 []float64
+		real, padded, batches atomic.Int64
 	}
-	with := &mode{cfg: pipeline.Config{}}
-	without := &mode{cfg: pipeline.Config{MaxBatchDelay: -1}}
+	with := &mode{name: "batched", cfg: pipeline.Config{}}
+	without := &mode{name: "unbatched", cfg: pipeline.Config{MaxBatchDelay: -1}}
 	for _, x := range []*mode{with, without} {
 		x.cfg.OnScore = func(_ string, _ int, st model.Stats) {
 			x.real.Add(int64(st.RealTokens))
 			x.padded.Add(int64(st.PaddedTokens))
 			x.batches.Add(int64(st.Batches))
-			x.runs.Add(1)
 		}
 		p, err := newPipeline(m, x.cfg)
 		if err != nil {
@@ -360,10 +359,9 @@ func benchSmallJobs(ctx context.Context, c config, m *model.Model, r *rand.Rand)
 		}
 	}
 	for _, x := range []*mode{with, without} {
-		name := map[*mode]string{with: "batched", without: "unbatched"}[x]
-		line("small_jobs_pairs_per_s_"+name, median(x.rates), "pairs/s")
-		line("small_jobs_pairs_per_batch_"+name, float64(pairs*c.smallRuns)/float64(x.batches.Load()), "pairs")
-		line("small_jobs_padded_per_real_tokens_"+name, float64(x.padded.Load())/float64(x.real.Load()), "ratio")
+		line("small_jobs_pairs_per_s_"+x.name, median(x.rates), "pairs/s")
+		line("small_jobs_pairs_per_batch_"+x.name, float64(pairs*c.smallRuns)/float64(x.batches.Load()), "pairs")
+		line("small_jobs_padded_per_real_tokens_"+x.name, float64(x.padded.Load())/float64(x.real.Load()), "ratio")
 	}
 	line("small_jobs_batching_gain", median(with.rates)/median(without.rates), "ratio")
 	return nil

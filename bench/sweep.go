@@ -30,33 +30,30 @@ func sweepThreads(c config, rt *model.Runtime) error {
 		settings = append(settings, setting{0, 1, batch})
 	}
 	for _, st := range settings {
-		intra, runs := st.intra, st.runs
-		{
-			m, err := rt.Load(c.modelDir, model.Options{IntraOpThreads: intra, InterOpThreads: 1, ConcurrentRuns: runs, MaxBatchSize: st.batch})
-			if err != nil {
-				return err
-			}
-			p, err := newPipeline(m, pipeline.Config{ConcurrentCalls: runs})
-			if err != nil {
-				m.Close()
-				return err
-			}
-			rate, err := measure(c.runs, 256, func() error {
-				for _, o := range p.RerankBatch(context.Background(), "bench", jobs) {
-					if o.Err != nil {
-						return o.Err
-					}
-				}
-				return nil
-			})
-			p.Close()
-			m.Close()
-			if err != nil {
-				return err
-			}
-			o := m.Options()
-			fmt.Printf("sweep intra_op=%d concurrent_runs=%d max_batch_size=%d: %.2f pairs/s\n", o.IntraOpThreads, o.ConcurrentRuns, o.MaxBatchSize, rate)
+		m, err := rt.Load(c.modelDir, model.Options{IntraOpThreads: st.intra, InterOpThreads: 1, ConcurrentRuns: st.runs, MaxBatchSize: st.batch})
+		if err != nil {
+			return err
 		}
+		o := m.Options() // defaults filled in
+		p, err := newPipeline(m, pipeline.Config{ConcurrentCalls: st.runs})
+		if err != nil {
+			m.Close()
+			return err
+		}
+		rate, err := measure(c.runs, 256, func() error {
+			for _, res := range p.RerankBatch(context.Background(), "bench", jobs) {
+				if res.Err != nil {
+					return res.Err
+				}
+			}
+			return nil
+		})
+		p.Close()
+		m.Close()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("sweep intra_op=%d concurrent_runs=%d max_batch_size=%d: %.2f pairs/s\n", o.IntraOpThreads, o.ConcurrentRuns, o.MaxBatchSize, rate)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rerank/rerank/client"
 	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/worker"
 )
@@ -69,24 +70,7 @@ func setup(t *testing.T, noWorker bool) *env {
 	if noWorker {
 		return e
 	}
-	wnc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(wnc, e.r, cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-		wnc.Close()
-	})
+	testfixture.StartWorker(t, ns.ClientURL(), e.r, cfg)
 	return e
 }
 

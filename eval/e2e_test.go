@@ -216,25 +216,8 @@ func startService(t *testing.T, ic *inject.Config) *nats.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	wnc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(wnc.Close)
-	w, err := worker.New(wnc, p, worker.Config{Provision: true, AckWait: 10 * time.Second, Concurrency: 4,
-		ShutdownGrace: 5 * time.Second, FetchWait: 200 * time.Millisecond, WorkerID: "eval-test"}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
+	testfixture.StartWorker(t, ns.ClientURL(), p, worker.Config{Provision: true, AckWait: 10 * time.Second, Concurrency: 4,
+		ShutdownGrace: 5 * time.Second, FetchWait: 200 * time.Millisecond, WorkerID: "eval-test"})
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)

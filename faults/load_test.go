@@ -134,6 +134,29 @@ func paced(ctx context.Context, n int, rate float64, fn func(i int) error) error
 	return nil
 }
 
+// submitting is a paced submission of healthy jobs running in the
+// background: done yields its result once, progress counts the jobs
+// published so far.
+type submitting struct {
+	done      chan error
+	published atomic.Int64
+}
+
+func (s *submitting) progress() int { return int(s.published.Load()) }
+
+// submitPaced publishes n healthy jobs named prefix-<i> at about rate per
+// second, in the background, until ctx ends.
+func (l *load) submitPaced(ctx context.Context, t testing.TB, js jetstream.JetStream, rng *rand.Rand, n int, rate float64, prefix string) *submitting {
+	s := &submitting{done: make(chan error, 1)}
+	go func() {
+		s.done <- paced(ctx, n, rate, func(i int) error {
+			s.published.Store(int64(i + 1))
+			return l.submitHealthy(ctx, t, js, healthyJob(rng, fmt.Sprintf("%s-%d", prefix, i)))
+		})
+	}()
+	return s
+}
+
 // --- waiting and checking ----------------------------------------------------
 
 // waitDone waits until the results stream holds a result for every job

@@ -183,15 +183,8 @@ func TestServerRestart(t *testing.T) {
 	l := newLoad()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	published := make(chan error, 1)
-	var count sync.Map
-	go func() {
-		published <- paced(ctx, n, rate, func(i int) error {
-			count.Store("n", i+1)
-			return l.submitHealthy(ctx, t, js, healthyJob(rng, fmt.Sprintf("restart-%d", i)))
-		})
-	}()
-	progress := func() int { v, _ := count.Load("n"); i, _ := v.(int); return i }
+	sub := l.submitPaced(ctx, t, js, rng, n, rate, "restart")
+	progress := sub.progress
 	var downtimes []string
 	for k := range restarts {
 		at := n * (k + 1) / (restarts + 1)
@@ -206,7 +199,7 @@ func TestServerRestart(t *testing.T) {
 		downtimes = append(downtimes, time.Since(stopped).Round(100*time.Millisecond).String())
 		t.Logf("server restart %d at job %d (%d results stored before), down %s", k+1, at, before, downtimes[k])
 	}
-	if err := <-published; err != nil {
+	if err := <-sub.done; err != nil {
 		t.Fatal(err)
 	}
 	if !waitDone(js, n, 3*time.Minute) {
@@ -341,15 +334,8 @@ func leaderLoss(t *testing.T, name string, c cluster) {
 	l := newLoad()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	published := make(chan error, 1)
-	var count sync.Map
-	go func() {
-		published <- paced(ctx, n, rate, func(i int) error {
-			count.Store("n", i+1)
-			return l.submitHealthy(ctx, t, js, healthyJob(rng, fmt.Sprintf("%s-%d", name, i)))
-		})
-	}()
-	progress := func() int { v, _ := count.Load("n"); i, _ := v.(int); return i }
+	sub := l.submitPaced(ctx, t, js, rng, n, rate, name)
+	progress := sub.progress
 	if !waitFor(2*time.Minute, func() bool { return progress() >= n/3 }) {
 		t.Fatalf("publisher stuck at %d of %d", progress(), n)
 	}
@@ -383,7 +369,7 @@ func leaderLoss(t *testing.T, name string, c cluster) {
 		}
 		return false
 	})
-	if err := <-published; err != nil {
+	if err := <-sub.done; err != nil {
 		t.Fatal(err)
 	}
 	if !waitDone(js, n, 3*time.Minute) {

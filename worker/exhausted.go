@@ -46,7 +46,7 @@ type maxDeliveriesAdvisory struct {
 // The advisory is sent once, over core NATS: when no worker is connected at
 // that moment it is lost. So the watch also sweeps, at start and every
 // SweepInterval, for delivered jobs still in the work-queue stream while
-// their consumer has nothing pending (see belowFloor).
+// their consumer has nothing pending (see untracked).
 type exhaustedWatch struct {
 	w         *Worker
 	stream    jetstream.Stream
@@ -66,11 +66,7 @@ const sweepSettle = 2 * time.Second
 func (w *Worker) watchExhausted(stream jetstream.Stream, consumers map[string]jetstream.Consumer) (*exhaustedWatch, error) {
 	x := &exhaustedWatch{w: w, stream: stream, consumers: consumers, models: map[string]string{},
 		ch: make(chan *nats.Msg, 256), quit: make(chan struct{})}
-	models := make([]string, 0, len(consumers))
 	for m := range consumers {
-		models = append(models, m)
-	}
-	for _, m := range models {
 		x.models[ConsumerName(m)] = m
 		sub, err := w.nc.ChanQueueSubscribe(MaxDeliveriesAdvisory(m), exhaustedQueue, x.ch)
 		if err != nil {
@@ -121,12 +117,12 @@ func (x *exhaustedWatch) stop() {
 	x.done.Wait()
 }
 
-// sweep answers the jobs out of deliveries that belowFloor finds twice,
+// sweep answers the jobs out of deliveries that untracked finds twice,
 // sweepSettle apart; at most sweepBatch per model and sweep.
 func (x *exhaustedWatch) sweep() {
 	const sweepBatch = 100
 	for model, cons := range x.consumers {
-		found, maxDeliver := x.belowFloor(model, cons, sweepBatch)
+		found, maxDeliver := x.untracked(model, cons, sweepBatch)
 		if len(found) == 0 {
 			continue
 		}
@@ -135,7 +131,7 @@ func (x *exhaustedWatch) sweep() {
 		case <-x.quit:
 			return
 		}
-		again, _ := x.belowFloor(model, cons, sweepBatch)
+		again, _ := x.untracked(model, cons, sweepBatch)
 		for _, seq := range found {
 			if !slices.Contains(again, seq) {
 				continue // removed meanwhile: it was acknowledged
@@ -146,13 +142,13 @@ func (x *exhaustedWatch) sweep() {
 	}
 }
 
-// belowFloor lists the stream sequences of model's jobs that the consumer
+// untracked lists the stream sequences of model's jobs that the consumer
 // delivered and no longer tracks: with nothing pending (no job in flight,
 // none waiting for redelivery), a job still in the work-queue stream at or
 // below the last delivered sequence was neither acknowledged (that removes
 // it) nor is it due again. In a busy moment it lists nothing; a later sweep
 // finds the job idle.
-func (x *exhaustedWatch) belowFloor(model string, cons jetstream.Consumer, limit int) ([]uint64, int) {
+func (x *exhaustedWatch) untracked(model string, cons jetstream.Consumer, limit int) ([]uint64, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ci, err := cons.Info(ctx)
@@ -236,14 +232,8 @@ func (x *exhaustedWatch) answer(log *slog.Logger, model string, adv maxDeliverie
 	if err != nil {
 		return false, fmt.Errorf("reading job %d: %w", adv.StreamSeq, err)
 	}
-	format, ferr := schemas.ParseContentType(raw.Header.Get(HeaderContentType))
-	var job *schemas.Job
-	if ferr == nil {
-		job, err = schemas.DecodeJob(raw.Data, format, w.cfg.Limits)
-	}
-	if ferr != nil || err != nil {
-		job = salvageJob(raw.Data, raw.Header, format)
-	}
+	stored := storedJob{subject: raw.Subject, data: raw.Data, header: raw.Header}
+	job, _ := w.decode(stored) // undecodable: salvaged, to address the result
 	log = log.With("job_id", job.ID)
 	md := &jetstream.MsgMetadata{
 		Sequence:     jetstream.SequencePair{Stream: raw.Sequence},
@@ -256,14 +246,8 @@ func (x *exhaustedWatch) answer(log *slog.Logger, model string, adv maxDeliverie
 		"failed on all %d deliveries: each worker stopped (crashed, was killed or shut down) before finishing it", adv.Deliveries)
 	res := w.errorResult(model, job, md, ce)
 	// Dead letter first: deleting the job before would lose it.
-	if err := w.deadLetter(ctx, model, raw.Subject, raw.Data, raw.Header, md, ce); err != nil {
+	if err := w.reject(ctx, log, model, stored, md, job, res, ce); err != nil {
 		return false, err
-	}
-	w.obs.DeadLettered(model, string(ce.Code))
-	if res.ID != "" {
-		if err := w.publishResult(ctx, raw.Header, job, res); err != nil {
-			log.Warn("publishing error result", "err", err)
-		}
 	}
 	if err := x.stream.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		log.Warn("deleting job out of deliveries", "err", err)

@@ -118,9 +118,7 @@ func provisionRetrying(ctx context.Context, js jetstream.JetStream, models []str
 			return err
 		}
 		log.Warn("provisioning, will retry", "attempt", attempt, "delay", delay.String(), "err", err)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
+		if !sleep(ctx, delay) {
 			return fmt.Errorf("%w (gave up after %d attempts: %w)", err, attempt, ctx.Err())
 		}
 		delay = min(2*delay, 4*time.Second)

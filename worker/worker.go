@@ -183,9 +183,7 @@ func (w *Worker) pull(ctx, jobCtx context.Context, model string, cons jetstream.
 				return
 			}
 			w.log.Warn("fetching jobs", "model", model, "err", err)
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
+			if !sleep(ctx, time.Second) {
 				return
 			}
 			continue
@@ -208,9 +206,7 @@ func (w *Worker) pull(ctx, jobCtx context.Context, model string, cons jetstream.
 			// is gone or its leader is moving): wait as after a Fetch
 			// error instead of re-sending the request in a tight loop.
 			w.log.Warn("pulling jobs", "model", model, "err", err)
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
+			if !sleep(ctx, time.Second) {
 				return
 			}
 		}
@@ -242,15 +238,9 @@ func (w *Worker) handle(ctx, jobCtx context.Context, model string, msg jetstream
 		w.settle(log, model, msg, md, nil, verdict{abandon: true}, start)
 		return
 	}
-	format, ferr := schemas.ParseContentType(msg.Headers().Get(HeaderContentType))
-	var job *schemas.Job
-	if ferr == nil {
-		job, err = schemas.DecodeJob(msg.Data(), format, w.cfg.Limits)
-	} else {
-		err = ferr
-	}
+	stored := storedJob{subject: msg.Subject(), data: msg.Data(), header: msg.Headers()}
+	job, err := w.decode(stored)
 	if err != nil {
-		job = salvageJob(msg.Data(), msg.Headers(), format)
 		res := w.errorResult(model, job, md, schemas.AsError(err))
 		w.settle(log.With("job_id", job.ID), model, msg, md, job, verdict{result: res, permanent: res.Error}, start)
 		return
@@ -325,17 +315,12 @@ func (w *Worker) settle(log *slog.Logger, model string, msg jetstream.Msg, md *j
 			outcome = OutcomeFailed
 		}
 		// Copy first: on a work-queue stream Term deletes the message.
-		if err := w.deadLetter(ctx, model, msg.Subject(), msg.Data(), msg.Headers(), md, v.permanent); err != nil {
+		stored := storedJob{subject: msg.Subject(), data: msg.Data(), header: msg.Headers()}
+		if err := w.reject(ctx, log, model, stored, md, job, v.result, v.permanent); err != nil {
 			log.Error("dead-lettering job, will retry", "err", err)
 			_ = msg.NakWithDelay(w.cfg.backoff(md.NumDelivered))
 			outcome = OutcomeRetry
 			break
-		}
-		w.obs.DeadLettered(model, string(v.permanent.Code))
-		if v.result != nil && v.result.ID != "" {
-			if err := w.publishResult(ctx, msg.Headers(), job, v.result); err != nil {
-				log.Warn("publishing error result", "err", err)
-			}
 		}
 		log.Info("job rejected", "code", v.permanent.Code, "err", v.permanent.Message)
 		if err := msg.TermWithReason(string(v.permanent.Code)); err != nil {
@@ -404,12 +389,52 @@ func (w *Worker) publishResult(ctx context.Context, jobHeader nats.Header, job *
 	return nil
 }
 
-// deadLetter copies the original payload, with reason headers, to
-// rerank.dead.<model>. subject, data and header are the stored job's.
-func (w *Worker) deadLetter(ctx context.Context, model, subject string, data []byte, header nats.Header, md *jetstream.MsgMetadata, ce *schemas.Error) error {
+// storedJob is a job message as JetStream stored it: delivered to the
+// worker, or read back from the stream by sequence.
+type storedJob struct {
+	subject string
+	data    []byte
+	header  nats.Header
+}
+
+// decode decodes a stored job in the format its content-type header names.
+// When that fails it returns the error and what salvageJob recovers, to
+// address the error result.
+func (w *Worker) decode(s storedJob) (*schemas.Job, error) {
+	format, err := schemas.ParseContentType(s.header.Get(HeaderContentType))
+	var job *schemas.Job
+	if err == nil {
+		job, err = schemas.DecodeJob(s.data, format, w.cfg.Limits)
+	}
+	if err != nil {
+		return salvageJob(s.data, s.header, format), err
+	}
+	return job, nil
+}
+
+// reject dead-letters a stored job and publishes its error result, if it
+// has an id to go to: what a permanent failure does before the job leaves
+// the stream (Term for a delivered job, a delete for one out of
+// deliveries). An error means nothing was dead-lettered.
+func (w *Worker) reject(ctx context.Context, log *slog.Logger, model string, s storedJob, md *jetstream.MsgMetadata, job *schemas.Job, res *schemas.Result, ce *schemas.Error) error {
+	if err := w.deadLetter(ctx, model, s, md, ce); err != nil {
+		return err
+	}
+	w.obs.DeadLettered(model, string(ce.Code))
+	if res != nil && res.ID != "" {
+		if err := w.publishResult(ctx, s.header, job, res); err != nil {
+			log.Warn("publishing error result", "err", err)
+		}
+	}
+	return nil
+}
+
+// deadLetter copies the stored job's payload, with reason headers, to
+// rerank.dead.<model>.
+func (w *Worker) deadLetter(ctx context.Context, model string, s storedJob, md *jetstream.MsgMetadata, ce *schemas.Error) error {
 	out := nats.NewMsg(DeadPrefix + model)
-	out.Data = data
-	for k, vs := range header {
+	out.Data = s.data
+	for k, vs := range s.header {
 		if k == HeaderMsgID || strings.HasPrefix(k, "Nats-") {
 			continue
 		}
@@ -419,11 +444,11 @@ func (w *Worker) deadLetter(ctx context.Context, model, subject string, data []b
 	}
 	out.Header.Set(HeaderErrorCode, string(ce.Code))
 	out.Header.Set(HeaderError, truncate(ce.Error(), 1024))
-	out.Header.Set(HeaderJobSubject, subject)
+	out.Header.Set(HeaderJobSubject, s.subject)
 	out.Header.Set(HeaderJobSequence, strconv.FormatUint(md.Sequence.Stream, 10))
 	out.Header.Set(HeaderAttempt, strconv.FormatUint(md.NumDelivered, 10))
 	out.Header.Set(HeaderWorker, w.cfg.WorkerID)
-	if id := header.Get(HeaderMsgID); id != "" {
+	if id := s.header.Get(HeaderMsgID); id != "" {
 		out.Header.Set("Rerank-Job-Msg-Id", id)
 	}
 	_, err := w.js.PublishMsg(ctx, out, jetstream.WithMsgID("dead:"+strconv.FormatUint(md.Sequence.Stream, 10)))
@@ -459,6 +484,17 @@ func salvageJob(data []byte, header nats.Header, format schemas.Format) *schemas
 		}
 	}
 	return job
+}
+
+// sleep waits d, or less if ctx ends first; it reports whether ctx is
+// still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-time.After(d):
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func truncate(s string, n int) string {

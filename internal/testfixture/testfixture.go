@@ -1,12 +1,15 @@
 // Package testfixture builds, once per test process, what the end-to-end
 // tests of several packages run: the rerank binary and the tiny random-weight
-// model, in one temporary directory. Like testenv it fails the test, never
-// skips it, when something is missing.
+// model, in one temporary directory; and it runs in-process workers for a
+// test. Like testenv it fails the test, never skips it, when something is
+// missing.
 //
-// Test support only. It may import internal/testenv and model/testmodel.
+// Test support only. It may import internal/testenv, model/testmodel and
+// worker.
 package testfixture
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,8 +17,11 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/rerank/rerank/internal/testenv"
 	"github.com/rerank/rerank/model/testmodel"
+	"github.com/rerank/rerank/worker"
 )
 
 var (
@@ -102,4 +108,29 @@ func Cleanup(keep bool) string {
 		os.RemoveAll(dir)
 	}
 	return dir
+}
+
+// StartWorker runs a worker for r on its own connection to the NATS server
+// at url until the test ends; the test fails if Run returns an error.
+func StartWorker(tb testing.TB, url string, r worker.Reranker, cfg worker.Config) {
+	tb.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w, err := worker.New(nc, r, cfg, nil, nil)
+	if err != nil {
+		nc.Close()
+		tb.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	tb.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			tb.Errorf("worker: %v", err)
+		}
+		nc.Close()
+	})
 }
