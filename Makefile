@@ -100,6 +100,19 @@ bench: build ort demo-model bench-js
 clean:
 	rm -rf bin .data
 
+# make tokref: regenerate the tokenizer reference cases (model/testdata/tokenizer)
+# with the pinned Hugging Face tokenizers.js in tools/tokref. make test only
+# reads the committed file.
+TOKREF := $(CACHE)/tokref
+.PHONY: tokref
+tokref: $(TOKENIZER)
+	@mkdir -p $(TOKREF)
+	@cp tools/tokref/package.json tools/tokref/.npmrc tools/tokref/*.mjs $(TOKREF)/
+	@cd $(TOKREF) && npm install --ignore-scripts --no-audit --no-fund --silent
+	node $(TOKREF)/cases.mjs 1 400 | node $(TOKREF)/ref.mjs $(TOKENIZER) > model/testdata/tokenizer/bert-base-uncased-pairs.jsonl.part
+	@mv model/testdata/tokenizer/bert-base-uncased-pairs.jsonl.part model/testdata/tokenizer/bert-base-uncased-pairs.jsonl
+	@git diff --stat -- model/testdata/tokenizer || true
+
 # ---- test-faults: fault injection and security (faults/, RELIABILITY.md) ----
 # make test-faults        full loads (RERANK_FAULTS=full): 2,000-job SIGKILL,
 #                         server restart and cluster leader-loss runs, 20,000

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,9 +15,9 @@ import (
 
 // Subjects and stream names of the wire contract.
 const (
-	JobsPrefix    = "rerank.jobs."
-	ResultsPrefix = "rerank.results."
-	ResultsStream = "RERANK_RESULTS"
+	JobsPrefix    = schemas.JobsPrefix
+	ResultsPrefix = schemas.ResultsPrefix
+	ResultsStream = schemas.ResultsStream
 )
 
 // Errors.
@@ -39,10 +40,18 @@ type Options struct {
 
 // Client submits jobs. It is safe for concurrent use.
 type Client struct {
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	opts Options
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	opts    Options
+	ignored atomic.Int64
 }
+
+// Ignored counts the messages this client received or read on a result
+// subject and dropped because they were not its job's result: another id,
+// or entries that do not point at the job's candidates (see
+// schemas.CheckResult). Each such message is ignored and the client keeps
+// waiting for the real result.
+func (c *Client) Ignored() int64 { return c.ignored.Load() }
 
 // New returns a client on an open connection, which the caller owns.
 func New(nc *nats.Conn, opts Options) (*Client, error) {
@@ -135,7 +144,9 @@ func (p *Pending) Result(ctx context.Context) (*schemas.Result, error) {
 	for {
 		select {
 		case m := <-p.ch:
-			return decode(m)
+			if r, err := p.accept(decode(m)); err == nil {
+				return r, nil
+			}
 		case <-poll.C:
 			if stored {
 				if r, err := p.lookup(ctx); err == nil {
@@ -173,7 +184,20 @@ func (p *Pending) lookup(ctx context.Context) (*schemas.Result, error) {
 		return nil, err
 	}
 	f, _ := schemas.ParseContentType(m.Header.Get(schemas.HeaderContentType))
-	return schemas.DecodeResult(m.Data, f)
+	return p.accept(schemas.DecodeResult(m.Data, f))
+}
+
+// accept passes a decoded result that answers this job, and counts and
+// refuses anything else.
+func (p *Pending) accept(r *schemas.Result, err error) (*schemas.Result, error) {
+	if err == nil {
+		err = schemas.CheckResult(p.job, r)
+	}
+	if err != nil {
+		p.c.ignored.Add(1)
+		return nil, fmt.Errorf("ignoring a message on %s: %w", p.subject, err)
+	}
+	return r, nil
 }
 
 func decode(m *nats.Msg) (*schemas.Result, error) {

@@ -92,7 +92,7 @@ func TestSubmitBothFormatsAndSubjects(t *testing.T) {
 		{"msgpack default subject", schemas.Msgpack, ""},
 		{"json default subject", schemas.JSON, ""},
 		{"msgpack core reply subject", schemas.Msgpack, "app.answers.one"},
-		{"json stored reply subject", schemas.JSON, "rerank.results.search.json-2"},
+		{"json stored reply subject", schemas.JSON, "rerank.results.search.json-stored-reply-subject"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := client.New(e.nc, client.Options{Model: "m", Format: tc.format})

@@ -34,6 +34,7 @@ type Metrics struct {
 	inFlight    prometheus.Gauge
 	redelivered *prometheus.CounterVec
 	dead        *prometheus.CounterVec
+	panics      *prometheus.CounterVec
 }
 
 // New registers the collectors. connected reports the NATS connection state
@@ -63,8 +64,10 @@ func New(connected func() float64) *Metrics {
 		Help: "Jobs received with a delivery count above 1."}, []string{"model"})
 	m.dead = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rerank_dead_letters_total",
 		Help: "Jobs dead-lettered, by error code."}, []string{"model", "code"})
+	m.panics = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rerank_job_panics_total",
+		Help: "Go panics recovered while answering a job (the job failed with internal, the worker kept running)."}, []string{"model"})
 	for _, c := range []prometheus.Collector{m.jobs, m.jobDuration, m.queueWait, m.pairs, m.batchSize, m.padding,
-		m.inference, m.jobsPerCall, m.inFlight, m.redelivered, m.dead,
+		m.inference, m.jobsPerCall, m.inFlight, m.redelivered, m.dead, m.panics,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -87,6 +90,9 @@ func (m *Metrics) Redelivered(model string) { m.redelivered.WithLabelValues(mode
 
 // DeadLettered records a dead letter (worker.Observer).
 func (m *Metrics) DeadLettered(model, code string) { m.dead.WithLabelValues(model, code).Inc() }
+
+// Panicked records a recovered panic (worker.Observer).
+func (m *Metrics) Panicked(model string) { m.panics.WithLabelValues(model).Inc() }
 
 // InFlight moves the in-flight gauge (worker.Observer).
 func (m *Metrics) InFlight(delta int) { m.inFlight.Add(float64(delta)) }

@@ -58,6 +58,9 @@ type Model struct {
 	output string
 	logit  int
 	width  int64 // output's second dimension, or -1 when dynamic
+	// positions is the size of the position embeddings, the longest
+	// input the graph takes; 0 when the graph does not say.
+	positions int
 
 	runs chan struct{} // semaphore over concurrent ORT runs
 
@@ -93,6 +96,13 @@ func (r *Runtime) Load(dir string, opts Options) (*Model, error) {
 	path := filepath.Join(dir, ModelFile)
 	if err := m.checkGraph(path); err != nil {
 		return nil, fmt.Errorf("loading model %s: %w", path, err)
+	}
+	if m.positions, err = maxPositions(path); err != nil {
+		return nil, fmt.Errorf("loading model %s: %w", path, err)
+	}
+	if m.positions > 0 && cfg.MaxLength > m.positions {
+		return nil, fmt.Errorf("loading model %s: %w: max_length %d is over the model's %d position embeddings (inputs that long would fail in the model)",
+			dir, ErrInvalidConfig, cfg.MaxLength, m.positions)
 	}
 	so, err := m.opts.sessionOptions()
 	if err != nil {
@@ -176,6 +186,10 @@ func (m *Model) checkGraph(path string) error {
 // Name is the model's name (rerank.json "name", else the directory name).
 func (m *Model) Name() string { return m.cfg.Name }
 
+// Positions is the number of position embeddings the graph has (the
+// longest input it takes), or 0 when it could not be read from the graph.
+func (m *Model) Positions() int { return m.positions }
+
 // Dir is the model directory.
 func (m *Model) Dir() string { return m.dir }
 
@@ -205,15 +219,23 @@ func (m *Model) Close() error {
 	return nil
 }
 
-// Encoded is a tokenized pair.
-type Encoded = Encoding
+// PairError is a tokenizing failure of one pair; Index is its position in
+// the pairs given to Tokenize.
+type PairError struct {
+	Index int
+	Err   error
+}
 
-// Tokenize encodes pairs with the model's max_length and truncation.
+func (e *PairError) Error() string { return fmt.Sprintf("tokenizing pair %d: %v", e.Index, e.Err) }
+func (e *PairError) Unwrap() error { return e.Err }
+
+// Tokenize encodes pairs with the model's max_length and truncation. A pair
+// that cannot be encoded fails the call with a *PairError naming it.
 func (m *Model) Tokenize(pairs []Pair) ([]Encoding, error) {
 	encs := make([]Encoding, len(pairs))
 	for i, p := range pairs {
 		if err := m.tok.AppendPair(&encs[i], p.A, p.B, m.cfg.MaxLength, m.cfg.Truncation); err != nil {
-			return nil, fmt.Errorf("tokenizing pair %d: %w", i, err)
+			return nil, &PairError{Index: i, Err: err}
 		}
 	}
 	return encs, nil

@@ -243,6 +243,9 @@ func TestLoadErrors(t *testing.T) {
 		{"bad max length", `{"max_length":2}`, model.ErrInvalidConfig, "max_length"},
 		{"bad name", `{"name":"a.b"}`, model.ErrInvalidConfig, "name"},
 		{"bad json", `{`, model.ErrInvalidConfig, model.ConfigFile},
+		// The tiny model has 512 position embeddings: longer inputs would
+		// fail inside ONNX Runtime, taking their batch-mates with them.
+		{"max length over positions", `{"max_length":1024}`, model.ErrInvalidConfig, "512 position embeddings"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -261,6 +264,13 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if _, err := model.OpenRuntime(filepath.Join(t.TempDir(), "nope.so")); !errors.Is(err, model.ErrRuntimeMissing) || !strings.Contains(err.Error(), model.EnvLibrary) {
 		t.Fatalf("missing library: %v", err)
+	}
+}
+
+func TestPositionsReadFromGraph(t *testing.T) {
+	m := load(t, model.Options{})
+	if m.Positions() != 512 {
+		t.Fatalf("position embeddings read from the graph: %d, want the tiny model's 512", m.Positions())
 	}
 }
 

@@ -46,7 +46,7 @@ type parityCase struct {
 
 func loadParityCases(tb testing.TB) []parityCase {
 	tb.Helper()
-	path := filepath.Join(testenv.SharedTestdata(tb), "tokenizer", "bert-base-uncased-pairs.jsonl")
+	path := filepath.Join("testdata", "tokenizer", "bert-base-uncased-pairs.jsonl")
 	f, err := os.Open(path)
 	if err != nil {
 		tb.Fatalf("opening parity cases: %v", err)

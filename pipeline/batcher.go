@@ -32,11 +32,7 @@ type batcher struct {
 // score submits encs and waits for their scores.
 func (b *batcher) score(ctx context.Context, encs []model.Encoding) ([]float32, error) {
 	if b.p.cfg.MaxBatchDelay < 0 {
-		scores, st, err := b.m.Scorer.ScoreEncoded(ctx, encs)
-		if b.p.cfg.OnScore != nil {
-			b.p.cfg.OnScore(b.m.Name, 1, st)
-		}
-		return scores, err
+		return b.call(ctx, encs, 1)
 	}
 	r := &request{ctx: ctx, encs: encs, done: make(chan response, 1)}
 	select {
@@ -126,19 +122,44 @@ func (b *batcher) run(batch []*request, pairs int) {
 	// The shared call ends only when every job sharing it has given up.
 	ctx, cancel := allDone(live)
 	defer cancel()
-	scores, st, err := b.m.Scorer.ScoreEncoded(ctx, encs)
-	if b.p.cfg.OnScore != nil {
-		b.p.cfg.OnScore(b.m.Name, len(live), st)
+	scores, err := b.call(ctx, encs, len(live))
+	if err != nil && len(live) > 1 {
+		// One job's pairs can fail a call they share (a malformed input
+		// the model rejects): score each job on its own, so only the
+		// guilty one fails.
+		for _, r := range live {
+			s, err := b.call(r.ctx, r.encs, 1)
+			if err != nil {
+				err = fmt.Errorf("scoring %d pairs alone, after a shared call of %d jobs failed: %w", len(r.encs), len(live), err)
+			}
+			r.done <- response{scores: s, err: err}
+		}
+		return
 	}
 	off := 0
 	for _, r := range live {
 		if err != nil {
-			r.done <- response{err: fmt.Errorf("scoring %d pairs of %d jobs: %w", len(encs), len(live), err)}
+			r.done <- response{err: fmt.Errorf("scoring %d pairs: %w", len(encs), err)}
 			continue
 		}
 		r.done <- response{scores: scores[off : off+len(r.encs)]}
 		off += len(r.encs)
 	}
+}
+
+// call runs one scoring call, reporting it to OnScore; a panic in the
+// scorer becomes the call's error rather than the end of the process.
+func (b *batcher) call(ctx context.Context, encs []model.Encoding, jobs int) (scores []float32, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			scores, err = nil, fmt.Errorf("%w: %v", ErrScorerPanic, p)
+		}
+	}()
+	scores, st, err := b.m.Scorer.ScoreEncoded(ctx, encs)
+	if b.p.cfg.OnScore != nil {
+		b.p.cfg.OnScore(b.m.Name, jobs, st)
+	}
+	return scores, err
 }
 
 // allDone returns a context cancelled once every request's context is.

@@ -51,6 +51,10 @@ const (
 // ErrClosed is returned by Rerank after Close.
 var ErrClosed = errors.New("pipeline is closed")
 
+// ErrScorerPanic wraps a panic recovered in a scoring call: a transient
+// failure of the jobs in that call.
+var ErrScorerPanic = errors.New("scorer panicked")
+
 func (c Config) withDefaults() Config {
 	if c.MaxBatchDelay == 0 {
 		c.MaxBatchDelay = DefaultMaxBatchDelay
@@ -185,7 +189,7 @@ func (p *Pipeline) Rerank(ctx context.Context, modelName string, job *schemas.Jo
 	t0 := time.Now()
 	encs, err := b.m.Scorer.Tokenize(pairs)
 	if err != nil {
-		return fail(schemas.Errorf(schemas.CodeInternal, "tokenizing: %v", err))
+		return fail(tokenizeError(job, err))
 	}
 	res.Timing.TokenizeMS = ms(time.Since(t0))
 
@@ -198,6 +202,19 @@ func (p *Pipeline) Rerank(ctx context.Context, modelName string, job *schemas.Jo
 	res.Results = rank(job, scores)
 	res.Timing.TotalMS = ms(time.Since(start))
 	return res, nil
+}
+
+// tokenizeError codes a tokenizer failure. One caused by the job's input
+// (a query that leaves no room for the passage under only_second
+// truncation) is the job's fault: input_too_long, naming the candidate.
+// Anything else is the worker's.
+func tokenizeError(job *schemas.Job, err error) error {
+	var pe *model.PairError
+	if errors.As(err, &pe) && errors.Is(err, model.ErrSequenceTooShort) && pe.Index >= 0 && pe.Index < len(job.Candidates) {
+		return schemas.CandidateErrorf(schemas.CodeInputTooLong, pe.Index, job.Candidates[pe.Index].ID,
+			"the query leaves no room for the passage within the model's max_length: %v", pe.Err)
+	}
+	return fmt.Errorf("tokenizing: %w", err)
 }
 
 // rank sorts candidates best first (ties keep job order, NaN last) and

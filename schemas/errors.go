@@ -27,6 +27,14 @@ const (
 	CodeModelMismatch        Code = "model_mismatch"
 	CodePayloadTooLarge      Code = "payload_too_large"
 	CodeInvalidReplyTo       Code = "invalid_reply_to"
+	CodeMetaTooLarge         Code = "meta_too_large"
+	// CodeInputTooLong marks a pair the model cannot take: the tokenizer
+	// found no room for the passage within max_length (only_second
+	// truncation with a query that fills it).
+	CodeInputTooLong Code = "input_too_long"
+	// CodeResultTooLarge marks a result over the server's payload limit;
+	// ask for fewer (top_n) or drop return_documents.
+	CodeResultTooLarge Code = "result_too_large"
 	// CodeInternal marks a job that could not be processed after every
 	// allowed delivery, for reasons that are not the job's fault.
 	CodeInternal Code = "internal"
@@ -84,6 +92,9 @@ var (
 	ErrModelMismatch        = &Error{Code: CodeModelMismatch}
 	ErrPayloadTooLarge      = &Error{Code: CodePayloadTooLarge}
 	ErrInvalidReplyTo       = &Error{Code: CodeInvalidReplyTo}
+	ErrMetaTooLarge         = &Error{Code: CodeMetaTooLarge}
+	ErrInputTooLong         = &Error{Code: CodeInputTooLong}
+	ErrResultTooLarge       = &Error{Code: CodeResultTooLarge}
 	ErrInternal             = &Error{Code: CodeInternal}
 )
 

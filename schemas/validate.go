@@ -3,6 +3,7 @@ package schemas
 import (
 	"math"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -12,6 +13,11 @@ type Limits struct {
 	MaxTextBytes    int // per candidate text; default 64 KiB
 	MaxQueryBytes   int // default 1 KiB
 	MaxPayloadBytes int // encoded job; default 8 MiB (the NATS max payload)
+	MaxMetaEntries  int // entries of meta; default 64
+	// ReplyAllow, when set, is the operator's allow-list for reply_to: a
+	// subject must equal one of these prefixes or start with one followed
+	// by a dot. Empty allows every subject CheckReplyTo accepts.
+	ReplyAllow []string
 }
 
 // Default limits.
@@ -20,6 +26,7 @@ const (
 	DefaultMaxTextBytes    = 64 << 10
 	DefaultMaxQueryBytes   = 1 << 10
 	DefaultMaxPayloadBytes = 8 << 20
+	DefaultMaxMetaEntries  = 64
 	// MaxIDBytes bounds job ids, which also name result subjects and dedup keys.
 	MaxIDBytes = 256
 )
@@ -39,6 +46,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxPayloadBytes <= 0 {
 		l.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	if l.MaxMetaEntries <= 0 {
+		l.MaxMetaEntries = DefaultMaxMetaEntries
 	}
 	return l
 }
@@ -63,9 +73,12 @@ func Validate(j *Job, subjectModel string, limits Limits) error {
 		return Errorf(CodeModelMismatch, "job names model %q but was published for model %q", j.Model, subjectModel)
 	}
 	if j.ReplyTo != "" {
-		if err := CheckReplyTo(j.ReplyTo); err != nil {
+		if err := CheckReplyTo(j.ReplyTo, j.ID, limits.ReplyAllow); err != nil {
 			return err
 		}
+	}
+	if len(j.Meta) > limits.MaxMetaEntries {
+		return Errorf(CodeMetaTooLarge, "%d meta entries, limit %d", len(j.Meta), limits.MaxMetaEntries)
 	}
 	if strings.TrimSpace(j.Query) == "" {
 		return Errorf(CodeMissingQuery, "query is required")
@@ -133,20 +146,83 @@ func CheckID(id string) error {
 
 func isFinite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
-// CheckReplyTo accepts a NATS subject to publish to: dot-separated non-empty
-// tokens without whitespace or wildcards, outside the job and dead-letter
-// subjects (a result published there would be read as a job).
-func CheckReplyTo(s string) error {
-	if len(s) > 512 || !utf8.ValidString(s) {
-		return Errorf(CodeInvalidReplyTo, "reply_to is not a valid subject")
+// MaxReplyToBytes bounds reply_to.
+const MaxReplyToBytes = 256
+
+// CheckReplyTo accepts a NATS subject the worker may publish job id's result
+// to. It refuses, whatever the operator allows:
+//   - anything but dot-separated non-empty tokens of printable characters
+//     without whitespace or the wildcards '*' and '>';
+//   - every subject starting with '$' (the JetStream, KV, system and
+//     account APIs: a result published there would act on the server);
+//   - the job and dead-letter subjects (a result there would be read as a
+//     job) and another job's result subject: under rerank.results. the
+//     last token must be the job's id (rerank.results.<id>, or a client's
+//     namespace rerank.results.<client>.<id>), so a job cannot answer, or
+//     overwrite the stored result of, a job with another id.
+//
+// allow, when not empty, is the operator's allow-list of prefixes.
+func CheckReplyTo(s, jobID string, allow []string) error {
+	if len(s) > MaxReplyToBytes || !utf8.ValidString(s) {
+		return Errorf(CodeInvalidReplyTo, "reply_to is not a valid subject (at most %d bytes of UTF-8)", MaxReplyToBytes)
 	}
-	for _, tok := range strings.Split(s, ".") {
-		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
-			return Errorf(CodeInvalidReplyTo, "reply_to %q is not a valid subject to publish to", s)
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f || r == '*' || r == '>' || !unicode.IsPrint(r) {
+			return Errorf(CodeInvalidReplyTo, "reply_to %q holds whitespace, a control character or a wildcard", s)
 		}
 	}
-	if strings.HasPrefix(s, "rerank.jobs.") || strings.HasPrefix(s, "rerank.dead.") {
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" {
+			return Errorf(CodeInvalidReplyTo, "reply_to %q has an empty token", s)
+		}
+	}
+	switch {
+	case strings.HasPrefix(s, "$"):
+		return Errorf(CodeInvalidReplyTo, "reply_to %q is a system subject ('$' prefix)", s)
+	case strings.HasPrefix(s, JobsPrefix), strings.HasPrefix(s, DeadPrefix), s+"." == JobsPrefix, s+"." == DeadPrefix:
 		return Errorf(CodeInvalidReplyTo, "reply_to %q points into the job or dead-letter subjects", s)
+	case strings.HasPrefix(s, ResultsPrefix) && s[strings.LastIndexByte(s, '.')+1:] != jobID:
+		return Errorf(CodeInvalidReplyTo, "reply_to %q is another job's result subject (under %s the last token must be the job id %q)", s, ResultsPrefix, jobID)
+	}
+	if len(allow) == 0 {
+		return nil
+	}
+	for _, p := range allow {
+		if p = strings.TrimSuffix(p, "."); s == p || strings.HasPrefix(s, p+".") {
+			return nil
+		}
+	}
+	return Errorf(CodeInvalidReplyTo, "reply_to %q is outside the subjects this worker may answer on", s)
+}
+
+// CheckResult reports whether res can be the answer to job: it names the
+// job's id, and every ranked entry points at one of the job's candidates
+// (index in range, same id), at most once. A client uses it to ignore
+// results that are not its job's: anyone who may publish to a result
+// subject could otherwise answer in the worker's place.
+func CheckResult(job *Job, res *Result) error {
+	if res.ID != job.ID {
+		return Errorf(CodeBadEncoding, "result is for job %q, not %q", truncateForMessage(res.ID), job.ID)
+	}
+	if len(res.Results) > len(job.Candidates) {
+		return Errorf(CodeBadEncoding, "result ranks %d entries for %d candidates", len(res.Results), len(job.Candidates))
+	}
+	seen := make(map[int]bool, len(res.Results))
+	for k, r := range res.Results {
+		if r.Index < 0 || r.Index >= len(job.Candidates) || seen[r.Index] {
+			return Errorf(CodeBadEncoding, "result entry %d has index %d: out of range or repeated", k, r.Index)
+		}
+		if r.ID != job.Candidates[r.Index].ID {
+			return Errorf(CodeBadEncoding, "result entry %d names candidate %q at index %d, which is %q", k, truncateForMessage(r.ID), r.Index, job.Candidates[r.Index].ID)
+		}
+		seen[r.Index] = true
 	}
 	return nil
+}
+
+func truncateForMessage(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

@@ -12,13 +12,13 @@ import (
 
 // Stream and subject names.
 const (
-	JobsStream    = "RERANK_JOBS"
-	ResultsStream = "RERANK_RESULTS"
-	DeadStream    = "RERANK_DEAD"
+	JobsStream    = schemas.JobsStream
+	ResultsStream = schemas.ResultsStream
+	DeadStream    = schemas.DeadStream
 
-	JobsPrefix    = "rerank.jobs."
-	ResultsPrefix = "rerank.results."
-	DeadPrefix    = "rerank.dead."
+	JobsPrefix    = schemas.JobsPrefix
+	ResultsPrefix = schemas.ResultsPrefix
+	DeadPrefix    = schemas.DeadPrefix
 )
 
 // Headers the worker reads and writes.
@@ -38,10 +38,10 @@ const (
 )
 
 // JobSubject is the subject jobs for model are published to.
-func JobSubject(model string) string { return JobsPrefix + model }
+func JobSubject(model string) string { return schemas.JobSubject(model) }
 
 // ResultSubject is the default subject of a job's result.
-func ResultSubject(jobID string) string { return ResultsPrefix + jobID }
+func ResultSubject(jobID string) string { return schemas.ResultSubject(jobID) }
 
 // ConsumerName is the durable consumer all workers of model share.
 func ConsumerName(model string) string { return "rerank-" + model }
@@ -79,6 +79,12 @@ type Config struct {
 	// SweepInterval is how often the worker looks for jobs that ran out of
 	// deliveries while no worker heard the server's advisory; default 1 min.
 	SweepInterval time.Duration
+	// PublishRetry is how long the worker keeps retrying to publish a
+	// finished job's result (or an error result and dead letter), holding
+	// the job meanwhile, before it hands the job back for a later delivery;
+	// default 5 min. A results-stream outage shorter than this loses no
+	// finished work and costs no delivery.
+	PublishRetry time.Duration
 	// WorkerID names this worker in results and headers; default host:pid.
 	WorkerID string
 	Limits   schemas.Limits
@@ -91,6 +97,7 @@ const (
 	DefaultMaxAckPending = 1000
 	DefaultConcurrency   = 8
 	DefaultShutdownGrace = 25 * time.Second
+	DefaultPublishRetry  = 5 * time.Minute
 )
 
 // ErrInvalidConfig reports a bad Config.
@@ -132,6 +139,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FetchWait <= 0 {
 		c.FetchWait = 2 * time.Second
+	}
+	if c.PublishRetry <= 0 {
+		c.PublishRetry = DefaultPublishRetry
 	}
 	if c.WorkerID == "" {
 		host, _ := os.Hostname()

@@ -2,18 +2,14 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/rerank/rerank/schemas"
 )
@@ -27,32 +23,6 @@ type Reranker interface {
 	Models() []string
 }
 
-// Observer receives the worker's events, for metrics. Every method must be
-// cheap and safe for concurrent use; NopObserver ignores them all.
-type Observer interface {
-	JobDone(model, outcome string, attempt uint64, queued, total time.Duration)
-	Redelivered(model string)
-	DeadLettered(model, code string)
-	InFlight(delta int)
-}
-
-// Job outcomes reported to the Observer.
-const (
-	OutcomeOK        = "ok"
-	OutcomeInvalid   = "invalid"
-	OutcomeRetry     = "retry"
-	OutcomeFailed    = "failed"
-	OutcomeAbandoned = "abandoned" // nak'd at shutdown for another worker
-)
-
-// NopObserver ignores events.
-type NopObserver struct{}
-
-func (NopObserver) JobDone(string, string, uint64, time.Duration, time.Duration) {}
-func (NopObserver) Redelivered(string)                                           {}
-func (NopObserver) DeadLettered(string, string)                                  {}
-func (NopObserver) InFlight(int)                                                 {}
-
 // Worker consumes jobs from JetStream and publishes results.
 type Worker struct {
 	nc  *nats.Conn
@@ -61,7 +31,14 @@ type Worker struct {
 	cfg Config
 	log *slog.Logger
 	obs Observer
+
+	// Set by Run before any job is handled.
+	settings map[string]consumerSettings // model → its consumer's settings
+	results  jetstream.Stream            // RERANK_RESULTS, for stored results; nil when unreadable
 }
+
+// bindTimeout bounds binding the streams and consumers at start.
+const bindTimeout = 30 * time.Second
 
 // New returns a worker on an open connection, which the caller owns (and
 // drains after Run returns).
@@ -104,7 +81,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	bctx, cancel := context.WithTimeout(ctx, bindTimeout)
 	consumers, err := lookupConsumers(bctx, w.js, models)
 	var jobsStream jetstream.Stream
 	if err == nil {
@@ -113,9 +90,22 @@ func (w *Worker) Run(ctx context.Context) error {
 			err = fmt.Errorf("binding stream %s: %w", JobsStream, err)
 		}
 	}
+	if err == nil {
+		// Read to skip recomputing redelivered jobs already answered; a
+		// worker that may not read it recomputes them (the dedup window
+		// still hides most duplicates).
+		if w.results, err = w.js.Stream(bctx, ResultsStream); err != nil {
+			w.log.Warn("binding the results stream: redelivered jobs will be recomputed", "err", err)
+			w.results, err = nil, nil
+		}
+	}
 	cancel()
 	if err != nil {
 		return err
+	}
+	w.settings = make(map[string]consumerSettings, len(consumers))
+	for m, c := range consumers {
+		w.settings[m] = settingsOf(c, w.cfg)
 	}
 	// Jobs whose every delivery ended with a worker dying are announced by
 	// the server, not returned by any delivery: answer them here.
@@ -155,342 +145,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// pull fetches only as many jobs as there are free slots, so no job waits
-// in a client-side buffer while its AckWait clock runs.
-func (w *Worker) pull(ctx, jobCtx context.Context, model string, cons jetstream.Consumer, slots chan struct{}, jobs *sync.WaitGroup) {
-	for {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		n := 1
-	more:
-		for n < cap(slots) {
-			select {
-			case slots <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
-		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.FetchWait))
-		if err != nil {
-			for range n {
-				<-slots
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			w.log.Warn("fetching jobs", "model", model, "err", err)
-			if !sleep(ctx, time.Second) {
-				return
-			}
-			continue
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			jobs.Add(1)
-			w.obs.InFlight(1)
-			go func() {
-				defer func() { <-slots; w.obs.InFlight(-1); jobs.Done() }()
-				w.handle(ctx, jobCtx, model, msg)
-			}()
-		}
-		for range n - got {
-			<-slots
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
-			// Answered at once with an error (no responders: the consumer
-			// is gone or its leader is moving): wait as after a Fetch
-			// error instead of re-sending the request in a tight loop.
-			w.log.Warn("pulling jobs", "model", model, "err", err)
-			if !sleep(ctx, time.Second) {
-				return
-			}
-		}
-	}
-}
-
-// verdict is what happened to a job; settle turns it into the message's fate.
-type verdict struct {
-	result    *schemas.Result // to publish (success or error result)
-	permanent *schemas.Error  // the job is at fault or out of deliveries: dead-letter + Term
-	retry     error           // transient: NakWithDelay
-	abandon   bool            // shutting down: Nak now for another worker
-}
-
-func (w *Worker) handle(ctx, jobCtx context.Context, model string, msg jetstream.Msg) {
-	start := time.Now()
-	md, err := msg.Metadata()
-	if err != nil {
-		w.log.Error("reading message metadata", "subject", msg.Subject(), "err", err)
-		_ = msg.Nak()
-		return
-	}
-	log := w.log.With("model", model, "subject", msg.Subject(), "attempt", md.NumDelivered, "stream_seq", md.Sequence.Stream)
-	if md.NumDelivered > 1 {
-		w.obs.Redelivered(model)
-	}
-	if ctx.Err() != nil {
-		// Pulled after shutdown began: hand it straight back.
-		w.settle(log, model, msg, md, nil, verdict{abandon: true}, start)
-		return
-	}
-	stored := storedJob{subject: msg.Subject(), data: msg.Data(), header: msg.Headers()}
-	job, err := w.decode(stored)
-	if err != nil {
-		res := w.errorResult(model, job, md, schemas.AsError(err))
-		w.settle(log.With("job_id", job.ID), model, msg, md, job, verdict{result: res, permanent: res.Error}, start)
-		return
-	}
-	log = log.With("job_id", job.ID)
-
-	// Heartbeat while the job runs so it is not redelivered past AckWait.
-	hbCtx, stopHB := context.WithCancel(jobCtx)
-	var hb sync.WaitGroup
-	hb.Add(1)
-	go func() {
-		defer hb.Done()
-		t := time.NewTicker(w.cfg.Heartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				if err := msg.InProgress(); err != nil {
-					log.Warn("sending in-progress heartbeat", "err", err)
-				}
-			case <-hbCtx.Done():
-				return
-			}
-		}
-	}()
-	res, err := w.r.Rerank(jobCtx, model, job, md.Timestamp)
-	stopHB()
-	hb.Wait()
-
-	var v verdict
-	switch {
-	case err != nil && jobCtx.Err() != nil:
-		v.abandon = true
-	case err != nil && md.NumDelivered >= uint64(w.cfg.MaxDeliver):
-		ce := schemas.Errorf(schemas.CodeInternal, "failed on all %d deliveries, last: %v", md.NumDelivered, err)
-		v.result = w.errorResult(model, job, md, ce)
-		v.permanent = ce
-	case err != nil:
-		v.retry = err
-	case res.Error != nil:
-		w.stamp(res, md)
-		v.result, v.permanent = res, res.Error
-	default:
-		w.stamp(res, md)
-		v.result = res
-	}
-	w.settle(log, model, msg, md, job, v, start)
-}
-
-// settle is the one place a message's fate is decided.
-func (w *Worker) settle(log *slog.Logger, model string, msg jetstream.Msg, md *jetstream.MsgMetadata, job *schemas.Job, v verdict, start time.Time) {
-	queued := start.Sub(md.Timestamp)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	outcome := OutcomeOK
-	switch {
-	case v.abandon:
-		outcome = OutcomeAbandoned
-		if err := msg.Nak(); err != nil {
-			log.Warn("handing job back", "err", err)
-		}
-	case v.retry != nil:
-		outcome = OutcomeRetry
-		delay := w.cfg.backoff(md.NumDelivered)
-		log.Warn("job failed, will retry", "err", v.retry, "delay", delay.String())
-		if err := msg.NakWithDelay(delay); err != nil {
-			log.Warn("naking job", "err", err)
-		}
-	case v.permanent != nil:
-		outcome = OutcomeInvalid
-		if v.permanent.Code == schemas.CodeInternal {
-			outcome = OutcomeFailed
-		}
-		// Copy first: on a work-queue stream Term deletes the message.
-		stored := storedJob{subject: msg.Subject(), data: msg.Data(), header: msg.Headers()}
-		if err := w.reject(ctx, log, model, stored, md, job, v.result, v.permanent); err != nil {
-			log.Error("dead-lettering job, will retry", "err", err)
-			_ = msg.NakWithDelay(w.cfg.backoff(md.NumDelivered))
-			outcome = OutcomeRetry
-			break
-		}
-		log.Info("job rejected", "code", v.permanent.Code, "err", v.permanent.Message)
-		if err := msg.TermWithReason(string(v.permanent.Code)); err != nil {
-			log.Warn("terminating job", "err", err)
-		}
-	default:
-		if err := w.publishResult(ctx, msg.Headers(), job, v.result); err != nil {
-			outcome = OutcomeRetry
-			log.Warn("publishing result, will retry", "err", err)
-			_ = msg.NakWithDelay(w.cfg.backoff(md.NumDelivered))
-			break
-		}
-		if err := msg.DoubleAck(ctx); err != nil {
-			// The result is stored under a dedup id; a redelivery is harmless.
-			log.Warn("acknowledging job", "err", err)
-		}
-		log.Debug("job done", "candidates", len(job.Candidates), "total_ms", v.result.Timing.TotalMS)
-	}
-	w.obs.JobDone(model, outcome, md.NumDelivered, queued, time.Since(start))
-}
-
-func (w *Worker) stamp(res *schemas.Result, md *jetstream.MsgMetadata) {
-	res.Attempt = int(md.NumDelivered)
-	res.Worker = w.cfg.WorkerID
-}
-
-func (w *Worker) errorResult(model string, job *schemas.Job, md *jetstream.MsgMetadata, ce *schemas.Error) *schemas.Result {
-	if ce == nil {
-		ce = schemas.Errorf(schemas.CodeInternal, "unknown failure")
-	}
-	res := &schemas.Result{V: schemas.Version, ID: job.ID, Model: model, Results: []schemas.Ranked{}, Error: ce, Meta: job.Meta}
-	w.stamp(res, md)
-	res.Timing.QueuedMS = float64(time.Since(md.Timestamp).Microseconds()) / 1000
-	return res
-}
-
-// publishResult sends the result to the job's reply_to, else to
-// rerank.results.<id>. Results under rerank.results. go through JetStream
-// (acknowledged, deduplicated by ResultMsgID); other subjects are core NATS
-// replies, published before the job is acked on the same connection.
-// The result has the job's format, from its content-type header.
-func (w *Worker) publishResult(ctx context.Context, jobHeader nats.Header, job *schemas.Job, res *schemas.Result) error {
-	format, _ := schemas.ParseContentType(jobHeader.Get(HeaderContentType))
-	data, err := schemas.EncodeResult(res, format)
-	if err != nil {
-		return fmt.Errorf("encoding result: %w", err)
-	}
-	subject := ResultSubject(res.ID)
-	if job != nil && job.ReplyTo != "" && (res.Error == nil || res.Error.Code != schemas.CodeInvalidReplyTo) {
-		subject = job.ReplyTo
-	}
-	out := nats.NewMsg(subject)
-	out.Data = data
-	out.Header.Set(HeaderContentType, format.ContentType())
-	out.Header.Set(HeaderMsgID, ResultMsgID(res.ID))
-	out.Header.Set(HeaderWorker, w.cfg.WorkerID)
-	if strings.HasPrefix(subject, ResultsPrefix) {
-		if _, err := w.js.PublishMsg(ctx, out); err != nil {
-			return fmt.Errorf("publishing result to %s: %w", subject, err)
-		}
-		return nil
-	}
-	if err := w.nc.PublishMsg(out); err != nil {
-		return fmt.Errorf("publishing result to %s: %w", subject, err)
-	}
-	return nil
-}
-
-// storedJob is a job message as JetStream stored it: delivered to the
-// worker, or read back from the stream by sequence.
-type storedJob struct {
-	subject string
-	data    []byte
-	header  nats.Header
-}
-
-// decode decodes a stored job in the format its content-type header names.
-// When that fails it returns the error and what salvageJob recovers, to
-// address the error result.
-func (w *Worker) decode(s storedJob) (*schemas.Job, error) {
-	format, err := schemas.ParseContentType(s.header.Get(HeaderContentType))
-	var job *schemas.Job
-	if err == nil {
-		job, err = schemas.DecodeJob(s.data, format, w.cfg.Limits)
-	}
-	if err != nil {
-		return salvageJob(s.data, s.header, format), err
-	}
-	return job, nil
-}
-
-// reject dead-letters a stored job and publishes its error result, if it
-// has an id to go to: what a permanent failure does before the job leaves
-// the stream (Term for a delivered job, a delete for one out of
-// deliveries). An error means nothing was dead-lettered.
-func (w *Worker) reject(ctx context.Context, log *slog.Logger, model string, s storedJob, md *jetstream.MsgMetadata, job *schemas.Job, res *schemas.Result, ce *schemas.Error) error {
-	if err := w.deadLetter(ctx, model, s, md, ce); err != nil {
-		return err
-	}
-	w.obs.DeadLettered(model, string(ce.Code))
-	if res != nil && res.ID != "" {
-		if err := w.publishResult(ctx, s.header, job, res); err != nil {
-			log.Warn("publishing error result", "err", err)
-		}
-	}
-	return nil
-}
-
-// deadLetter copies the stored job's payload, with reason headers, to
-// rerank.dead.<model>.
-func (w *Worker) deadLetter(ctx context.Context, model string, s storedJob, md *jetstream.MsgMetadata, ce *schemas.Error) error {
-	out := nats.NewMsg(DeadPrefix + model)
-	out.Data = s.data
-	for k, vs := range s.header {
-		if k == HeaderMsgID || strings.HasPrefix(k, "Nats-") {
-			continue
-		}
-		for _, v := range vs {
-			out.Header.Add(k, v)
-		}
-	}
-	out.Header.Set(HeaderErrorCode, string(ce.Code))
-	out.Header.Set(HeaderError, truncate(ce.Error(), 1024))
-	out.Header.Set(HeaderJobSubject, s.subject)
-	out.Header.Set(HeaderJobSequence, strconv.FormatUint(md.Sequence.Stream, 10))
-	out.Header.Set(HeaderAttempt, strconv.FormatUint(md.NumDelivered, 10))
-	out.Header.Set(HeaderWorker, w.cfg.WorkerID)
-	if id := s.header.Get(HeaderMsgID); id != "" {
-		out.Header.Set("Rerank-Job-Msg-Id", id)
-	}
-	_, err := w.js.PublishMsg(ctx, out, jetstream.WithMsgID("dead:"+strconv.FormatUint(md.Sequence.Stream, 10)))
-	if err != nil {
-		return fmt.Errorf("publishing dead letter to %s: %w", out.Subject, err)
-	}
-	return nil
-}
-
-// salvageJob recovers what it can of an undecodable job to address its
-// error result: id and reply_to when they decode, else the Nats-Msg-Id
-// header (clients set it to the job id).
-func salvageJob(data []byte, header nats.Header, format schemas.Format) *schemas.Job {
-	var head struct {
-		ID      string `msgpack:"id" json:"id"`
-		ReplyTo string `msgpack:"reply_to" json:"reply_to"`
-	}
-	if len(data) <= schemas.DefaultMaxPayloadBytes {
-		if format == schemas.JSON {
-			_ = json.Unmarshal(data, &head)
-		} else if schemas.CheckMsgpack(data) == nil {
-			_ = msgpack.Unmarshal(data, &head)
-		}
-	}
-	job := &schemas.Job{ID: head.ID, ReplyTo: head.ReplyTo}
-	if job.ReplyTo != "" && schemas.CheckReplyTo(job.ReplyTo) != nil {
-		job.ReplyTo = ""
-	}
-	if schemas.CheckID(job.ID) != nil {
-		job.ID, job.ReplyTo = header.Get(HeaderMsgID), ""
-		if schemas.CheckID(job.ID) != nil {
-			job.ID = ""
-		}
-	}
-	return job
-}
-
 // sleep waits d, or less if ctx ends first; it reports whether ctx is
 // still live.
 func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case <-time.After(d):
+	case <-t.C:
 		return true
 	case <-ctx.Done():
 		return false

@@ -91,6 +91,7 @@ type counter struct {
 	mu          sync.Mutex
 	outcomes    map[string]int
 	redelivered int
+	panics      int
 	dead        map[string]int
 }
 
@@ -106,7 +107,8 @@ func (c *counter) DeadLettered(_, code string) {
 	c.dead[code]++
 	c.mu.Unlock()
 }
-func (c *counter) InFlight(int) {}
+func (c *counter) InFlight(int)    {}
+func (c *counter) Panicked(string) { c.mu.Lock(); c.panics++; c.mu.Unlock() }
 func (c *counter) get(f func(c *counter) int) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -151,6 +151,11 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	batchPairs := fs.Int("batch-pairs", pipeline.DefaultMaxBatchPairs, "pairs gathered across jobs before a batch is run")
 	maxCandidates := fs.Int("max-candidates", schemas.DefaultMaxCandidates, "candidates per job")
 	workerID := fs.String("worker-id", "", "name of this worker in results (default host:pid)")
+	var replyAllow multiFlag
+	fs.Var(&replyAllow, "reply-allow", "allow-list of reply_to subject prefixes (repeatable; empty: any subject outside $*, rerank.jobs., rerank.dead. and other jobs' result subjects)")
+	publishRetry := fs.Duration("publish-retry", worker.DefaultPublishRetry, "how long a finished job's result is retried (the job held) before the job is handed back")
+	memoryLimit := fs.String("memory-limit", "auto", "Go heap soft limit: auto (75% of the container's memory limit unless GOMEMLIMIT is set), off, or a size such as 1536MiB")
+	testPanicQuery := fs.String("test-panic-query", "", "fault tests only: a job whose query is exactly this panics while being answered")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	metricsAddr := fs.String("metrics-addr", ":9464", "address of /metrics, /healthz and /readyz (empty: off)")
@@ -168,10 +173,18 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	wcfg := worker.Config{
 		Provision: *provision, Replicas: *replicas, AckWait: *ackWait, MaxDeliver: *maxDeliver,
 		MaxAckPending: *maxAckPending, Concurrency: *concurrency, ShutdownGrace: *grace, WorkerID: *workerID,
-		Limits: schemas.Limits{MaxCandidates: *maxCandidates},
+		PublishRetry: *publishRetry,
+		Limits:       schemas.Limits{MaxCandidates: *maxCandidates, ReplyAllow: replyAllow.values},
 	}
 	if err := wcfg.Validate(); err != nil {
 		return &exitError{2, err}
+	}
+	memLimit, err := applyMemoryLimit(*memoryLimit)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	if memLimit > 0 {
+		log.Info("Go memory limit set", "bytes", memLimit)
 	}
 
 	models, err := mf.load()
@@ -233,7 +246,12 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	defer nc.Close()
 	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
 
-	w, err := worker.New(nc, pipe, wcfg, log, met)
+	var reranker worker.Reranker = pipe
+	if *testPanicQuery != "" {
+		log.Warn("--test-panic-query is set: jobs with that query panic (fault tests only)")
+		reranker = panicOnQuery{Reranker: pipe, query: *testPanicQuery}
+	}
+	w, err := worker.New(nc, reranker, wcfg, log, met)
 	if err != nil {
 		return err
 	}
@@ -258,6 +276,20 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
+}
+
+// panicOnQuery panics on jobs whose query is exactly query: the fault
+// suite's way to check that a panic costs only its own job.
+type panicOnQuery struct {
+	worker.Reranker
+	query string
+}
+
+func (p panicOnQuery) Rerank(ctx context.Context, model string, job *schemas.Job, enqueued time.Time) (*schemas.Result, error) {
+	if job.Query == p.query {
+		panic("test panic: the job's query matched --test-panic-query")
+	}
+	return p.Reranker.Rerank(ctx, model, job, enqueued)
 }
 
 // redact hides passwords in URLs for messages.

@@ -78,7 +78,11 @@ func printRanking(w io.Writer, job *schemas.Job, res *schemas.Result) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RANK\tSCORE\tID\tTEXT")
 	for i, r := range res.Results {
-		fmt.Fprintf(tw, "%d\t%.4f\t%s\t%s\n", i+1, r.RelevanceScore, r.ID, snippet(job.Candidates[r.Index].Text, 60))
+		text := "?" // the client checks indices; never index on trust
+		if r.Index >= 0 && r.Index < len(job.Candidates) {
+			text = snippet(job.Candidates[r.Index].Text, 60)
+		}
+		fmt.Fprintf(tw, "%d\t%.4f\t%s\t%s\n", i+1, r.RelevanceScore, r.ID, text)
 	}
 	tw.Flush()
 }

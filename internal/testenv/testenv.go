@@ -98,17 +98,3 @@ func TokenizerJSON(tb testing.TB) string {
 	}
 	return tokPath
 }
-
-// SharedTestdata returns ../shared/testdata beside the repository (the
-// reference cases that CI lays next to the clone).
-func SharedTestdata(tb testing.TB) string {
-	tb.Helper()
-	if p := os.Getenv("RERANK_SHARED_TESTDATA"); p != "" {
-		return p
-	}
-	p := filepath.Join(RepoRoot(tb), "..", "shared", "testdata")
-	if _, err := os.Stat(p); err != nil {
-		tb.Fatalf("shared test data not found at %s (set RERANK_SHARED_TESTDATA)", p)
-	}
-	return p
-}
