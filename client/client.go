@@ -62,6 +62,12 @@ func New(nc *nats.Conn, opts Options) (*Client, error) {
 	return &Client{nc: nc, js: js, opts: opts}, nil
 }
 
+// resultBuffer is how many messages a pending job's subscription holds
+// before the server counts it a slow consumer and drops messages: enough
+// that forged messages ahead of the real result (see Ignored) cannot crowd
+// it out.
+const resultBuffer = 256
+
 // Pending is a submitted job whose result has not been read yet.
 type Pending struct {
 	c       *Client
@@ -103,7 +109,7 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 		return nil, fmt.Errorf("submitting job %s: %w: %d bytes, server max %d (split the candidates over several jobs)",
 			job.ID, ErrPayloadTooLarge, len(data), max)
 	}
-	p := &Pending{c: c, job: job, subject: job.ReplyTo, ch: make(chan *nats.Msg, 1)}
+	p := &Pending{c: c, job: job, subject: job.ReplyTo, ch: make(chan *nats.Msg, resultBuffer)}
 	if p.subject == "" {
 		p.subject = ResultsPrefix + job.ID
 	}

@@ -1,11 +1,15 @@
 package faults
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -211,9 +215,14 @@ func verify(t testing.TB, js jetstream.JetStream, name string, l *load) *report 
 		t.Fatalf("reading %s: %v", worker.ResultsStream, err)
 	}
 	deadByID := map[string][]byte{}
+	trimmed := map[string]nats.Header{}
 	err = readAll(js, worker.DeadStream, func(m jetstream.Msg) {
 		r.dead++
-		deadByID[m.Headers().Get("Rerank-Job-Msg-Id")] = append([]byte(nil), m.Data()...)
+		id := m.Headers().Get("Rerank-Job-Msg-Id")
+		deadByID[id] = append([]byte(nil), m.Data()...)
+		if m.Headers().Get(worker.HeaderTrimmed) == "true" {
+			trimmed[id] = m.Headers()
+		}
 	})
 	if err != nil {
 		t.Fatalf("reading %s: %v", worker.DeadStream, err)
@@ -267,6 +276,15 @@ func verify(t testing.TB, js jetstream.JetStream, name string, l *load) *report 
 		if d, ok := deadByID[id]; !ok {
 			r.deadMissing++
 			r.problems = append(r.problems, "hostile job not dead-lettered: "+id)
+		} else if h, ok := trimmed[id]; ok {
+			// Too large to store beside its reason headers: a prefix, with
+			// the whole's size and digest.
+			sum := sha256.Sum256(l.raw[id])
+			if h.Get(worker.HeaderOriginalSize) != strconv.Itoa(len(l.raw[id])) || h.Get(worker.HeaderOriginalSHA256) != hex.EncodeToString(sum[:]) ||
+				!bytes.HasPrefix(l.raw[id], d) {
+				r.deadMissing++
+				r.problems = append(r.problems, fmt.Sprintf("trimmed dead letter of %s does not describe the original bytes", id))
+			}
 		} else if string(d) != string(l.raw[id]) {
 			r.deadMissing++
 			r.problems = append(r.problems, fmt.Sprintf("dead letter of %s does not hold the original bytes (%d vs %d bytes)", id, len(d), len(l.raw[id])))

@@ -148,11 +148,17 @@ func testConfig() worker.Config {
 func startWorker(t *testing.T, ns *natsembed.Server, sc pipeline.Scorer, cfg worker.Config) *runningWorker {
 	t.Helper()
 	ic, _ := inject.Preset("all-MiniLM-L12-v3-bm25")
-	p, err := pipeline.New(pipeline.Config{MaxBatchDelay: time.Millisecond}, pipeline.Model{Name: "m", Scorer: sc, Inject: ic})
+	p, err := pipeline.New(pipeline.Config{MaxBatchDelay: time.Millisecond, Limits: cfg.Limits}, pipeline.Model{Name: "m", Scorer: sc, Inject: ic})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
+	return startWorkerWith(t, ns, p, cfg)
+}
+
+// startWorkerWith runs a worker around any Reranker serving model "m".
+func startWorkerWith(t *testing.T, ns *natsembed.Server, p worker.Reranker, cfg worker.Config) *runningWorker {
+	t.Helper()
 	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)

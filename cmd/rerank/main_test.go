@@ -401,3 +401,14 @@ func TestJobsSurviveServeRestart(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// 3. A crafted result (an index outside the job) prints, never panics.
+func TestPrintRankingToleratesForeignIndices(t *testing.T) {
+	job := &schemas.Job{ID: "j", Candidates: []schemas.Candidate{{ID: "a", Text: "alpha"}}}
+	res := &schemas.Result{ID: "j", Results: []schemas.Ranked{{Index: 0, ID: "a"}, {Index: 5, ID: "x"}, {Index: -1, ID: "y"}}}
+	var out strings.Builder
+	printRanking(&out, job, res)
+	if !strings.Contains(out.String(), "alpha") || strings.Count(out.String(), "?") != 2 {
+		t.Fatalf("printed:\n%s", out.String())
+	}
+}
