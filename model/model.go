@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -59,8 +60,9 @@ type Model struct {
 	logit  int
 	width  int64 // output's second dimension, or -1 when dynamic
 	// positions is the size of the position embeddings, the longest
-	// input the graph takes; 0 when the graph does not say.
-	positions int
+	// input the graph takes; 0 when neither the graph nor config.json says.
+	positions  int
+	activation Activation
 
 	runs chan struct{} // semaphore over concurrent ORT runs
 
@@ -93,12 +95,18 @@ func (r *Runtime) Load(dir string, opts Options) (*Model, error) {
 		return nil, fmt.Errorf("loading model %s: %w", dir, err)
 	}
 	m := &Model{dir: dir, cfg: cfg, opts: opts.withDefaults(), tok: tok}
-	path := filepath.Join(dir, ModelFile)
+	path, err := graphFile(dir, cfg, opts)
+	if err != nil {
+		return nil, fmt.Errorf("loading model %s: %w", dir, err)
+	}
 	if err := m.checkGraph(path); err != nil {
 		return nil, fmt.Errorf("loading model %s: %w", path, err)
 	}
 	if m.positions, err = maxPositions(path); err != nil {
 		return nil, fmt.Errorf("loading model %s: %w", path, err)
+	}
+	if m.positions == 0 {
+		m.positions = cfg.Export.MaxPositions
 	}
 	if m.positions > 0 && cfg.MaxLength > m.positions {
 		return nil, fmt.Errorf("loading model %s: %w: max_length %d is over the model's %d position embeddings (inputs that long would fail in the model)",
@@ -115,6 +123,27 @@ func (r *Runtime) Load(dir string, opts Options) (*Model, error) {
 	}
 	m.runs = make(chan struct{}, m.opts.ConcurrentRuns)
 	return m, nil
+}
+
+// graphFile is the ONNX graph of a model directory: Options.ModelFile,
+// else rerank.json's model_file, else model.onnx, else onnx/model.onnx.
+func graphFile(dir string, cfg Config, opts Options) (string, error) {
+	for _, f := range []string{opts.ModelFile, cfg.ModelFile} {
+		if f == "" {
+			continue
+		}
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(dir, f)
+		}
+		return f, nil
+	}
+	for _, f := range []string{ModelFile, ExportModelFile} {
+		p := filepath.Join(dir, f)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: no %s or %s (set model_file in %s)", ErrModelMismatch, ModelFile, ExportModelFile, ConfigFile)
 }
 
 func (m *Model) checkGraph(path string) error {
@@ -180,8 +209,38 @@ func (m *Model) checkGraph(path string) error {
 	if m.width > 0 && int64(m.logit) >= m.width {
 		return fmt.Errorf("%w: output.logit %d but output %q has %d columns", ErrModelMismatch, m.logit, out.Name, m.width)
 	}
+	m.activation = m.resolveActivation()
 	return nil
 }
+
+// resolveActivation applies the defaults of OutputConfig.Activation: what
+// rerank.json says, else the export's sentence-transformers activation_fn,
+// else sigmoid for one label and softmax for more.
+func (m *Model) resolveActivation() Activation {
+	o := m.cfg.Output
+	switch {
+	case o.Activation != "":
+		return o.Activation
+	case o.Sigmoid != nil && *o.Sigmoid:
+		return ActivationSigmoid
+	case o.Sigmoid != nil:
+		return ActivationNone
+	}
+	if a := m.cfg.Export.activation(); a != "" {
+		return a
+	}
+	labels := int(m.width)
+	if labels <= 0 {
+		labels = m.cfg.Export.NumLabels
+	}
+	if labels >= 2 {
+		return ActivationSoftmax
+	}
+	return ActivationSigmoid
+}
+
+// Activation is how the model's logits become scores.
+func (m *Model) Activation() Activation { return m.activation }
 
 // Name is the model's name (rerank.json "name", else the directory name).
 func (m *Model) Name() string { return m.cfg.Name }
@@ -385,13 +444,31 @@ func (m *Model) runBatch(ctx context.Context, encs []Encoding, idx []int, scores
 	data := out.GetData()
 	width := int(oshape[1])
 	for row, i := range idx {
-		v := data[row*width+m.logit]
-		if m.cfg.Output.Sigmoid {
-			v = float32(1 / (1 + math.Exp(-float64(v))))
-		}
-		scores[i] = v
+		scores[i] = score(data[row*width:(row+1)*width], m.logit, m.activation)
 	}
 	return nil
+}
+
+// score is one row's score: its logit at column k, through the activation.
+// Softmax is computed in float64 from the row's largest logit, so it never
+// overflows.
+func score(row []float32, k int, a Activation) float32 {
+	v := float64(row[k])
+	switch a {
+	case ActivationSigmoid:
+		return float32(1 / (1 + math.Exp(-v)))
+	case ActivationSoftmax:
+		hi := v
+		for _, l := range row {
+			hi = max(hi, float64(l))
+		}
+		var sum float64
+		for _, l := range row {
+			sum += math.Exp(float64(l) - hi)
+		}
+		return float32(math.Exp(v-hi) / sum)
+	}
+	return row[k]
 }
 
 func resize(s []int64, n int) []int64 {

@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"github.com/rerank/rerank/internal/testenv"
 	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/testmodel"
 )
 
 var (
@@ -374,5 +376,128 @@ func BenchmarkPaddingRatio(b *testing.B) {
 			b.ReportMetric(st.PaddingRatio(), "padded/real")
 			b.ReportMetric(float64(b.N*len(encs))/b.Elapsed().Seconds(), "pairs/s")
 		})
+	}
+}
+
+// exportDir generates the tiny model with labels logits as a Hugging Face
+// export whose config.json has no sentence-transformers activation (as
+// optimum writes it), plus rerank.json when given.
+func exportDir(t *testing.T, labels int, rerankJSON string) string {
+	t.Helper()
+	dir := t.TempDir()
+	spec := testmodel.Tiny
+	spec.Labels = labels
+	if err := testmodel.WriteDir(dir, spec, testenv.TokenizerJSON(t)); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, model.HFConfigFile)
+	var cfg map[string]any
+	b, _ := os.ReadFile(path)
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	delete(cfg, "sentence_transformers")
+	b, _ = json.Marshal(cfg)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if rerankJSON != "" {
+		if err := os.WriteFile(filepath.Join(dir, model.ConfigFile), []byte(rerankJSON), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func scoresOf(t *testing.T, dir string, pairs []model.Pair) ([]float32, *model.Model) {
+	t.Helper()
+	rt, _ := fixture(t)
+	m, err := rt.Load(dir, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	s, _, err := m.Score(context.Background(), pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, m
+}
+
+// A two-logit export is scored as sentence-transformers would: softmax of
+// the relevant class, σ(l1 − l0), whose order differs from l1's alone.
+func TestTwoLogitExportScoresSoftmax(t *testing.T) {
+	pairs := mixedPairs(40, 3)
+	dir := exportDir(t, 2, "")
+	probs, m := scoresOf(t, dir, pairs)
+	if m.Activation() != model.ActivationSoftmax {
+		t.Fatalf("activation %q, want softmax for two labels", m.Activation())
+	}
+	l1, _ := scoresOf(t, exportDir(t, 2, `{"output":{"activation":"none"}}`), pairs)
+	l0, _ := scoresOf(t, exportDir(t, 2, `{"output":{"activation":"none","logit":0}}`), pairs)
+	inversions := 0
+	for i := range pairs {
+		want := 1 / (1 + math.Exp(float64(l0[i])-float64(l1[i])))
+		if math.Abs(float64(probs[i])-want) > 1e-5 {
+			t.Fatalf("pair %d: softmax score %v, want σ(l1 − l0) = %v", i, probs[i], want)
+		}
+		for j := range i {
+			if (l1[i] > l1[j]) != (probs[i] > probs[j]) {
+				inversions++
+			}
+		}
+	}
+	if inversions == 0 {
+		t.Fatal("no pair of candidates is ordered differently by l1 and by softmax: the test proves nothing")
+	}
+	t.Logf("%d of %d candidate pairs ordered differently by the raw logit and the probability", inversions, len(pairs)*(len(pairs)-1)/2)
+}
+
+// A one-logit export without a sentence-transformers activation is scored
+// with sigmoid; config.json's activation_fn and rerank.json override it.
+func TestOneLogitExportActivation(t *testing.T) {
+	pairs := mixedPairs(20, 5)
+	sig, m := scoresOf(t, exportDir(t, 1, ""), pairs)
+	if m.Activation() != model.ActivationSigmoid {
+		t.Fatalf("activation %q, want sigmoid", m.Activation())
+	}
+	raw, mr := scoresOf(t, exportDir(t, 1, `{"output":{"sigmoid":false}}`), pairs)
+	if mr.Activation() != model.ActivationNone {
+		t.Fatalf("legacy sigmoid:false gave %q", mr.Activation())
+	}
+	for i := range pairs {
+		if want := 1 / (1 + math.Exp(-float64(raw[i]))); math.Abs(float64(sig[i])-want) > 1e-6 {
+			t.Fatalf("pair %d: %v, want σ(%v) = %v", i, sig[i], raw[i], want)
+		}
+	}
+	// The generated models say Identity in config.json, as a
+	// sentence-transformers export of a raw-logit model does.
+	_, dir := fixture(t)
+	if _, mg := scoresOf(t, dir, pairs[:1]); mg.Activation() != model.ActivationNone {
+		t.Fatalf("activation_fn Identity gave %q", mg.Activation())
+	}
+}
+
+// An optimum-style directory (no rerank.json) loads with what the export
+// says; a max_length over config.json's positions is refused.
+func TestExportDirectoryWithoutRerankJSON(t *testing.T) {
+	dir := exportDir(t, 1, "")
+	if err := os.Remove(filepath.Join(dir, model.ModelFile)); err != nil { // transformers.js layout: onnx/model.onnx only
+		t.Fatal(err)
+	}
+	rt, _ := fixture(t)
+	m, err := rt.Load(dir, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.Name() != filepath.Base(dir) || m.Config().MaxLength != 512 || m.Positions() != 512 {
+		t.Fatalf("name %q, max_length %d, positions %d", m.Name(), m.Config().MaxLength, m.Positions())
+	}
+	if err := os.WriteFile(filepath.Join(dir, model.ConfigFile), []byte(`{"max_length":600}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Load(dir, model.Options{}); !errors.Is(err, model.ErrInvalidConfig) || !strings.Contains(err.Error(), "position embeddings") {
+		t.Fatalf("max_length over the positions: %v", err)
 	}
 }

@@ -158,6 +158,10 @@ type Options struct {
 	MaxBatchCells int
 	// NoLengthSort pads batches in arrival order (benchmarks only).
 	NoLengthSort bool
+	// ModelFile, when set, is the ONNX graph to load instead of the
+	// directory's own (for example onnx/model_quantized.onnx), relative to
+	// the model directory or absolute.
+	ModelFile string
 }
 
 // Default batch limits on CPU, where a worker's memory matters more than

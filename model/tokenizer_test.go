@@ -475,6 +475,7 @@ func TestParseTokenizerRejects(t *testing.T) {
 		want error
 	}{
 		{"BPE model", func(m map[string]any) { sub(m, "model")["type"] = "BPE" }, ErrUnsupportedTokenizer},
+		{"Unigram model", func(m map[string]any) { sub(m, "model")["type"] = "Unigram" }, ErrUnsupportedTokenizer},
 		{"no model", func(m map[string]any) { m["model"] = nil }, ErrUnsupportedTokenizer},
 		{"Sequence normalizer", func(m map[string]any) {
 			m["normalizer"] = map[string]any{"type": "Sequence", "normalizers": []any{m["normalizer"]}}

@@ -10,11 +10,12 @@ import (
 )
 
 func cmdGenModel(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("gen-model", "--size tiny|l12 --tokenizer tokenizer.json --out DIR", stderr)
+	fs := newFlags("gen-model", "--size tiny|l12 --tokenizer tokenizer.json --out DIR (a Hugging Face ONNX export directory with random weights)", stderr)
 	size := fs.String("size", "tiny", "tiny (2 layers, hidden 32) or l12 (MiniLM-L12-H384 shape)")
 	tok := fs.String("tokenizer", "", "BERT-uncased tokenizer.json to copy into the directory")
 	out := fs.String("out", "", "model directory to write")
-	name := fs.String("name", "", "model name in rerank.json (default: the spec's)")
+	name := fs.String("name", "", "model name in the ONNX metadata (the model is served under its directory's name)")
+	labels := fs.Int("labels", 1, "logits per pair (2: a two-class export, scored with softmax)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -33,6 +34,7 @@ func cmdGenModel(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 	if *name != "" {
 		spec.Name = *name
 	}
+	spec.Labels = *labels
 	start := time.Now()
 	if err := testmodel.WriteDir(*out, spec, *tok); err != nil {
 		return err

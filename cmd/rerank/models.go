@@ -15,8 +15,9 @@ import (
 const demoModelDir = ".cache/models/demo"
 
 // modelSpec is one --model NAME=DIR (or DIR alone: the name comes from
-// rerank.json or the directory).
-type modelSpec struct{ name, dir string }
+// rerank.json or the directory). NAME=DIR/onnx/model_quantized.onnx picks
+// one graph of an export directory.
+type modelSpec struct{ name, dir, file string }
 
 func parseModelSpecs(values []string) ([]modelSpec, error) {
 	if len(values) == 0 {
@@ -35,7 +36,16 @@ func parseModelSpecs(values []string) ([]modelSpec, error) {
 		if name != "" && !model.ValidName(name) {
 			return nil, fmt.Errorf("model name %q: use 1-64 letters, digits, '-' or '_'", name)
 		}
-		out = append(out, modelSpec{name: name, dir: dir})
+		spec := modelSpec{name: name, dir: dir}
+		if strings.HasSuffix(dir, ".onnx") {
+			spec.file = filepath.Base(dir)
+			spec.dir = filepath.Dir(dir)
+			if filepath.Base(spec.dir) == "onnx" {
+				spec.file = filepath.Join("onnx", spec.file)
+				spec.dir = filepath.Dir(spec.dir)
+			}
+		}
+		out = append(out, spec)
 	}
 	return out, nil
 }
@@ -85,7 +95,9 @@ func loadModels(libPath string, specs []modelSpec, opts model.Options) (*loadedM
 	l := &loadedModels{rt: rt}
 	seen := map[string]bool{}
 	for _, s := range specs {
-		m, err := rt.Load(s.dir, opts)
+		o := opts
+		o.ModelFile = s.file
+		m, err := rt.Load(s.dir, o)
 		if err != nil {
 			l.Close()
 			return nil, err

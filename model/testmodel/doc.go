@@ -17,7 +17,7 @@
 //
 // WriteONNX streams the ONNX protobuf, which the package encodes by hand with
 // protowire; WriteDir lays out a model directory (model.onnx, onnx/model.onnx,
-// tokenizer.json, tokenizer_config.json, config.json, rerank.json) that both
+// tokenizer.json, tokenizer_config.json, config.json) that both
 // this project's loader and transformers.js can open.
 //
 // The package owns only that generation. It may import only the standard

@@ -471,8 +471,8 @@ func buildGraph(s Spec) *graph {
 	first := g.node("/bert/pooler", "Gather", []string{x, g.scalarI64(0)}, attrInt("axis", 1))
 	pooled := g.linear("/bert/pooler/dense", first, "bert.pooler.dense", H, H)
 	pooled = g.node("/bert/pooler/activation", "Tanh", []string{pooled})
-	w := g.param("classifier.weight", s.InitStd, H, 1)
-	b := g.param("classifier.bias", s.InitStd*biasScale, 1)
+	w := g.param("classifier.weight", s.InitStd, H, int64(s.labels()))
+	b := g.param("classifier.bias", s.InitStd*biasScale, int64(s.labels()))
 	y := g.node("/classifier", "MatMul", []string{pooled, w})
 	g.nodeNamed("/classifier/Add", "Add", []string{y, b}, Logits)
 	return g
@@ -536,7 +536,7 @@ func encode(s Spec) *encoded {
 		e.graphB = appendBytesField(e.graphB, graphInput, valueInfo(in, dataTypeInt64, bs...))
 	}
 	e.graphB = appendBytesField(e.graphB, graphOutput,
-		valueInfo(Logits, dataTypeFloat, dim{param: BatchDim}, dim{value: 1}))
+		valueInfo(Logits, dataTypeFloat, dim{param: BatchDim}, dim{value: int64(s.labels())}))
 
 	opset := appendStringField(nil, opsetDomain, "")
 	opset = appendVarintField(opset, opsetVersion, opsetVersionONNX)

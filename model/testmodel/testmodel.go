@@ -13,7 +13,7 @@ import (
 
 // Spec describes a random-weight BERT cross-encoder.
 type Spec struct {
-	Name         string  // recorded in rerank.json and the ONNX metadata
+	Name         string  // recorded in the ONNX metadata (the loader names a model after its directory)
 	Layers       int     // encoder layers
 	Hidden       int     // hidden size
 	Heads        int     // attention heads; must divide Hidden
@@ -23,7 +23,11 @@ type Spec struct {
 	Vocab        int     // word embeddings; every tokenizer id must be below it
 	Seed         uint64  // PCG seed for every weight
 	InitStd      float64 // standard deviation of weights and embeddings; biases use a tenth of it
+	Labels       int     // classifier outputs (logits per pair); 0 means 1
 }
+
+// labels is the number of logits per pair.
+func (s Spec) labels() int { return max(s.Labels, 1) }
 
 // The presets' InitStd is far above BERT's 0.02 on purpose: with 0.02 a small
 // random model's logit barely moves with its input (a spread of about 0.001
@@ -92,6 +96,7 @@ func (s Spec) Validate() error {
 	check("MaxPositions", s.MaxPositions, 1, 1<<20)
 	check("TypeVocab", s.TypeVocab, 1, 1<<16)
 	check("Vocab", s.Vocab, 1, 1<<24)
+	check("Labels", s.labels(), 1, 16)
 	if s.Heads > 0 && s.Hidden%s.Heads != 0 {
 		errs = append(errs, fmt.Errorf("Hidden %d is not a multiple of Heads %d", s.Hidden, s.Heads))
 	}
@@ -148,11 +153,14 @@ const (
 	RerankFile          = "rerank.json"
 )
 
-// WriteDir lays out a model directory for s: model.onnx, onnx/model.onnx (a
-// hard link to it, or a copy where links fail), tokenizer.json (copied from
-// the file tokenizerJSON), tokenizer_config.json, config.json (a Hugging Face
-// BertConfig) and rerank.json. It creates dir if needed and replaces those
-// files if they exist, each by renaming a complete temporary file.
+// WriteDir lays out a model directory for s exactly as a Hugging Face ONNX
+// export does: model.onnx, onnx/model.onnx (a hard link to it, or a copy
+// where links fail), tokenizer.json (copied from the file tokenizerJSON),
+// tokenizer_config.json and config.json (a Hugging Face BertConfig, with the
+// sentence-transformers activation and a note that the weights are random).
+// No rerank.json: the loader needs none. It creates dir if needed and
+// replaces those files if they exist, each by renaming a complete temporary
+// file.
 func WriteDir(dir string, s Spec, tokenizerJSON string) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -175,6 +183,11 @@ func WriteDir(dir string, s Spec, tokenizerJSON string) error {
 	if err := linkOrCopy(model, filepath.Join(dir, ONNXModelFile)); err != nil {
 		return err
 	}
+	// An older layout wrote rerank.json, which would now override the
+	// export's own settings.
+	if err := os.Remove(filepath.Join(dir, RerankFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("testmodel: %w", err)
+	}
 
 	files := []struct {
 		name string
@@ -183,7 +196,6 @@ func WriteDir(dir string, s Spec, tokenizerJSON string) error {
 		{TokenizerFile, tok},
 		{TokenizerConfigFile, mustJSON(tokenizerConfig(s))},
 		{ConfigFile, mustJSON(bertConfig(s))},
-		{RerankFile, mustJSON(rerankConfig(s))},
 	}
 	for _, f := range files {
 		err := writeFileAtomic(filepath.Join(dir, f.name), func(w io.Writer) error {
@@ -243,39 +255,20 @@ func mustJSON(v any) []byte {
 	return buf.Bytes()
 }
 
-// rerank.json, read by this project's model loader.
-type rerankJSON struct {
-	Name       string          `json:"name"`
-	Preset     string          `json:"preset"`
-	MaxLength  int             `json:"max_length"`
-	Truncation string          `json:"truncation"`
-	Output     rerankOutput    `json:"output"`
-	Generated  rerankGenerated `json:"generated"`
-}
+// RandomWeightsNote is config.json's rerank_generated.note.
+const RandomWeightsNote = "random weights: scores are meaningless; for tests, demos and benchmarks only"
 
-type rerankOutput struct {
-	Logit   int  `json:"logit"`
-	Sigmoid bool `json:"sigmoid"`
-}
-
-type rerankGenerated struct {
+type generatedJSON struct {
 	RandomWeights bool   `json:"random_weights"`
 	Seed          uint64 `json:"seed"`
 	Note          string `json:"note"`
 }
 
-// RandomWeightsNote is rerank.json's generated.note.
-const RandomWeightsNote = "random weights: scores are meaningless; for tests, demos and benchmarks only"
-
-func rerankConfig(s Spec) rerankJSON {
-	return rerankJSON{
-		Name:       s.Name,
-		Preset:     "ms-marco-MiniLM",
-		MaxLength:  maxLength(s),
-		Truncation: "longest_first",
-		Output:     rerankOutput{Logit: 0, Sigmoid: false},
-		Generated:  rerankGenerated{RandomWeights: true, Seed: s.Seed, Note: RandomWeightsNote},
-	}
+// sentence-transformers' CrossEncoder settings in config.json. The
+// generated models keep raw logits (Identity), as the demo always showed.
+type sentenceTransformersJSON struct {
+	ActivationFn string `json:"activation_fn"`
+	Version      string `json:"version"`
 }
 
 // maxLength is 512, or fewer where the model has fewer positions.
@@ -285,28 +278,30 @@ func maxLength(s Spec) int {
 
 // config.json: a Hugging Face BertConfig for BertForSequenceClassification.
 type bertConfigJSON struct {
-	Architectures             []string          `json:"architectures"`
-	ModelType                 string            `json:"model_type"`
-	AttentionProbsDropoutProb float64           `json:"attention_probs_dropout_prob"`
-	ClassifierDropout         *float64          `json:"classifier_dropout"`
-	HiddenAct                 string            `json:"hidden_act"`
-	HiddenDropoutProb         float64           `json:"hidden_dropout_prob"`
-	HiddenSize                int               `json:"hidden_size"`
-	ID2Label                  map[string]string `json:"id2label"`
-	InitializerRange          float64           `json:"initializer_range"`
-	IntermediateSize          int               `json:"intermediate_size"`
-	Label2ID                  map[string]int    `json:"label2id"`
-	LayerNormEps              float64           `json:"layer_norm_eps"`
-	MaxPositionEmbeddings     int               `json:"max_position_embeddings"`
-	NumAttentionHeads         int               `json:"num_attention_heads"`
-	NumHiddenLayers           int               `json:"num_hidden_layers"`
-	NumLabels                 int               `json:"num_labels"`
-	PadTokenID                int               `json:"pad_token_id"`
-	PositionEmbeddingType     string            `json:"position_embedding_type"`
-	TorchDtype                string            `json:"torch_dtype"`
-	TypeVocabSize             int               `json:"type_vocab_size"`
-	UseCache                  bool              `json:"use_cache"`
-	VocabSize                 int               `json:"vocab_size"`
+	Architectures             []string                 `json:"architectures"`
+	ModelType                 string                   `json:"model_type"`
+	AttentionProbsDropoutProb float64                  `json:"attention_probs_dropout_prob"`
+	ClassifierDropout         *float64                 `json:"classifier_dropout"`
+	HiddenAct                 string                   `json:"hidden_act"`
+	HiddenDropoutProb         float64                  `json:"hidden_dropout_prob"`
+	HiddenSize                int                      `json:"hidden_size"`
+	ID2Label                  map[string]string        `json:"id2label"`
+	InitializerRange          float64                  `json:"initializer_range"`
+	IntermediateSize          int                      `json:"intermediate_size"`
+	Label2ID                  map[string]int           `json:"label2id"`
+	LayerNormEps              float64                  `json:"layer_norm_eps"`
+	MaxPositionEmbeddings     int                      `json:"max_position_embeddings"`
+	NumAttentionHeads         int                      `json:"num_attention_heads"`
+	NumHiddenLayers           int                      `json:"num_hidden_layers"`
+	NumLabels                 int                      `json:"num_labels"`
+	PadTokenID                int                      `json:"pad_token_id"`
+	PositionEmbeddingType     string                   `json:"position_embedding_type"`
+	TorchDtype                string                   `json:"torch_dtype"`
+	TypeVocabSize             int                      `json:"type_vocab_size"`
+	UseCache                  bool                     `json:"use_cache"`
+	VocabSize                 int                      `json:"vocab_size"`
+	SentenceTransformers      sentenceTransformersJSON `json:"sentence_transformers"`
+	Generated                 generatedJSON            `json:"rerank_generated"`
 }
 
 func bertConfig(s Spec) bertConfigJSON {
@@ -317,22 +312,40 @@ func bertConfig(s Spec) bertConfigJSON {
 		HiddenAct:                 "gelu",
 		HiddenDropoutProb:         0.1,
 		HiddenSize:                s.Hidden,
-		ID2Label:                  map[string]string{"0": "LABEL_0"},
+		ID2Label:                  labelMap(s),
 		InitializerRange:          s.InitStd,
 		IntermediateSize:          s.FFN,
-		Label2ID:                  map[string]int{"LABEL_0": 0},
+		Label2ID:                  labelIDs(s),
 		LayerNormEps:              layerNormEps,
 		MaxPositionEmbeddings:     s.MaxPositions,
 		NumAttentionHeads:         s.Heads,
 		NumHiddenLayers:           s.Layers,
-		NumLabels:                 1,
+		NumLabels:                 s.labels(),
 		PadTokenID:                0,
 		PositionEmbeddingType:     "absolute",
 		TorchDtype:                "float32",
 		TypeVocabSize:             s.TypeVocab,
 		UseCache:                  true,
 		VocabSize:                 s.Vocab,
+		SentenceTransformers:      sentenceTransformersJSON{ActivationFn: "torch.nn.modules.linear.Identity", Version: "4.1.0"},
+		Generated:                 generatedJSON{RandomWeights: true, Seed: s.Seed, Note: RandomWeightsNote},
 	}
+}
+
+func labelMap(s Spec) map[string]string {
+	m := map[string]string{}
+	for i := range s.labels() {
+		m[fmt.Sprint(i)] = fmt.Sprintf("LABEL_%d", i)
+	}
+	return m
+}
+
+func labelIDs(s Spec) map[string]int {
+	m := map[string]int{}
+	for i := range s.labels() {
+		m[fmt.Sprintf("LABEL_%d", i)] = i
+	}
+	return m
 }
 
 type tokenizerConfigJSON struct {

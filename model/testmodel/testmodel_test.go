@@ -576,23 +576,9 @@ func TestWriteDir(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	wantNames := []string{"config.json", "model.onnx", "onnx", "rerank.json", "tokenizer.json", "tokenizer_config.json"}
+	wantNames := []string{"config.json", "model.onnx", "onnx", "tokenizer.json", "tokenizer_config.json"}
 	if !slices.Equal(names, wantNames) {
-		t.Errorf("directory holds %v, want %v", names, wantNames)
-	}
-
-	var rr map[string]any
-	readJSON(t, filepath.Join(dir, "rerank.json"), &rr)
-	wantRR := map[string]any{
-		"name": "tiny", "preset": "ms-marco-MiniLM", "max_length": 512.0, "truncation": "longest_first",
-		"output": map[string]any{"logit": 0.0, "sigmoid": false},
-		"generated": map[string]any{
-			"random_weights": true, "seed": float64(testmodel.Tiny.Seed),
-			"note": "random weights: scores are meaningless; for tests, demos and benchmarks only",
-		},
-	}
-	if fmt.Sprint(rr) != fmt.Sprint(wantRR) {
-		t.Errorf("rerank.json = %v\nwant %v", rr, wantRR)
+		t.Errorf("directory holds %v, want %v (an export directory: no rerank.json)", names, wantNames)
 	}
 
 	var cfg map[string]any
@@ -609,6 +595,11 @@ func TestWriteDir(t *testing.T) {
 	if fmt.Sprint(cfg["architectures"]) != "[BertForSequenceClassification]" ||
 		fmt.Sprint(cfg["id2label"]) != "map[0:LABEL_0]" {
 		t.Errorf("config.json architectures %v, id2label %v", cfg["architectures"], cfg["id2label"])
+	}
+	wantGen := map[string]any{"random_weights": true, "seed": float64(testmodel.Tiny.Seed), "note": testmodel.RandomWeightsNote}
+	if fmt.Sprint(cfg["rerank_generated"]) != fmt.Sprint(wantGen) ||
+		fmt.Sprint(cfg["sentence_transformers"]) != "map[activation_fn:torch.nn.modules.linear.Identity version:4.1.0]" {
+		t.Errorf("config.json rerank_generated %v, sentence_transformers %v", cfg["rerank_generated"], cfg["sentence_transformers"])
 	}
 
 	var tc map[string]any
