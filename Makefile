@@ -68,6 +68,24 @@ test: assets build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
 	@$(MAKE) --no-print-directory fuzz-short
+	@$(MAKE) --no-print-directory parity
+
+# make parity: `rerank run` against an independent JavaScript reference
+# (tools/parity: transformers.js AutoTokenizer + onnxruntime-node 1.29.0,
+# installed from npm with --ignore-scripts into .cache/parity) on the tiny
+# model, for three presets at max lengths 512 and 128, and the injection
+# golden files of inject/testdata against the reference's own injection.
+PARITY := $(CACHE)/parity
+.PHONY: parity parity-js
+parity-js: $(PARITY)/node_modules/onnxruntime-node/package.json
+$(PARITY)/node_modules/onnxruntime-node/package.json: tools/parity/package.json
+	@mkdir -p $(PARITY)
+	@cp tools/parity/package.json tools/parity/.npmrc $(PARITY)/
+	@cd $(PARITY) && npm install --ignore-scripts --no-audit --no-fund --silent
+	@touch $@
+parity: build ort tiny-model parity-js
+	@cp tools/parity/parity.mjs $(PARITY)/
+	@node $(PARITY)/parity.mjs --rerank $(BIN) --model $(TINY_MODEL) --jobs tools/parity/jobs.json --golden inject/testdata --ort-lib $(abspath $(ORT_LIB))
 
 FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model:FuzzTokenizePair
 fuzz-short:
