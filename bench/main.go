@@ -329,7 +329,7 @@ func benchSmallJobs(ctx context.Context, c config, m *model.Model, r *rand.Rand)
 	with := &mode{name: "batched", cfg: pipeline.Config{}}
 	without := &mode{name: "unbatched", cfg: pipeline.Config{MaxBatchDelay: -1}}
 	for _, x := range []*mode{with, without} {
-		x.cfg.OnScore = func(_ string, _ int, st model.Stats) {
+		x.cfg.OnScore = func(_ string, _ schemas.Lane, _ int, st model.Stats) {
 			x.real.Add(int64(st.RealTokens))
 			x.padded.Add(int64(st.PaddedTokens))
 			x.batches.Add(int64(st.Batches))

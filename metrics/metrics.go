@@ -35,6 +35,9 @@ type Metrics struct {
 	redelivered *prometheus.CounterVec
 	dead        *prometheus.CounterVec
 	panics      *prometheus.CounterVec
+	calls       *prometheus.CounterVec
+	laneWait    *prometheus.HistogramVec
+	chunks      *prometheus.GaugeVec
 }
 
 // New registers the collectors. connected reports the NATS connection state
@@ -66,8 +69,15 @@ func New(connected func() float64) *Metrics {
 		Help: "Jobs dead-lettered, by error code."}, []string{"model", "code"})
 	m.panics = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rerank_job_panics_total",
 		Help: "Go panics recovered while answering a job (the job failed with internal, the worker kept running)."}, []string{"model"})
+	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rerank_scheduler_calls_total",
+		Help: "Scoring calls, by the scheduler's decision: which model and which lane."}, []string{"model", "lane"})
+	m.laneWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rerank_lane_wait_seconds",
+		Help: "Time from a job reaching the model's scheduler to its first scoring call, by lane.",
+		Buckets: []float64{0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}}, []string{"model", "lane"})
+	m.chunks = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rerank_chunks_in_flight",
+		Help: "Chunks (a job's share of one scoring call) being scored."}, []string{"model"})
 	for _, c := range []prometheus.Collector{m.jobs, m.jobDuration, m.queueWait, m.pairs, m.batchSize, m.padding,
-		m.inference, m.jobsPerCall, m.inFlight, m.redelivered, m.dead, m.panics,
+		m.inference, m.jobsPerCall, m.inFlight, m.redelivered, m.dead, m.panics, m.calls, m.laneWait, m.chunks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -98,7 +108,8 @@ func (m *Metrics) Panicked(model string) { m.panics.WithLabelValues(model).Inc()
 func (m *Metrics) InFlight(delta int) { m.inFlight.Add(float64(delta)) }
 
 // ObserveScore records one scoring call of the pipeline.
-func (m *Metrics) ObserveScore(model string, jobs, pairs int, batchSizes []int, paddingRatio float64, inference time.Duration) {
+func (m *Metrics) ObserveScore(model, lane string, jobs, pairs int, batchSizes []int, paddingRatio float64, inference time.Duration) {
+	m.calls.WithLabelValues(model, lane).Inc()
 	m.pairs.WithLabelValues(model).Add(float64(pairs))
 	for _, b := range batchSizes {
 		m.batchSize.WithLabelValues(model).Observe(float64(b))
@@ -107,6 +118,14 @@ func (m *Metrics) ObserveScore(model string, jobs, pairs int, batchSizes []int, 
 	m.inference.WithLabelValues(model).Observe(inference.Seconds())
 	m.jobsPerCall.WithLabelValues(model).Observe(float64(jobs))
 }
+
+// ObserveLaneWait records a job's wait for its first scoring call.
+func (m *Metrics) ObserveLaneWait(model, lane string, wait time.Duration) {
+	m.laneWait.WithLabelValues(model, lane).Observe(wait.Seconds())
+}
+
+// ChunksInFlight moves the chunks-in-flight gauge.
+func (m *Metrics) ChunksInFlight(model string, delta int) { m.chunks.WithLabelValues(model).Add(float64(delta)) }
 
 // Server serves /metrics, /healthz and /readyz.
 type Server struct {

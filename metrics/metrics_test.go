@@ -28,7 +28,11 @@ func TestObserverEventsReachTheCollectors(t *testing.T) {
 	m.DeadLettered("m", "missing_query")
 	m.InFlight(3)
 	m.InFlight(-1)
-	m.ObserveScore("m", 4, 48, []int{16, 16, 16}, 1.03, 250*time.Millisecond)
+	m.ObserveScore("m", "bulk", 4, 48, []int{16, 16, 16}, 1.03, 250*time.Millisecond)
+	m.ObserveLaneWait("m", "bulk", 300*time.Millisecond)
+	m.ChunksInFlight("m", 3)
+	m.ChunksInFlight("m", -1)
+	m.Panicked("m")
 	connected = 0
 
 	for _, tc := range []struct {
@@ -38,6 +42,9 @@ func TestObserverEventsReachTheCollectors(t *testing.T) {
 		{"rerank_jobs_total", `rerank_jobs_total{model="m",outcome="invalid"} 1
 rerank_jobs_total{model="m",outcome="ok"} 2`},
 		{"rerank_redeliveries_total", `rerank_redeliveries_total{model="m"} 1`},
+		{"rerank_scheduler_calls_total", `rerank_scheduler_calls_total{lane="bulk",model="m"} 1`},
+		{"rerank_chunks_in_flight", `rerank_chunks_in_flight{model="m"} 2`},
+		{"rerank_job_panics_total", `rerank_job_panics_total{model="m"} 1`},
 		{"rerank_dead_letters_total", `rerank_dead_letters_total{code="missing_query",model="m"} 1`},
 		{"rerank_jobs_in_flight", `rerank_jobs_in_flight 2`},
 		{"rerank_pairs_scored_total", `rerank_pairs_scored_total{model="m"} 48`},
@@ -54,6 +61,7 @@ rerank_jobs_total{model="m",outcome="ok"} 2`},
 	for name, want := range map[string]int{
 		"rerank_batch_size": 3, "rerank_padding_ratio": 1, "rerank_inference_seconds": 1,
 		"rerank_jobs_per_scoring_call": 1, "rerank_job_duration_seconds": 3, "rerank_queue_wait_seconds": 3,
+		"rerank_lane_wait_seconds": 1,
 	} {
 		mfs, err := m.Registry.Gather()
 		if err != nil {

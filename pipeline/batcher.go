@@ -3,15 +3,24 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/pipeline/sched"
+	"github.com/rerank/rerank/schemas"
 )
 
+// request is one job's tokenized pairs on their way through the batcher.
 type request struct {
-	ctx  context.Context
-	encs []model.Encoding
-	done chan response // buffered, capacity 1
+	ctx    context.Context
+	encs   []model.Encoding
+	order  []int // encs by length: chunks are ranges of it
+	scores []float32
+	sr     sched.Request
+	scored int  // pairs scored so far
+	failed bool // answered with an error; the rest is dropped
+	done   chan response // buffered, capacity 1
 }
 
 type response struct {
@@ -19,22 +28,39 @@ type response struct {
 	err    error
 }
 
-// batcher gathers the requests of concurrent jobs for one model into shared
-// scoring calls. Its loop is owned by the Pipeline (started in New, stopped
-// by Close); each call runs in a goroutine the loop tracks in Pipeline.wg.
-type batcher struct {
-	p     *Pipeline
-	m     Model
-	in    chan *request
-	slots chan struct{} // scoring calls in flight
+// call is one scoring call: chunks of one lane, maybe of several jobs.
+type call struct {
+	lane   schemas.Lane
+	chunks []sched.Chunk
+	reqs   []*request // chunks[i] is reqs[i]'s
+	// Set by run:
+	scores [][]float32 // per chunk
+	errs   []error     // per chunk
 }
 
-// score submits encs and waits for their scores.
-func (b *batcher) score(ctx context.Context, encs []model.Encoding) ([]float32, error) {
+// batcher schedules the pairs of one model's jobs over its scoring calls.
+// Its loop goroutine owns the policy and every request's state; scoring
+// calls run in goroutines it starts (at most ConcurrentCalls at once) and
+// report back on results. Both are tracked by the Pipeline's WaitGroup.
+type batcher struct {
+	p       *Pipeline
+	m       Model
+	in      chan *request
+	results chan *call
+}
+
+// score submits encs and waits for their scores, in encs order.
+func (b *batcher) score(ctx context.Context, lane schemas.Lane, encs []model.Encoding) ([]float32, error) {
 	if b.p.cfg.MaxBatchDelay < 0 {
-		return b.call(ctx, encs, 1)
+		return b.call(ctx, lane, encs, 1)
 	}
-	r := &request{ctx: ctx, encs: encs, done: make(chan response, 1)}
+	order := make([]int, len(encs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(x, y int) int { return len(encs[x].IDs) - len(encs[y].IDs) })
+	r := &request{ctx: ctx, encs: encs, order: order, scores: make([]float32, len(encs)),
+		sr: sched.Request{Lane: lane, Pairs: len(encs), Arrived: time.Now()}, done: make(chan response, 1)}
 	select {
 	case b.in <- r:
 	case <-ctx.Done():
@@ -50,106 +76,182 @@ func (b *batcher) score(ctx context.Context, encs []model.Encoding) ([]float32, 
 	}
 }
 
+// loop adds arriving requests to the policy and starts a scoring call
+// whenever a slot is free and the policy has pairs to hand out. A request
+// never started waits MaxBatchDelay for company, unless a full call's worth
+// of pairs waits already.
 func (b *batcher) loop() {
 	defer b.p.wg.Done()
-	maxPairs := b.p.cfg.MaxBatchPairs
+	pol := sched.New(sched.Config{BatchPairs: b.p.batchPairs(b.m)})
+	reqs := map[*sched.Request]*request{}
+	free := b.p.cfg.ConcurrentCalls
+	var oldestNew time.Time // arrival of the oldest request not started; zero when none
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
 	for {
-		var batch []*request
-		pairs := 0
+		for free > 0 && pol.Pending() > 0 {
+			now := time.Now()
+			if !oldestNew.IsZero() && pol.Pending() < pol.BatchPairs() && !startedWaiting(reqs) {
+				if wait := oldestNew.Add(b.p.cfg.MaxBatchDelay).Sub(now); wait > 0 {
+					if !armed {
+						timer.Reset(wait)
+						armed = true
+					}
+					break
+				}
+			}
+			lane, chunks := pol.Next(now)
+			c := &call{lane: lane}
+			for _, ch := range chunks {
+				r := reqs[ch.Req]
+				if r.failed {
+					continue
+				}
+				if err := r.ctx.Err(); err != nil {
+					b.fail(pol, reqs, r, err)
+					continue
+				}
+				if ch.Lo == 0 && b.p.cfg.OnQueueWait != nil {
+					b.p.cfg.OnQueueWait(b.m.Name, lane, now.Sub(r.sr.Arrived))
+				}
+				c.chunks, c.reqs = append(c.chunks, ch), append(c.reqs, r)
+			}
+			oldestNew = oldestNotStarted(reqs)
+			if len(c.chunks) == 0 {
+				continue
+			}
+			free--
+			b.p.wg.Add(1)
+			go b.run(c)
+		}
 		select {
 		case r := <-b.in:
-			batch, pairs = append(batch, r), len(r.encs)
+			reqs[&r.sr] = r
+			pol.Add(&r.sr, r.sr.Arrived)
+			if oldestNew.IsZero() {
+				oldestNew = r.sr.Arrived
+			}
+		case c := <-b.results:
+			free++
+			b.apply(pol, reqs, c)
+		case <-timer.C:
+			armed = false
+			oldestNew = time.Now().Add(-b.p.cfg.MaxBatchDelay) // due now
 		case <-b.p.closing:
+			for _, r := range reqs {
+				r.done <- response{err: ErrClosed}
+			}
+			// Calls in flight report on results (buffered): nobody waits.
 			return
 		}
-		timer := time.NewTimer(b.p.cfg.MaxBatchDelay)
-	gather:
-		for pairs < maxPairs {
-			select {
-			case r := <-b.in:
-				batch, pairs = append(batch, r), pairs+len(r.encs)
-			case <-timer.C:
-				break gather
-			case <-b.p.closing:
-				break gather
-			}
-		}
-		timer.Stop()
-		// Wait for a free scoring slot; while the model is busy, keep
-		// gathering (up to 4× the batch size) so batches grow with load.
-	acquire:
-		for {
-			in := b.in
-			if pairs >= 4*maxPairs {
-				in = nil
-			}
-			select {
-			case b.slots <- struct{}{}:
-				break acquire
-			case r := <-in:
-				batch, pairs = append(batch, r), pairs+len(r.encs)
-			case <-b.p.closing:
-				for _, r := range batch {
-					r.done <- response{err: ErrClosed}
-				}
-				return
-			}
-		}
-		b.p.wg.Add(1)
-		go b.run(batch, pairs)
 	}
 }
 
-// run scores one gathered batch of requests and answers each.
-func (b *batcher) run(batch []*request, pairs int) {
+// startedWaiting reports whether a request already under way has pairs
+// left: its next chunk does not wait for company.
+func startedWaiting(reqs map[*sched.Request]*request) bool {
+	for sr := range reqs {
+		if sr.Started() && sr.Remaining() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func oldestNotStarted(reqs map[*sched.Request]*request) time.Time {
+	var t time.Time
+	for sr := range reqs {
+		if !sr.Started() && (t.IsZero() || sr.Arrived.Before(t)) {
+			t = sr.Arrived
+		}
+	}
+	return t
+}
+
+// apply hands a finished call's scores to its requests, answering each
+// request whose last pair is scored, or whose chunk failed.
+func (b *batcher) apply(pol *sched.Policy, reqs map[*sched.Request]*request, c *call) {
+	for i, ch := range c.chunks {
+		r := c.reqs[i]
+		if r.failed {
+			continue
+		}
+		if err := c.errs[i]; err != nil {
+			b.fail(pol, reqs, r, err)
+			continue
+		}
+		for k, s := range c.scores[i] {
+			r.scores[r.order[ch.Lo+k]] = s
+		}
+		r.scored += ch.Hi - ch.Lo
+		if r.scored == len(r.encs) {
+			r.done <- response{scores: r.scores}
+			delete(reqs, &r.sr)
+		}
+	}
+}
+
+// fail answers r with err and drops the rest of its pairs.
+func (b *batcher) fail(pol *sched.Policy, reqs map[*sched.Request]*request, r *request, err error) {
+	r.failed = true
+	pol.Remove(&r.sr)
+	r.done <- response{err: err}
+	delete(reqs, &r.sr)
+}
+
+// run scores one call and reports it on results. When a call shared by
+// several jobs fails, each job's chunk is scored again on its own, so that
+// only the job whose input broke it fails.
+func (b *batcher) run(c *call) {
 	defer b.p.wg.Done()
-	defer func() { <-b.slots }()
-	live := batch[:0]
-	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.done <- response{err: err}
-			continue
+	if f := b.p.cfg.OnChunks; f != nil {
+		f(b.m.Name, len(c.chunks))
+		defer f(b.m.Name, -len(c.chunks))
+	}
+	c.scores, c.errs = make([][]float32, len(c.chunks)), make([]error, len(c.chunks))
+	var encs []model.Encoding
+	for i, ch := range c.chunks {
+		for _, k := range c.reqs[i].order[ch.Lo:ch.Hi] {
+			encs = append(encs, c.reqs[i].encs[k])
 		}
-		live = append(live, r)
 	}
-	if len(live) == 0 {
-		return
-	}
-	encs := make([]model.Encoding, 0, pairs)
-	for _, r := range live {
-		encs = append(encs, r.encs...)
-	}
-	// The shared call ends only when every job sharing it has given up.
-	ctx, cancel := allDone(live)
+	ctx, cancel := allDone(c.reqs)
 	defer cancel()
-	scores, err := b.call(ctx, encs, len(live))
-	if err != nil && len(live) > 1 {
-		// One job's pairs can fail a call they share (a malformed input
-		// the model rejects): score each job on its own, so only the
-		// guilty one fails.
-		for _, r := range live {
-			s, err := b.call(r.ctx, r.encs, 1)
-			if err != nil {
-				err = fmt.Errorf("scoring %d pairs alone, after a shared call of %d jobs failed: %w", len(r.encs), len(live), err)
-			}
-			r.done <- response{scores: s, err: err}
-		}
-		return
-	}
+	scores, err := b.call(ctx, c.lane, encs, distinct(c.reqs))
 	off := 0
-	for _, r := range live {
-		if err != nil {
-			r.done <- response{err: fmt.Errorf("scoring %d pairs: %w", len(encs), err)}
-			continue
+	for i, ch := range c.chunks {
+		n := ch.Hi - ch.Lo
+		switch {
+		case err == nil:
+			c.scores[i] = scores[off : off+n]
+		case distinct(c.reqs) > 1:
+			part := encs[off : off+n]
+			c.scores[i], c.errs[i] = b.call(c.reqs[i].ctx, c.lane, part, 1)
+			if c.errs[i] != nil {
+				c.errs[i] = fmt.Errorf("scoring %d pairs alone, after a call shared by %d jobs failed: %w", n, distinct(c.reqs), c.errs[i])
+			}
+		default:
+			c.errs[i] = fmt.Errorf("scoring %d pairs: %w", len(encs), err)
 		}
-		r.done <- response{scores: scores[off : off+len(r.encs)]}
-		off += len(r.encs)
+		off += n
 	}
+	b.results <- c
+}
+
+func distinct(reqs []*request) int {
+	n := 0
+	for i, r := range reqs {
+		if !slices.Contains(reqs[:i], r) {
+			n++
+		}
+	}
+	return n
 }
 
 // call runs one scoring call, reporting it to OnScore; a panic in the
 // scorer becomes the call's error rather than the end of the process.
-func (b *batcher) call(ctx context.Context, encs []model.Encoding, jobs int) (scores []float32, err error) {
+func (b *batcher) call(ctx context.Context, lane schemas.Lane, encs []model.Encoding, jobs int) (scores []float32, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			scores, err = nil, fmt.Errorf("%w: %v", ErrScorerPanic, p)
@@ -157,7 +259,7 @@ func (b *batcher) call(ctx context.Context, encs []model.Encoding, jobs int) (sc
 	}()
 	scores, st, err := b.m.Scorer.ScoreEncoded(ctx, encs)
 	if b.p.cfg.OnScore != nil {
-		b.p.cfg.OnScore(b.m.Name, jobs, st)
+		b.p.cfg.OnScore(b.m.Name, lane, jobs, st)
 	}
 	return scores, err
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rerank/rerank/inject"
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/pipeline/sched"
 	"github.com/rerank/rerank/schemas"
 )
 
@@ -25,6 +26,9 @@ type Model struct {
 	Name   string
 	Scorer Scorer
 	Inject *inject.Config
+	// BatchPairs is the scorer's own batch size (model.Options.MaxBatchSize):
+	// the default size of one scoring call.
+	BatchPairs int
 }
 
 // Config tunes the pipeline. Zero values mean the defaults.
@@ -34,18 +38,28 @@ type Config struct {
 	// inference call once one arrives; default 2 ms. Negative disables
 	// cross-job batching (every job is scored on its own).
 	MaxBatchDelay time.Duration
-	// MaxBatchPairs stops gathering once this many pairs wait; default 512.
+	// MaxBatchPairs is the most pairs one scoring call holds: a job's
+	// pairs are cut into chunks of that size, scheduled between the chunks
+	// of other jobs (pipeline/sched), so no job holds the model for longer
+	// than one call. Default: the model's BatchPairs, else 16.
 	MaxBatchPairs int
 	// ConcurrentCalls bounds scoring calls in flight per model; default 1.
 	ConcurrentCalls int
-	// OnScore, if set, is called after each inference call (for metrics).
-	OnScore func(model string, jobs int, st model.Stats)
+	// OnScore, if set, is called after each scoring call (for metrics):
+	// the scheduler's decision (model, lane), the jobs it served, its stats.
+	OnScore func(model string, lane schemas.Lane, jobs int, st model.Stats)
+	// OnQueueWait, if set, is called when a job's first chunk is scheduled,
+	// with the time the job waited for it.
+	OnQueueWait func(model string, lane schemas.Lane, wait time.Duration)
+	// OnChunks, if set, is called with +n when a call of n chunks starts
+	// and -n when it ends (chunks in flight).
+	OnChunks func(model string, delta int)
 }
 
 // Defaults.
 const (
 	DefaultMaxBatchDelay = 2 * time.Millisecond
-	DefaultMaxBatchPairs = 512
+	DefaultMaxBatchPairs = sched.DefaultBatchPairs
 )
 
 // ErrClosed is returned by Rerank after Close.
@@ -58,9 +72,6 @@ var ErrScorerPanic = errors.New("scorer panicked")
 func (c Config) withDefaults() Config {
 	if c.MaxBatchDelay == 0 {
 		c.MaxBatchDelay = DefaultMaxBatchDelay
-	}
-	if c.MaxBatchPairs <= 0 {
-		c.MaxBatchPairs = DefaultMaxBatchPairs
 	}
 	if c.ConcurrentCalls <= 0 {
 		c.ConcurrentCalls = 1
@@ -101,7 +112,7 @@ func New(cfg Config, models ...Model) (*Pipeline, error) {
 		if _, dup := p.models[m.Name]; dup {
 			return nil, fmt.Errorf("configuring pipeline: model %q given twice", m.Name)
 		}
-		b := &batcher{p: p, m: m, in: make(chan *request), slots: make(chan struct{}, cfg.ConcurrentCalls)}
+		b := &batcher{p: p, m: m, in: make(chan *request), results: make(chan *call, cfg.ConcurrentCalls)}
 		p.models[m.Name] = b
 		p.names = append(p.names, m.Name)
 		p.wg.Add(1)
@@ -109,6 +120,17 @@ func New(cfg Config, models ...Model) (*Pipeline, error) {
 	}
 	slices.Sort(p.names)
 	return p, nil
+}
+
+// batchPairs is the size of m's scoring calls.
+func (p *Pipeline) batchPairs(m Model) int {
+	switch {
+	case p.cfg.MaxBatchPairs > 0:
+		return p.cfg.MaxBatchPairs
+	case m.BatchPairs > 0:
+		return m.BatchPairs
+	}
+	return DefaultMaxBatchPairs
 }
 
 // Models lists the served model names.
@@ -194,7 +216,7 @@ func (p *Pipeline) Rerank(ctx context.Context, modelName string, job *schemas.Jo
 	res.Timing.TokenizeMS = ms(time.Since(t0))
 
 	t1 := time.Now()
-	scores, err := b.score(ctx, encs)
+	scores, err := b.score(ctx, job.Lane, encs)
 	if err != nil {
 		return nil, fmt.Errorf("scoring job %s: %w", job.ID, err)
 	}

@@ -24,6 +24,10 @@ type Job struct {
 	ReturnDocuments bool              `msgpack:"return_documents,omitempty" json:"return_documents,omitempty"`
 	ReplyTo         string            `msgpack:"reply_to,omitempty" json:"reply_to,omitempty"`
 	Meta            map[string]string `msgpack:"meta,omitempty" json:"meta,omitempty"`
+
+	// Lane is set by the edge that received the job (the worker from its
+	// subject), never read from the wire.
+	Lane Lane `msgpack:"-" json:"-"`
 }
 
 // Ranked is one re-scored candidate. Index is its position in Job.Candidates.

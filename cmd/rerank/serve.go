@@ -148,7 +148,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	maxAckPending := fs.Int("max-ack-pending", worker.DefaultMaxAckPending, "unacknowledged jobs per consumer across the worker pool")
 	grace := fs.Duration("shutdown-grace", worker.DefaultShutdownGrace, "time to finish jobs in flight on SIGTERM")
 	batchDelay := fs.Duration("batch-delay", pipeline.DefaultMaxBatchDelay, "max wait to share an inference batch across jobs (negative: off)")
-	batchPairs := fs.Int("batch-pairs", pipeline.DefaultMaxBatchPairs, "pairs gathered across jobs before a batch is run")
+	batchPairs := fs.Int("batch-pairs", 0, "pairs per scoring call; a job's pairs are scheduled in chunks of this size between other jobs' (0: the model's --max-batch-size)")
 	maxCandidates := fs.Int("max-candidates", schemas.DefaultMaxCandidates, "candidates per job")
 	workerID := fs.String("worker-id", "", "name of this worker in results (default host:pid)")
 	var replyAllow multiFlag
@@ -207,9 +207,11 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	})
 	pipe, err := pipeline.New(pipeline.Config{
 		Limits: wcfg.Limits, MaxBatchDelay: *batchDelay, MaxBatchPairs: *batchPairs, ConcurrentCalls: mf.runs,
-		OnScore: func(name string, jobs int, st model.Stats) {
-			met.ObserveScore(name, jobs, st.Pairs, st.BatchSizes, st.PaddingRatio(), st.InferenceTime)
+		OnScore: func(name string, lane schemas.Lane, jobs int, st model.Stats) {
+			met.ObserveScore(name, lane.String(), jobs, st.Pairs, st.BatchSizes, st.PaddingRatio(), st.InferenceTime)
 		},
+		OnQueueWait: func(name string, lane schemas.Lane, d time.Duration) { met.ObserveLaneWait(name, lane.String(), d) },
+		OnChunks:    met.ChunksInFlight,
 	}, models.served...)
 	if err != nil {
 		return err
