@@ -36,6 +36,10 @@ type Options struct {
 	Format schemas.Format
 	// Limits are checked before publishing; zero means the defaults.
 	Limits schemas.Limits
+	// Lane is the priority class of the jobs: Interactive (the default,
+	// rerank.jobs.<model>) or Bulk (rerank.jobs.<model>.bulk), for
+	// backfills and evaluations that must not delay interactive traffic.
+	Lane schemas.Lane
 }
 
 // Client submits jobs. It is safe for concurrent use.
@@ -118,7 +122,7 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to %s: %w", p.subject, err)
 	}
-	msg := nats.NewMsg(JobsPrefix + model)
+	msg := nats.NewMsg(schemas.LaneSubject(model, c.opts.Lane))
 	msg.Data = data
 	msg.Header.Set(schemas.HeaderContentType, c.opts.Format.ContentType())
 	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(job.ID))

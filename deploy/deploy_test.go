@@ -297,7 +297,9 @@ func natsDefinitions() map[string]any {
 	for _, sc := range worker.StreamConfigs(natsReplicas) {
 		defs[filepath.Join("nats", "streams", sc.Name+".json")] = sc
 	}
-	defs[filepath.Join("nats", "consumers", worker.ConsumerName(demoModel)+".json")] = worker.ConsumerConfig(demoModel, worker.Config{})
+	for _, lane := range schemas.Lanes {
+		defs[filepath.Join("nats", "consumers", worker.LaneConsumerName(demoModel, lane)+".json")] = worker.LaneConsumerConfig(demoModel, lane, worker.Config{})
+	}
 	return defs
 }
 
@@ -1259,37 +1261,43 @@ func TestKubernetes(t *testing.T) {
 			t.Errorf("%s: scaleTargetRef %q is no Deployment here", where, target)
 		}
 		triggers := listAt(so.doc, "spec", "triggers")
-		if len(triggers) != 1 || strAt(triggers[0], "type") != "nats-jetstream" {
-			t.Fatalf("%s: want one nats-jetstream trigger, got %v", where, triggers)
+		if len(triggers) != len(schemas.Lanes) {
+			t.Fatalf("%s: want one nats-jetstream trigger per lane (KEDA sees the backlog of both), got %v", where, triggers)
 		}
-		md := mapAt(triggers[0], "metadata")
-		for _, k := range []string{"natsServerMonitoringEndpoint", "account"} {
-			if strAt(md, k) == "" {
-				t.Errorf("%s: trigger metadata %s is empty", where, k)
+		for _, trig := range triggers {
+			if strAt(trig, "type") != "nats-jetstream" {
+				t.Fatalf("%s: trigger type %q", where, strAt(trig, "type"))
 			}
-		}
-		if _, port, err := net.SplitHostPort(strAt(md, "natsServerMonitoringEndpoint")); err != nil || port != "8222" {
-			t.Errorf("%s: natsServerMonitoringEndpoint %q: want host:8222 (the monitoring port)", where, strAt(md, "natsServerMonitoringEndpoint"))
-		}
-		if strAt(md, "stream") != worker.JobsStream || strAt(md, "consumer") != consumer["durable_name"] {
-			t.Errorf("%s: stream %q consumer %q; the declared consumer is %v on %s", where, strAt(md, "stream"), strAt(md, "consumer"), consumer["durable_name"], worker.JobsStream)
-		}
-		if !strings.HasPrefix(fmt.Sprint(consumer["filter_subject"]), worker.JobsPrefix) {
-			t.Errorf("consumer filter %v is not under %s", consumer["filter_subject"], worker.JobsPrefix)
-		}
-		models := strings.Split(cmCfg["model"], ",")
-		if !slices.ContainsFunc(models, func(m string) bool {
-			name, _, _ := strings.Cut(m, "=")
-			return worker.ConsumerName(name) == strAt(md, "consumer")
-		}) {
-			t.Errorf("%s: consumer %q belongs to no model the ConfigMap serves (%v)", where, strAt(md, "consumer"), models)
-		}
-		lag := intAt(t, md, "lagThreshold")
-		if lag < concurrency {
-			t.Errorf("%s: lagThreshold %d is below the worker's concurrency %d: jobs in flight alone would scale up", where, lag, concurrency)
-		}
-		if intAt(t, md, "activationLagThreshold") < 0 {
-			t.Errorf("%s: negative activationLagThreshold", where)
+			md := mapAt(trig, "metadata")
+			for _, k := range []string{"natsServerMonitoringEndpoint", "account"} {
+				if strAt(md, k) == "" {
+					t.Errorf("%s: trigger metadata %s is empty", where, k)
+				}
+			}
+			if _, port, err := net.SplitHostPort(strAt(md, "natsServerMonitoringEndpoint")); err != nil || port != "8222" {
+				t.Errorf("%s: natsServerMonitoringEndpoint %q: want host:8222 (the monitoring port)", where, strAt(md, "natsServerMonitoringEndpoint"))
+			}
+			declared := jsonFields(t, "consumer", mustRead(t, filepath.Join("nats", "consumers", strAt(md, "consumer")+".json")))
+			if strAt(md, "stream") != worker.JobsStream || strAt(md, "consumer") != declared["durable_name"] {
+				t.Errorf("%s: stream %q consumer %q; the declared consumer is %v on %s", where, strAt(md, "stream"), strAt(md, "consumer"), declared["durable_name"], worker.JobsStream)
+			}
+			if !strings.HasPrefix(fmt.Sprint(declared["filter_subject"]), worker.JobsPrefix) {
+				t.Errorf("consumer filter %v is not under %s", declared["filter_subject"], worker.JobsPrefix)
+			}
+			models := strings.Split(cmCfg["model"], ",")
+			if !slices.ContainsFunc(models, func(m string) bool {
+				name, _, _ := strings.Cut(m, "=")
+				return worker.ConsumerName(name) == strAt(md, "consumer") || worker.BulkConsumerName(name) == strAt(md, "consumer")
+			}) {
+				t.Errorf("%s: consumer %q belongs to no model the ConfigMap serves (%v)", where, strAt(md, "consumer"), models)
+			}
+			lag := intAt(t, md, "lagThreshold")
+			if lag < concurrency {
+				t.Errorf("%s: lagThreshold %d is below the worker's concurrency %d: jobs in flight alone would scale up", where, lag, concurrency)
+			}
+			if intAt(t, md, "activationLagThreshold") < 0 {
+				t.Errorf("%s: negative activationLagThreshold", where)
+			}
 		}
 		minR, maxR := intAt(t, so.doc, "spec", "minReplicaCount"), intAt(t, so.doc, "spec", "maxReplicaCount")
 		if minR < 0 || maxR < max(minR, 1) {

@@ -43,8 +43,22 @@ func JobSubject(model string) string { return schemas.JobSubject(model) }
 // ResultSubject is the default subject of a job's result.
 func ResultSubject(jobID string) string { return schemas.ResultSubject(jobID) }
 
-// ConsumerName is the durable consumer all workers of model share.
+// ConsumerName is the durable consumer all workers of model share for its
+// interactive lane (jobs on rerank.jobs.<model>).
 func ConsumerName(model string) string { return "rerank-" + model }
+
+// BulkConsumerName is the durable consumer of model's bulk lane (jobs on
+// rerank.jobs.<model>.bulk). Model names hold no '_' prefix of this form,
+// and interactive consumers all start "rerank-", so no two names collide.
+func BulkConsumerName(model string) string { return "rerank_bulk-" + model }
+
+// LaneConsumerName is the consumer of model's lane.
+func LaneConsumerName(model string, lane schemas.Lane) string {
+	if lane == schemas.Bulk {
+		return BulkConsumerName(model)
+	}
+	return ConsumerName(model)
+}
 
 // ResultMsgID is the dedup id of a job's stored result: derived from the job
 // id alone, so a redelivered job never stores two results.

@@ -19,7 +19,11 @@ import (
 // MaxDeliveriesAdvisory is the subject on which the server announces that a
 // job of model reached the consumer's MaxDeliver without being settled.
 func MaxDeliveriesAdvisory(model string) string {
-	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + JobsStream + "." + ConsumerName(model)
+	return consumerMaxDeliveriesAdvisory(ConsumerName(model))
+}
+
+func consumerMaxDeliveriesAdvisory(consumer string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + JobsStream + "." + consumer
 }
 
 // exhaustedQueue is the queue group in which one worker of the pool takes
@@ -50,8 +54,8 @@ type maxDeliveriesAdvisory struct {
 type exhaustedWatch struct {
 	w         *Worker
 	stream    jetstream.Stream
-	consumers map[string]jetstream.Consumer // model → its consumer
-	models    map[string]string             // consumer name → model
+	sources   []*source
+	byName    map[string]*source // consumer name → its source
 	ch        chan *nats.Msg
 	subs      []*nats.Subscription
 	quit      chan struct{}
@@ -63,15 +67,15 @@ type exhaustedWatch struct {
 // is answered: an acknowledged job leaves the stream a moment after its ack.
 const sweepSettle = 2 * time.Second
 
-func (w *Worker) watchExhausted(stream jetstream.Stream, consumers map[string]jetstream.Consumer) (*exhaustedWatch, error) {
-	x := &exhaustedWatch{w: w, stream: stream, consumers: consumers, models: map[string]string{},
+func (w *Worker) watchExhausted(stream jetstream.Stream, sources []*source) (*exhaustedWatch, error) {
+	x := &exhaustedWatch{w: w, stream: stream, sources: sources, byName: map[string]*source{},
 		ch: make(chan *nats.Msg, 256), quit: make(chan struct{})}
-	for m := range consumers {
-		x.models[ConsumerName(m)] = m
-		sub, err := w.nc.ChanQueueSubscribe(MaxDeliveriesAdvisory(m), exhaustedQueue, x.ch)
+	for _, src := range sources {
+		x.byName[src.consumerName()] = src
+		sub, err := w.nc.ChanQueueSubscribe(consumerMaxDeliveriesAdvisory(src.consumerName()), exhaustedQueue, x.ch)
 		if err != nil {
 			x.stop()
-			return nil, fmt.Errorf("subscribing to max-deliveries advisories of %s: %w", ConsumerName(m), err)
+			return nil, fmt.Errorf("subscribing to max-deliveries advisories of %s: %w", src.consumerName(), err)
 		}
 		x.subs = append(x.subs, sub)
 	}
@@ -121,8 +125,8 @@ func (x *exhaustedWatch) stop() {
 // sweepSettle apart; at most sweepBatch per model and sweep.
 func (x *exhaustedWatch) sweep() {
 	const sweepBatch = 100
-	for model, cons := range x.consumers {
-		found, maxDeliver := x.untracked(model, cons, sweepBatch)
+	for _, src := range x.sources {
+		found, maxDeliver := x.untracked(src, sweepBatch)
 		if len(found) == 0 {
 			continue
 		}
@@ -131,12 +135,12 @@ func (x *exhaustedWatch) sweep() {
 		case <-x.quit:
 			return
 		}
-		again, _ := x.untracked(model, cons, sweepBatch)
+		again, _ := x.untracked(src, sweepBatch)
 		for _, seq := range found {
 			if !slices.Contains(again, seq) {
 				continue // removed meanwhile: it was acknowledged
 			}
-			x.answerRetrying(model, maxDeliveriesAdvisory{Stream: JobsStream, Consumer: ConsumerName(model),
+			x.answerRetrying(src.model, maxDeliveriesAdvisory{Stream: JobsStream, Consumer: src.consumerName(),
 				StreamSeq: seq, Deliveries: uint64(maxDeliver)}, "sweep")
 		}
 	}
@@ -148,7 +152,8 @@ func (x *exhaustedWatch) sweep() {
 // below the last delivered sequence was neither acknowledged (that removes
 // it) nor is it due again. In a busy moment it lists nothing; a later sweep
 // finds the job idle.
-func (x *exhaustedWatch) untracked(model string, cons jetstream.Consumer, limit int) ([]uint64, int) {
+func (x *exhaustedWatch) untracked(src *source, limit int) ([]uint64, int) {
+	model, cons := src.model, src.cons
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ci, err := cons.Info(ctx)
@@ -162,7 +167,7 @@ func (x *exhaustedWatch) untracked(model string, cons jetstream.Consumer, limit 
 	last := ci.Delivered.Stream
 	var out []uint64
 	for seq := uint64(1); seq <= last && len(out) < limit; seq++ {
-		raw, err := x.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(JobSubject(model)))
+		raw, err := x.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(src.subject()))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -186,12 +191,12 @@ func (x *exhaustedWatch) handle(m *nats.Msg) {
 		w.log.Warn("decoding max-deliveries advisory", "subject", m.Subject, "err", err)
 		return
 	}
-	model, ok := x.models[adv.Consumer]
+	src, ok := x.byName[adv.Consumer]
 	if !ok || adv.Stream != JobsStream || adv.StreamSeq == 0 {
 		w.log.Warn("ignoring max-deliveries advisory", "stream", adv.Stream, "consumer", adv.Consumer, "stream_seq", adv.StreamSeq)
 		return
 	}
-	x.answerRetrying(model, adv, "advisory")
+	x.answerRetrying(src.model, adv, "advisory")
 }
 
 // answerRetrying answers one exhausted job, with a few tries: the advisory

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rerank/rerank/schemas"
 )
 
 // StreamConfigs returns the definitions of the three streams, as the worker
@@ -53,13 +55,21 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 	}
 }
 
-// ConsumerConfig is the durable pull consumer all workers of model share.
+// ConsumerConfig is the durable pull consumer all workers of model share
+// for its interactive lane.
 func ConsumerConfig(model string, c Config) jetstream.ConsumerConfig {
+	return LaneConsumerConfig(model, schemas.Interactive, c)
+}
+
+// LaneConsumerConfig is the durable pull consumer of model's lane. Each
+// lane has its own, so that a backlog of bulk jobs never stands in front of
+// an interactive job in one consumer's delivery order.
+func LaneConsumerConfig(model string, lane schemas.Lane, c Config) jetstream.ConsumerConfig {
 	c = c.withDefaults()
 	return jetstream.ConsumerConfig{
-		Durable:       ConsumerName(model),
-		Description:   "re-ranking workers for model " + model,
-		FilterSubject: JobSubject(model),
+		Durable:       LaneConsumerName(model, lane),
+		Description:   "re-ranking workers for model " + model + ", " + lane.String() + " lane",
+		FilterSubject: schemas.LaneSubject(model, lane),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
 		MaxDeliver:    c.MaxDeliver,
@@ -88,11 +98,13 @@ func provision(ctx context.Context, js jetstream.JetStream, models []string, c C
 		}
 	}
 	for _, m := range models {
-		cctx, cancel := callCtx(ctx, perCall)
-		_, err := js.CreateOrUpdateConsumer(cctx, JobsStream, ConsumerConfig(m, c))
-		cancel()
-		if err != nil {
-			return fmt.Errorf("provisioning consumer %s: %w", ConsumerName(m), err)
+		for _, lane := range schemas.Lanes {
+			cctx, cancel := callCtx(ctx, perCall)
+			_, err := js.CreateOrUpdateConsumer(cctx, JobsStream, LaneConsumerConfig(m, lane, c))
+			cancel()
+			if err != nil {
+				return fmt.Errorf("provisioning consumer %s: %w", LaneConsumerName(m, lane), err)
+			}
 		}
 	}
 	return nil
@@ -146,18 +158,41 @@ func provisionRetryable(err error) bool {
 	return false
 }
 
-func lookupConsumers(ctx context.Context, js jetstream.JetStream, models []string) (map[string]jetstream.Consumer, error) {
-	out := make(map[string]jetstream.Consumer, len(models))
+// source is one consumer a worker pulls from: a model's lane.
+type source struct {
+	model    string
+	lane     schemas.Lane
+	cons     jetstream.Consumer
+	settings consumerSettings
+}
+
+func (s *source) consumerName() string { return LaneConsumerName(s.model, s.lane) }
+func (s *source) subject() string      { return schemas.LaneSubject(s.model, s.lane) }
+
+// lookupConsumers binds every model's lane consumers. A missing interactive
+// consumer is an error; a missing bulk consumer (a deployment that
+// predates lanes, provisioning off) is logged and its lane not served.
+func lookupConsumers(ctx context.Context, js jetstream.JetStream, models []string, c Config, log *slog.Logger) ([]*source, error) {
+	var out []*source
 	for _, m := range models {
-		cons, err := js.Consumer(ctx, JobsStream, ConsumerName(m))
-		if err != nil {
-			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-				return nil, fmt.Errorf("binding consumer %s on stream %s: %w (run with --provision or apply deploy/nats definitions): %v",
-					ConsumerName(m), JobsStream, ErrNotProvisioned, err)
+		for _, lane := range schemas.Lanes {
+			name := LaneConsumerName(m, lane)
+			cons, err := js.Consumer(ctx, JobsStream, name)
+			if err != nil {
+				missing := errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+				if missing && lane == schemas.Bulk {
+					log.Warn("no bulk consumer: this model's bulk lane is not served (run with --provision or apply deploy/nats definitions)",
+						"model", m, "consumer", name)
+					continue
+				}
+				if missing {
+					return nil, fmt.Errorf("binding consumer %s on stream %s: %w (run with --provision or apply deploy/nats definitions): %v",
+						name, JobsStream, ErrNotProvisioned, err)
+				}
+				return nil, fmt.Errorf("binding consumer %s: %w", name, err)
 			}
-			return nil, fmt.Errorf("binding consumer %s: %w", ConsumerName(m), err)
+			out = append(out, &source{model: m, lane: lane, cons: cons, settings: settingsOf(cons, c)})
 		}
-		out[m] = cons
 	}
 	return out, nil
 }

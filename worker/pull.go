@@ -15,57 +15,40 @@ import (
 	"github.com/rerank/rerank/schemas"
 )
 
-// pull fetches only as many jobs as there are free slots, so no job waits
-// in a client-side buffer while its AckWait clock runs.
-func (w *Worker) pull(ctx, jobCtx context.Context, model string, cons jetstream.Consumer, slots chan struct{}, jobs *sync.WaitGroup) {
+// pull fetches jobs of one source for as long as ctx lives. It asks only
+// for as many jobs as there are slots free beyond the jobs already waiting
+// for one, and holds no slot while its pull request waits: a job takes a
+// slot once it is in hand (handle), so an idle source costs the busy ones
+// nothing. A job that must wait for its slot is held with InProgress.
+func (w *Worker) pull(ctx, jobCtx context.Context, src *source, jobs *sync.WaitGroup) {
 	for {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
+		n := w.slots.demand(ctx)
+		if n == 0 {
 			return
 		}
-		n := 1
-	more:
-		for n < cap(slots) {
-			select {
-			case slots <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
-		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.FetchWait))
+		batch, err := src.cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.FetchWait))
 		if err != nil {
-			for range n {
-				<-slots
-			}
 			if ctx.Err() != nil {
 				return
 			}
-			w.log.Warn("fetching jobs", "model", model, "err", err)
+			w.log.Warn("fetching jobs", "consumer", src.consumerName(), "err", err)
 			if !sleep(ctx, time.Second) {
 				return
 			}
 			continue
 		}
-		got := 0
 		for msg := range batch.Messages() {
-			got++
 			jobs.Add(1)
-			w.obs.InFlight(1)
 			go func() {
-				defer func() { <-slots; w.obs.InFlight(-1); jobs.Done() }()
-				w.handle(ctx, jobCtx, model, msg)
+				defer jobs.Done()
+				w.handle(ctx, jobCtx, src, msg)
 			}()
-		}
-		for range n - got {
-			<-slots
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			// Answered at once with an error (no responders: the consumer
 			// is gone or its leader is moving): wait as after a Fetch
 			// error instead of re-sending the request in a tight loop.
-			w.log.Warn("pulling jobs", "model", model, "err", err)
+			w.log.Warn("pulling jobs", "consumer", src.consumerName(), "err", err)
 			if !sleep(ctx, time.Second) {
 				return
 			}
@@ -76,7 +59,8 @@ func (w *Worker) pull(ctx, jobCtx context.Context, model string, cons jetstream.
 // handle answers one delivered job: decode, look for a stored result when
 // redelivered, re-rank, and settle. The job is held (InProgress) from the
 // start until it is settled, publishing retries included.
-func (w *Worker) handle(ctx, jobCtx context.Context, model string, msg jetstream.Msg) {
+func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.Msg) {
+	model := src.model
 	start := time.Now()
 	md, err := msg.Metadata()
 	if err != nil {
@@ -93,9 +77,17 @@ func (w *Worker) handle(ctx, jobCtx context.Context, model string, msg jetstream
 		w.settle(jobCtx, log, model, msg, md, nil, verdict{abandon: true}, start)
 		return
 	}
-	cs := w.settings[model]
+	cs := src.settings
 	stopHB := heartbeat(jobCtx, log, msg, cs.heartbeat(md.NumDelivered, w.cfg.Heartbeat))
 	defer stopHB()
+	if !w.slots.acquire(ctx, model, src.lane) {
+		// Shutting down before a slot came free: hand it back.
+		w.settle(jobCtx, log, model, msg, md, nil, verdict{abandon: true}, start)
+		return
+	}
+	defer w.slots.release()
+	w.obs.InFlight(1)
+	defer w.obs.InFlight(-1)
 
 	job, err := w.decode(storedJob{subject: msg.Subject(), data: msg.Data(), header: msg.Headers()})
 	if err != nil {
@@ -104,6 +96,7 @@ func (w *Worker) handle(ctx, jobCtx context.Context, model string, msg jetstream
 		return
 	}
 	log = log.With("job_id", job.ID)
+	job.Lane = src.lane // the subject decides, never the job's bytes
 	if md.NumDelivered > 1 && w.storedResult(jobCtx, job) {
 		// An earlier delivery published the result and its ack was lost
 		// (a worker died in between): recomputing would at best repeat

@@ -312,3 +312,40 @@ func TestHeartbeatFollowsTheBoundConsumer(t *testing.T) {
 		t.Errorf("%d computations and %d redeliveries of a 2.5 s job under a 1 s AckWait: the heartbeat did not follow the consumer", n, r)
 	}
 }
+
+// Lanes end to end: a job published on rerank.jobs.m.bulk is answered, and
+// an interactive job published while the bulk one is being scored is
+// answered first (its pairs go between the bulk job's chunks).
+func TestInteractiveJobOvertakesBulkJobThroughJetStream(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	sc := &slowScorer{delay: 10 * time.Millisecond}
+	startWorker(t, ns, sc, testConfig())
+	bulk := makeJob("bulk-job", 600)
+	b, _ := schemas.EncodeJob(bulk, schemas.Msgpack)
+	m := nats.NewMsg(schemas.LaneSubject("m", schemas.Bulk))
+	m.Data = b
+	m.Header.Set(schemas.HeaderContentType, schemas.ContentTypeMsgpack)
+	if _, err := js.PublishMsg(context.Background(), m, jetstream.WithMsgID(bulk.ID)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the bulk job being scored", func() bool { return sc.calls.Load() > 0 })
+	publishJob(t, js, makeJob("live-job", 5))
+	waitFor(t, 30*time.Second, "both results", func() bool { return len(storedResults(t, js)) == 2 })
+	s, _ := js.Stream(context.Background(), worker.ResultsStream)
+	live, err := s.GetLastMsgForSubject(context.Background(), worker.ResultSubject("live-job"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bulkRes, err := s.GetLastMsgForSubject(context.Background(), worker.ResultSubject("bulk-job"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live.Sequence > bulkRes.Sequence {
+		t.Fatalf("the interactive job was answered after the bulk job (sequences %d, %d)", live.Sequence, bulkRes.Sequence)
+	}
+	if r := lastResult(t, js, "bulk-job"); r.Error != nil || len(r.Results) != 600 {
+		t.Fatalf("bulk job: %v, %d results", r.Error, len(r.Results))
+	}
+}

@@ -33,12 +33,32 @@ type Worker struct {
 	obs Observer
 
 	// Set by Run before any job is handled.
-	settings map[string]consumerSettings // model → its consumer's settings
-	results  jetstream.Stream            // RERANK_RESULTS, for stored results; nil when unreadable
+	results jetstream.Stream // RERANK_RESULTS, for stored results; nil when unreadable
+	slots   *slotPool
 }
 
-// bindTimeout bounds binding the streams and consumers at start.
-const bindTimeout = 30 * time.Second
+// bindAttempt bounds one request while binding the streams and consumers
+// at start; binding as a whole is bounded by Config.ProvisionTimeout.
+const bindAttempt = 5 * time.Second
+
+// bindRetrying runs f under bindAttempt until it succeeds, fails for good
+// (a missing stream or consumer, permissions), or ctx ends.
+func bindRetrying(ctx context.Context, log *slog.Logger, what string, f func(context.Context) error) error {
+	delay := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, bindAttempt)
+		err := f(actx)
+		cancel()
+		if err == nil || errors.Is(err, ErrNotProvisioned) || !provisionRetryable(err) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn(what+", will retry", "attempt", attempt, "err", err)
+		if !sleep(ctx, delay) {
+			return fmt.Errorf("%s: %w (gave up after %d attempts: %w)", what, err, attempt, ctx.Err())
+		}
+		delay = min(2*delay, 4*time.Second)
+	}
+}
 
 // New returns a worker on an open connection, which the caller owns (and
 // drains after Run returns).
@@ -81,35 +101,40 @@ func (w *Worker) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	bctx, cancel := context.WithTimeout(ctx, bindTimeout)
-	consumers, err := lookupConsumers(bctx, w.js, models)
+	// Bind one request at a time, each under its own deadline, retrying
+	// what a cluster busy electing leaders leaves unanswered: one lost
+	// request must not spend the whole bind budget.
+	bctx, cancel := context.WithTimeout(ctx, w.cfg.ProvisionTimeout)
+	defer cancel()
+	var sources []*source
 	var jobsStream jetstream.Stream
+	err := bindRetrying(bctx, w.log, "binding consumers", func(ctx context.Context) (err error) {
+		sources, err = lookupConsumers(ctx, w.js, models, w.cfg, w.log)
+		return err
+	})
 	if err == nil {
-		jobsStream, err = w.js.Stream(bctx, JobsStream)
-		if err != nil {
-			err = fmt.Errorf("binding stream %s: %w", JobsStream, err)
-		}
+		err = bindRetrying(bctx, w.log, "binding stream "+JobsStream, func(ctx context.Context) (err error) {
+			jobsStream, err = w.js.Stream(ctx, JobsStream)
+			return err
+		})
 	}
 	if err == nil {
 		// Read to skip recomputing redelivered jobs already answered; a
 		// worker that may not read it recomputes them (the dedup window
 		// still hides most duplicates).
-		if w.results, err = w.js.Stream(bctx, ResultsStream); err != nil {
+		rctx, rcancel := context.WithTimeout(bctx, bindAttempt)
+		if w.results, err = w.js.Stream(rctx, ResultsStream); err != nil {
 			w.log.Warn("binding the results stream: redelivered jobs will be recomputed", "err", err)
 			w.results, err = nil, nil
 		}
+		rcancel()
 	}
-	cancel()
 	if err != nil {
 		return err
 	}
-	w.settings = make(map[string]consumerSettings, len(consumers))
-	for m, c := range consumers {
-		w.settings[m] = settingsOf(c, w.cfg)
-	}
 	// Jobs whose every delivery ended with a worker dying are announced by
 	// the server, not returned by any delivery: answer them here.
-	exhausted, err := w.watchExhausted(jobsStream, consumers)
+	exhausted, err := w.watchExhausted(jobsStream, sources)
 	if err != nil {
 		return err
 	}
@@ -118,17 +143,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	// running after ctx ends, until they finish or the grace runs out.
 	jobCtx, abandon := context.WithCancel(context.WithoutCancel(ctx))
 	defer abandon()
-	slots := make(chan struct{}, w.cfg.Concurrency)
+	w.slots = newSlotPool(w.cfg.Concurrency)
 	var jobs sync.WaitGroup
 	var pullers sync.WaitGroup
-	for _, m := range models {
+	lanes := make([]string, 0, len(sources))
+	for _, src := range sources {
+		lanes = append(lanes, src.consumerName())
 		pullers.Add(1)
 		go func() {
 			defer pullers.Done()
-			w.pull(ctx, jobCtx, m, consumers[m], slots, &jobs)
+			w.pull(ctx, jobCtx, src, &jobs)
 		}()
 	}
-	w.log.Info("worker started", "models", models, "concurrency", w.cfg.Concurrency, "worker", w.cfg.WorkerID)
+	w.log.Info("worker started", "models", models, "consumers", lanes, "concurrency", w.cfg.Concurrency, "worker", w.cfg.WorkerID)
 	<-ctx.Done()
 	pullers.Wait()
 	w.log.Info("worker stopping: finishing jobs in flight", "grace", w.cfg.ShutdownGrace.String())

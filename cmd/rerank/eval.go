@@ -34,6 +34,7 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	depth := fs.Int("depth", eval.DefaultDepth, "first-stage passages per query to re-rank and evaluate (trec_eval -M)")
 	relThreshold := fs.Int("rel-threshold", eval.DefaultRelThreshold, "lowest qrels level that counts as relevant for MRR, MAP and recall (trec_eval -l; MS MARCO dev: 1, TREC DL: 2)")
 	modelName := fs.String("model", "demo", "model to evaluate: NAME (the worker's model), or with --local NAME=DIR or DIR (default: the demo model)")
+	laneFlag := fs.String("lane", "bulk", "lane of the evaluation's jobs: bulk (the default: an evaluation must not delay interactive traffic) or interactive")
 	local := fs.Bool("local", false, "re-rank in this process (model directory loaded like 'rerank run') instead of through NATS")
 	var nf natsFlags
 	nf.register(nats.DefaultURL, fs.StringVar)
@@ -143,10 +144,14 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 			return fmt.Errorf("connecting to NATS at %s: %w (is `rerank serve` running? or use --local)", redact(nf.url), err)
 		}
 		defer nc.Close()
-		if err := checkServed(ctx, nc, name); err != nil {
+		lane, err := schemas.ParseLane(*laneFlag)
+		if err != nil {
+			return &exitError{2, err}
+		}
+		if err := checkServed(ctx, nc, name, lane); err != nil {
 			return err
 		}
-		c, err := client.New(nc, client.Options{Model: name})
+		c, err := client.New(nc, client.Options{Model: name, Lane: lane})
 		if err != nil {
 			return err
 		}
@@ -224,16 +229,17 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 // checkServed fails fast when no worker pool has ever consumed jobs for
 // model: its jobs would wait in the stream until --timeout. Other errors
 // (a client not allowed to read consumer info) are let through.
-func checkServed(ctx context.Context, nc *nats.Conn, model string) error {
+func checkServed(ctx context.Context, nc *nats.Conn, model string, lane schemas.Lane) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = js.Consumer(ctx, worker.JobsStream, worker.ConsumerName(model))
+	name := worker.LaneConsumerName(model, lane)
+	_, err = js.Consumer(ctx, worker.JobsStream, name)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("no worker serves model %q on %s (no consumer %s on stream %s): start `rerank serve --model %s=DIR`, or use --local", model, nc.ConnectedUrlRedacted(), worker.ConsumerName(model), worker.JobsStream, model)
+		return fmt.Errorf("no worker serves model %q in the %s lane on %s (no consumer %s on stream %s): start `rerank serve --model %s=DIR`, or use --local", model, lane, nc.ConnectedUrlRedacted(), name, worker.JobsStream, model)
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ func cmdSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	modelName := fs.String("model", "demo", "model to use when the job names none")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the result")
 	asJSON := fs.Bool("json", false, "print the raw result as JSON")
+	laneFlag := fs.String("lane", "interactive", "interactive, or bulk (rerank.jobs.<model>.bulk: for backfills; interactive jobs go first)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -43,7 +44,11 @@ func cmdSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return fmt.Errorf("connecting to NATS at %s: %w (is `rerank serve` running?)", redact(nf.url), err)
 	}
 	defer nc.Close()
-	c, err := client.New(nc, client.Options{Model: *modelName, Format: format})
+	lane, err := schemas.ParseLane(*laneFlag)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	c, err := client.New(nc, client.Options{Model: *modelName, Format: format, Lane: lane})
 	if err != nil {
 		return err
 	}
