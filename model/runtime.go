@@ -138,8 +138,15 @@ func ParseDevice(s string) (Device, error) {
 type Options struct {
 	Device Device
 	// IntraOpThreads is ORT's thread count within one run; default: the
-	// number of CPUs.
+	// CPUs this process may use (GOMAXPROCS, which honours a container's
+	// CPU quota). Each model's session has its own pool (onnxruntime_go
+	// does not reach ORT's global thread pools): with several models,
+	// divide the CPUs between them.
 	IntraOpThreads int
+	// Spin sets whether ORT's intra-op threads spin while waiting for
+	// work (faster hand-offs, a busy core while idle); nil keeps ORT's
+	// default (spinning).
+	Spin *bool
 	// InterOpThreads is ORT's thread count across graph branches; default 1.
 	InterOpThreads int
 	// ConcurrentRuns bounds ORT runs in flight on this model; default 1
@@ -184,7 +191,9 @@ func (o Options) WithDefaults() Options { return o.withDefaults() }
 
 func (o Options) withDefaults() Options {
 	if o.IntraOpThreads <= 0 {
-		o.IntraOpThreads = runtime.NumCPU()
+		// GOMAXPROCS honours the container's CPU quota (cgroup v2);
+		// NumCPU counts the node's cores.
+		o.IntraOpThreads = runtime.GOMAXPROCS(0)
 	}
 	if o.InterOpThreads <= 0 {
 		o.InterOpThreads = 1
@@ -222,6 +231,15 @@ func (o *Options) sessionOptions() (*ort.SessionOptions, error) {
 	}
 	if err := so.SetInterOpNumThreads(o.InterOpThreads); err != nil {
 		return fail("setting inter-op threads", err)
+	}
+	if o.Spin != nil {
+		v := "0"
+		if *o.Spin {
+			v = "1"
+		}
+		if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", v); err != nil {
+			return fail("setting intra-op spinning", err)
+		}
 	}
 	if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevelEnableAll); err != nil {
 		return fail("setting graph optimization level", err)

@@ -59,8 +59,12 @@ func (b *batcher) score(ctx context.Context, lane schemas.Lane, encs []model.Enc
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(x, y int) int { return len(encs[x].IDs) - len(encs[y].IDs) })
+	lengths := make([]int, len(order))
+	for i, k := range order {
+		lengths[i] = len(encs[k].IDs)
+	}
 	r := &request{ctx: ctx, encs: encs, order: order, scores: make([]float32, len(encs)),
-		sr: sched.Request{Lane: lane, Pairs: len(encs), Arrived: time.Now()}, done: make(chan response, 1)}
+		sr: sched.Request{Lane: lane, Pairs: len(encs), Arrived: time.Now(), Lengths: lengths}, done: make(chan response, 1)}
 	select {
 	case b.in <- r:
 	case <-ctx.Done():

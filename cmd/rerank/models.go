@@ -117,7 +117,7 @@ func loadModels(libPath string, specs []modelSpec, opts model.Options) (*loadedM
 			l.Close()
 			return nil, fmt.Errorf("loading model %s (%s): %w", name, s.dir, err)
 		}
-		l.served = append(l.served, pipeline.Model{Name: name, Scorer: m, Inject: ic})
+		l.served = append(l.served, pipeline.Model{Name: name, Scorer: m, Inject: ic, BatchPairs: m.Options().MaxBatchSize})
 	}
 	return l, nil
 }

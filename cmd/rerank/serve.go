@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -93,7 +94,7 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
 // modelFlags are the inference flags shared by serve and run.
 type modelFlags struct {
 	models                   multiFlag
-	ortLib, device           string
+	ortLib, device, spin     string
 	intraOp, interOp, runs   int
 	maxBatch, maxBatchTokens int
 	maxBatchCells            int
@@ -103,7 +104,8 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.Var(&m.models, "model", "model to serve, NAME=DIR or DIR (repeatable; default: the demo model as \"demo\")")
 	fs.StringVar(&m.ortLib, "ort-lib", "", "path of libonnxruntime.so (default $ONNXRUNTIME_LIB, else .cache/onnxruntime/"+model.ORTVersion+")")
 	fs.StringVar(&m.device, "device", "cpu", "execution device: cpu, cuda or cuda:N")
-	fs.IntVar(&m.intraOp, "intra-op-threads", 0, "ONNX Runtime threads per run (0 = number of CPUs)")
+	fs.IntVar(&m.intraOp, "intra-op-threads", 0, "ONNX Runtime threads per run (0: the CPUs this process may use, honouring a container's CPU quota, divided between the models)")
+	fs.StringVar(&m.spin, "intra-op-spin", "auto", "ONNX Runtime threads spin while idle: on, off, or auto (on with one model, off with several, which share the CPUs)")
 	fs.IntVar(&m.interOp, "inter-op-threads", 1, "ONNX Runtime threads across graph branches")
 	fs.IntVar(&m.runs, "concurrent-runs", 1, "ONNX Runtime runs in flight per model")
 	fs.IntVar(&m.maxBatch, "max-batch-size", 0, fmt.Sprintf("pairs per inference batch (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchSize, model.DefaultCUDAMaxBatchSize))
@@ -111,12 +113,32 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&m.maxBatchCells, "max-batch-cells", 0, fmt.Sprintf("batch size × longest sequence² per inference batch, bounds attention memory (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchCells, model.DefaultCUDAMaxBatchCells))
 }
 
-func (m *modelFlags) options() (model.Options, error) {
+// options are the model options for n models: unless set, the intra-op
+// threads are the process's CPUs divided between the models (each session
+// has its own pool), and spinning is off when several models share them.
+func (m *modelFlags) options(n int) (model.Options, error) {
 	dev, err := model.ParseDevice(m.device)
 	if err != nil {
 		return model.Options{}, err
 	}
-	return model.Options{Device: dev, IntraOpThreads: m.intraOp, InterOpThreads: m.interOp,
+	intra := m.intraOp
+	if intra <= 0 {
+		intra = max(1, runtime.GOMAXPROCS(0)/max(n, 1))
+	}
+	var spin *bool
+	switch m.spin {
+	case "on":
+		spin = new(true)
+	case "off":
+		spin = new(false)
+	case "auto", "":
+		if n > 1 {
+			spin = new(false)
+		}
+	default:
+		return model.Options{}, fmt.Errorf("--intra-op-spin %q: want on, off or auto", m.spin)
+	}
+	return model.Options{Device: dev, IntraOpThreads: intra, InterOpThreads: m.interOp, Spin: spin,
 		ConcurrentRuns: m.runs, MaxBatchSize: m.maxBatch, MaxBatchTokens: m.maxBatchTokens, MaxBatchCells: m.maxBatchCells}, nil
 }
 
@@ -125,7 +147,7 @@ func (m *modelFlags) load() (*loadedModels, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts, err := m.options()
+	opts, err := m.options(len(specs))
 	if err != nil {
 		return nil, err
 	}

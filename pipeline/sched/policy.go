@@ -14,6 +14,11 @@ type Request struct {
 	Lane    schemas.Lane
 	Pairs   int       // pairs in all
 	Arrived time.Time // when it was added
+	// Lengths, when set, are the pairs' token counts in the request's
+	// order (ascending): Next fills a call with the shortest pairs of the
+	// requests it takes from, so that calls shared by several jobs pad
+	// little. Nil means all pairs are alike.
+	Lengths []int
 
 	next       int       // pairs handed out so far
 	lastServed time.Time // when it last got a chunk (Arrived until then)
@@ -44,6 +49,12 @@ type Config struct {
 	// last served, in pairs; default 10 × BatchPairs. A request's key is
 	// its remaining pairs minus that credit, the smallest first.
 	AgingRate float64
+	// Window is how many pairs, of the requests first in key order, one
+	// call may choose from; default 16 × BatchPairs. A wider window pads
+	// less (the shortest pairs go together) and lets a small job wait
+	// behind more pairs of the jobs before it. A request with more pairs
+	// left than Window joins only when it is first.
+	Window int
 }
 
 // Defaults.
@@ -61,6 +72,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AgingRate <= 0 {
 		c.AgingRate = 10 * float64(c.BatchPairs)
+	}
+	if c.Window <= 0 {
+		c.Window = 16 * c.BatchPairs
 	}
 	return c
 }
@@ -122,9 +136,9 @@ func (p *Policy) Waiting(l schemas.Lane) bool { return len(p.queues[lane(l)]) > 
 // Next hands out the pairs of the next call, at most BatchPairs, all of one
 // lane: interactive, unless only bulk waits or bulk's floor share is due.
 // Within the lane requests go in key order (fewest remaining pairs, minus
-// aging credit; arrival breaks ties), and a call is filled from several
-// requests when the first has fewer pairs left than BatchPairs. It returns
-// the lane and nil chunks when nothing waits.
+// aging credit; arrival breaks ties); the call takes the shortest next
+// pairs of the requests in the window, so small jobs share calls and pad
+// little. It returns the lane and nil chunks when nothing waits.
 func (p *Policy) Next(now time.Time) (schemas.Lane, []Chunk) {
 	hasI, hasB := p.Waiting(schemas.Interactive), p.Waiting(schemas.Bulk)
 	var l schemas.Lane
@@ -157,18 +171,43 @@ func (p *Policy) Next(now time.Time) (schemas.Lane, []Chunk) {
 		}
 		return 0
 	})
-	budget := p.cfg.BatchPairs
+	// The window: requests in key order while their pairs fit.
+	window := q[:1]
+	total := q[0].Remaining()
+	for _, r := range q[1:] {
+		if total+r.Remaining() > p.cfg.Window {
+			break
+		}
+		window = append(window, r)
+		total += r.Remaining()
+	}
+	// The call: the shortest next pairs of the window, earlier requests
+	// first among equals; each request gives a prefix of what it has left.
+	take := make([]int, len(window))
+	for range min(p.cfg.BatchPairs, total) {
+		best := -1
+		for i, r := range window {
+			if take[i] == r.Remaining() {
+				continue
+			}
+			if best < 0 || r.length(r.next+take[i]) < window[best].length(window[best].next+take[best]) {
+				best = i
+			}
+		}
+		take[best]++
+	}
 	var out []Chunk
+	for i, r := range window {
+		if take[i] == 0 {
+			continue
+		}
+		out = append(out, Chunk{Req: r, Lo: r.next, Hi: r.next + take[i]})
+		r.next += take[i]
+		r.lastServed = now
+		p.pending -= take[i]
+	}
 	kept := q[:0]
 	for _, r := range q {
-		if budget > 0 {
-			k := min(r.Remaining(), budget)
-			out = append(out, Chunk{Req: r, Lo: r.next, Hi: r.next + k})
-			r.next += k
-			r.lastServed = now
-			budget -= k
-			p.pending -= k
-		}
 		if r.Remaining() > 0 {
 			kept = append(kept, r)
 		} else {
@@ -178,6 +217,14 @@ func (p *Policy) Next(now time.Time) (schemas.Lane, []Chunk) {
 	clear(q[len(kept):])
 	p.queues[lane(l)] = kept
 	return l, out
+}
+
+// length is the token count of pair i, 0 when unknown.
+func (r *Request) length(i int) int {
+	if i < len(r.Lengths) {
+		return r.Lengths[i]
+	}
+	return 0
 }
 
 func lane(l schemas.Lane) int {

@@ -123,6 +123,22 @@ func TestNext(t *testing.T) {
 	}
 }
 
+func TestCallsTakeTheShortestPairsOfTheWindow(t *testing.T) {
+	p := sched.New(sched.Config{BatchPairs: 4, Window: 12})
+	a := &sched.Request{Lane: schemas.Interactive, Pairs: 4, Lengths: []int{5, 5, 50, 50}}
+	b := &sched.Request{Lane: schemas.Interactive, Pairs: 4, Lengths: []int{6, 6, 7, 7}}
+	huge := &sched.Request{Lane: schemas.Interactive, Pairs: 40, Lengths: make([]int, 40)} // all length 0, over the window
+	names := map[*sched.Request]string{a: "a", b: "b", huge: "huge"}
+	for _, r := range []*sched.Request{a, b, huge} {
+		p.Add(r, t0)
+	}
+	for i, want := range [][]string{{"a:2", "b:2"}, {"a:2", "b:2"}, {"huge:4"}} {
+		if _, chunks := p.Next(t0); !equal(picks(names, chunks), want) {
+			t.Fatalf("call %d: %v, want %v (the huge request's short pairs must not join while smaller requests wait)", i, picks(names, chunks), want)
+		}
+	}
+}
+
 func TestChunksCoverEveryPairOnce(t *testing.T) {
 	p := sched.New(sched.Config{BatchPairs: 7})
 	reqs := []*sched.Request{req(schemas.Interactive, 23), req(schemas.Bulk, 50), req(schemas.Interactive, 1), req(schemas.Bulk, 6)}
