@@ -72,7 +72,7 @@ func New(connected func() float64) *Metrics {
 	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rerank_scheduler_calls_total",
 		Help: "Scoring calls, by the scheduler's decision: which model and which lane."}, []string{"model", "lane"})
 	m.laneWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rerank_lane_wait_seconds",
-		Help: "Time from a job reaching the model's scheduler to its first scoring call, by lane.",
+		Help:    "Time from a job reaching the model's scheduler to its first scoring call, by lane.",
 		Buckets: []float64{0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}}, []string{"model", "lane"})
 	m.chunks = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rerank_chunks_in_flight",
 		Help: "Chunks (a job's share of one scoring call) being scored."}, []string{"model"})
@@ -125,7 +125,9 @@ func (m *Metrics) ObserveLaneWait(model, lane string, wait time.Duration) {
 }
 
 // ChunksInFlight moves the chunks-in-flight gauge.
-func (m *Metrics) ChunksInFlight(model string, delta int) { m.chunks.WithLabelValues(model).Add(float64(delta)) }
+func (m *Metrics) ChunksInFlight(model string, delta int) {
+	m.chunks.WithLabelValues(model).Add(float64(delta))
+}
 
 // Server serves /metrics, /healthz and /readyz.
 type Server struct {

@@ -18,8 +18,8 @@ type request struct {
 	order  []int // encs by length: chunks are ranges of it
 	scores []float32
 	sr     sched.Request
-	scored int  // pairs scored so far
-	failed bool // answered with an error; the rest is dropped
+	scored int           // pairs scored so far
+	failed bool          // answered with an error; the rest is dropped
 	done   chan response // buffered, capacity 1
 }
 

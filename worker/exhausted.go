@@ -52,15 +52,15 @@ type maxDeliveriesAdvisory struct {
 // SweepInterval, for delivered jobs still in the work-queue stream while
 // their consumer has nothing pending (see untracked).
 type exhaustedWatch struct {
-	w         *Worker
-	stream    jetstream.Stream
-	sources   []*source
-	byName    map[string]*source // consumer name → its source
-	ch        chan *nats.Msg
-	subs      []*nats.Subscription
-	quit      chan struct{}
-	done      sync.WaitGroup
-	once      sync.Once
+	w       *Worker
+	stream  jetstream.Stream
+	sources []*source
+	byName  map[string]*source // consumer name → its source
+	ch      chan *nats.Msg
+	subs    []*nats.Subscription
+	quit    chan struct{}
+	done    sync.WaitGroup
+	once    sync.Once
 }
 
 // sweepSettle is how long a job the sweep found must stay found before it

@@ -12,7 +12,9 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 
-func req(lane schemas.Lane, pairs int) *sched.Request { return &sched.Request{Lane: lane, Pairs: pairs} }
+func req(lane schemas.Lane, pairs int) *sched.Request {
+	return &sched.Request{Lane: lane, Pairs: pairs}
+}
 
 // picks describes a call: for each chunk, the request's name and its size.
 func picks(names map[*sched.Request]string, chunks []sched.Chunk) []string {
