@@ -29,6 +29,7 @@ type config struct {
 	modelDir, tinyDir, ortLib, rerankBin, jsDir, device string
 	runs, intraOp, interOp, concurrentRuns              int
 	maxBatchSize, maxBatchTokens, natsRuns, smallRuns   int
+	fairnessRuns, idleRuns                              int
 	only                                                string
 	sweep                                               bool
 }
@@ -48,6 +49,8 @@ func main() {
 	flag.IntVar(&c.maxBatchTokens, "max-batch-tokens", 0, "padded tokens per ORT run (0 = the model package's default)")
 	flag.IntVar(&c.natsRuns, "nats-runs", 1, "interleaved runs of nats_vs_pipeline (2 × 1,000 candidates each)")
 	flag.IntVar(&c.smallRuns, "small-runs", 2, "interleaved runs of small_jobs_batching_gain (200 jobs of 10 each)")
+	flag.IntVar(&c.fairnessRuns, "fairness-runs", 1, "runs of the latency-under-bulk figures (a 4,000-candidate bulk job each)")
+	flag.IntVar(&c.idleRuns, "idle-runs", 2, "interleaved runs of idle_models_throughput_ratio")
 	flag.StringVar(&c.only, "only", "", "comma-separated figure names to run (default all)")
 	flag.BoolVar(&c.sweep, "sweep-threads", false, "measure thread settings instead of the figures")
 	flag.Parse()
@@ -140,6 +143,16 @@ func run(c config) error {
 			return err
 		}
 	}
+	if c.want("small_job_latency_under_bulk_ratio") {
+		if err := benchLatencyUnderBulk(ctx, c, m, r); err != nil {
+			return err
+		}
+	}
+	if c.want("idle_models_throughput_ratio") {
+		if err := benchIdleModels(ctx, c, r); err != nil {
+			return err
+		}
+	}
 	if c.want("vs_transformers_js") && c.jsDir != "" {
 		if err := benchTransformersJS(ctx, c, m, makeJob(r, "peer", 1000, 75)); err != nil {
 			return err
@@ -147,6 +160,8 @@ func run(c config) error {
 	}
 	return nil
 }
+
+func runtimeCPUs() int { return runtime.GOMAXPROCS(0) }
 
 func cpuName() string {
 	b, err := os.ReadFile("/proc/cpuinfo")
@@ -168,7 +183,7 @@ func newPipeline(m *model.Model, cfg pipeline.Config) (*pipeline.Pipeline, error
 	if err != nil {
 		return nil, err
 	}
-	return pipeline.New(cfg, pipeline.Model{Name: "bench", Scorer: m, Inject: ic})
+	return pipeline.New(cfg, pipeline.Model{Name: "bench", Scorer: m, Inject: ic, BatchPairs: m.Options().MaxBatchSize})
 }
 
 func pairsOf(job *schemas.Job) []model.Pair {

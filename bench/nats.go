@@ -118,11 +118,12 @@ type workerProc struct {
 	done chan struct{}
 }
 
-func startWorker(c config, url string) (*workerProc, error) {
+func startWorker(c config, url string, extra ...string) (*workerProc, error) {
 	args := []string{"serve", "--model", "bench=" + c.modelDir, "--nats-url", url,
 		"--metrics-addr", "", "--log-format", "text", "--log-level", "info",
 		"--device", c.device, "--intra-op-threads", strconv.Itoa(c.intraOp), "--inter-op-threads", strconv.Itoa(c.interOp),
 		"--concurrent-runs", strconv.Itoa(c.concurrentRuns)}
+	args = append(args, extra...)
 	if c.ortLib != "" {
 		args = append(args, "--ort-lib", c.ortLib)
 	}
