@@ -116,6 +116,7 @@ func TestResultsOutageLosesNoAnswer(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxDeliver = 2
 	provision(t, js, cfg)
+	cfg.Provision = false // a provisioning worker could re-create the stream deleted below
 	w := startWorker(t, ns, &slowScorer{}, cfg)
 	if err := js.DeleteStream(context.Background(), worker.ResultsStream); err != nil {
 		t.Fatal(err)

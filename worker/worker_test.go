@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"math"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -165,7 +167,11 @@ func startWorkerWith(t *testing.T, ns *natsembed.Server, p worker.Reranker, cfg 
 	}
 	t.Cleanup(nc.Close)
 	obs := newCounter()
-	w, err := worker.New(nc, p, cfg, nil, obs)
+	var log *slog.Logger
+	if os.Getenv("RERANK_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	w, err := worker.New(nc, p, cfg, log, obs)
 	if err != nil {
 		t.Fatal(err)
 	}
