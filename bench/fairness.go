@@ -149,7 +149,7 @@ func benchIdleModels(ctx context.Context, c config, r *rand.Rand) error {
 	var alone, withIdle []float64
 	for run := range c.idleRuns {
 		for _, idle := range []int{0, 3} {
-			extra := []string{"--concurrency", "4", "--intra-op-threads", fmt.Sprint(threads)}
+			extra := []string{"--concurrency", "4", "--intra-op-threads", fmt.Sprint(threads), "--intra-op-spin", "on"}
 			for i := range idle {
 				extra = append(extra, "--model", fmt.Sprintf("idle%d=%s", i, c.modelDir))
 			}

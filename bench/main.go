@@ -50,7 +50,7 @@ func main() {
 	flag.IntVar(&c.natsRuns, "nats-runs", 1, "interleaved runs of nats_vs_pipeline (2 × 1,000 candidates each)")
 	flag.IntVar(&c.smallRuns, "small-runs", 2, "interleaved runs of small_jobs_batching_gain (200 jobs of 10 each)")
 	flag.IntVar(&c.fairnessRuns, "fairness-runs", 1, "runs of the latency-under-bulk figures (a 4,000-candidate bulk job each)")
-	flag.IntVar(&c.idleRuns, "idle-runs", 2, "interleaved runs of idle_models_throughput_ratio")
+	flag.IntVar(&c.idleRuns, "idle-runs", 3, "interleaved runs of idle_models_throughput_ratio")
 	flag.StringVar(&c.only, "only", "", "comma-separated figure names to run (default all)")
 	flag.BoolVar(&c.sweep, "sweep-threads", false, "measure thread settings instead of the figures")
 	flag.Parse()

@@ -105,7 +105,7 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.ortLib, "ort-lib", "", "path of libonnxruntime.so (default $ONNXRUNTIME_LIB, else .cache/onnxruntime/"+model.ORTVersion+")")
 	fs.StringVar(&m.device, "device", "cpu", "execution device: cpu, cuda or cuda:N")
 	fs.IntVar(&m.intraOp, "intra-op-threads", 0, "ONNX Runtime threads per run (0: the CPUs this process may use, honouring a container's CPU quota, divided between the models)")
-	fs.StringVar(&m.spin, "intra-op-spin", "auto", "ONNX Runtime threads spin while idle: on, off, or auto (on with one model, off with several, which share the CPUs)")
+	fs.StringVar(&m.spin, "intra-op-spin", "auto", "ONNX Runtime threads spin while idle: on, off, or auto (on, unless the models' threads together exceed the CPUs)")
 	fs.IntVar(&m.interOp, "inter-op-threads", 1, "ONNX Runtime threads across graph branches")
 	fs.IntVar(&m.runs, "concurrent-runs", 1, "ONNX Runtime runs in flight per model")
 	fs.IntVar(&m.maxBatch, "max-batch-size", 0, fmt.Sprintf("pairs per inference batch (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchSize, model.DefaultCUDAMaxBatchSize))
@@ -115,7 +115,8 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 
 // options are the model options for n models: unless set, the intra-op
 // threads are the process's CPUs divided between the models (each session
-// has its own pool), and spinning is off when several models share them.
+// has its own pool), and spinning is off when the sessions' threads
+// together exceed the CPUs.
 func (m *modelFlags) options(n int) (model.Options, error) {
 	dev, err := model.ParseDevice(m.device)
 	if err != nil {
@@ -132,7 +133,9 @@ func (m *modelFlags) options(n int) (model.Options, error) {
 	case "off":
 		spin = new(false)
 	case "auto", "":
-		if n > 1 {
+		// Spinning threads of several sessions that share the CPUs take
+		// turns away from each other: off when they oversubscribe them.
+		if intra*max(n, 1) > runtime.GOMAXPROCS(0) {
 			spin = new(false)
 		}
 	default:
