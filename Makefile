@@ -115,6 +115,11 @@ bench: build ort demo-model bench-js
 	@cp bench/transformersjs/bench.mjs $(BENCH_JS)/
 	$(GO) run ./bench --model $(DEMO_MODEL) --rerank $(BIN) --js $(BENCH_JS) $(BENCH_FLAGS)
 
+# make gpu-bundle: the air-gapped GPU run (deploy/gpu/README.md).
+.PHONY: gpu-bundle
+gpu-bundle: assets
+	@./scripts/gpu-bundle.sh
+
 clean:
 	rm -rf bin .data
 

@@ -31,7 +31,7 @@ type config struct {
 	maxBatchSize, maxBatchTokens, natsRuns, smallRuns   int
 	fairnessRuns, idleRuns                              int
 	only                                                string
-	sweep                                               bool
+	sweep, sweepBatch, compareCPU                       bool
 }
 
 func main() {
@@ -49,10 +49,12 @@ func main() {
 	flag.IntVar(&c.maxBatchTokens, "max-batch-tokens", 0, "padded tokens per ORT run (0 = the model package's default)")
 	flag.IntVar(&c.natsRuns, "nats-runs", 1, "interleaved runs of nats_vs_pipeline (2 × 1,000 candidates each)")
 	flag.IntVar(&c.smallRuns, "small-runs", 2, "interleaved runs of small_jobs_batching_gain (200 jobs of 10 each)")
-	flag.IntVar(&c.fairnessRuns, "fairness-runs", 1, "runs of the latency-under-bulk figures (a 4,000-candidate bulk job each)")
+	flag.IntVar(&c.fairnessRuns, "fairness-runs", 2, "runs of the latency-under-bulk figures (a 4,000-candidate bulk job each; odd runs in reverse order)")
 	flag.IntVar(&c.idleRuns, "idle-runs", 3, "interleaved runs of idle_models_throughput_ratio")
 	flag.StringVar(&c.only, "only", "", "comma-separated figure names to run (default all)")
 	flag.BoolVar(&c.sweep, "sweep-threads", false, "measure thread settings instead of the figures")
+	flag.BoolVar(&c.sweepBatch, "sweep-batch", false, "measure batch sizes × token budgets on --device instead of the figures")
+	flag.BoolVar(&c.compareCPU, "compare-cpu", false, "also score one job on the CPU and print <device>_vs_cpu_max_abs_diff")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -109,6 +111,9 @@ func run(c config) error {
 	if c.sweep {
 		return sweepThreads(c, rt)
 	}
+	if c.sweepBatch {
+		return sweepBatch(c, rt)
+	}
 	m, err := rt.Load(c.modelDir, opts)
 	if err != nil {
 		return err
@@ -116,6 +121,11 @@ func run(c config) error {
 	defer m.Close()
 	r := rand.New(rand.NewPCG(42, 1))
 	ctx := context.Background()
+	if c.compareCPU {
+		if err := compareCPU(ctx, c, rt, m); err != nil {
+			return err
+		}
+	}
 
 	if c.want("tokenize") {
 		if err := benchTokenizer(m); err != nil {
@@ -143,13 +153,13 @@ func run(c config) error {
 			return err
 		}
 	}
-	if c.want("small_job_latency_under_bulk_ratio") {
-		if err := benchLatencyUnderBulk(ctx, c, m, r); err != nil {
+	if c.want("idle_models_throughput_ratio") {
+		if err := benchIdleModels(ctx, c, r); err != nil {
 			return err
 		}
 	}
-	if c.want("idle_models_throughput_ratio") {
-		if err := benchIdleModels(ctx, c, r); err != nil {
+	if c.want("small_job_latency_under_bulk_ratio") {
+		if err := benchLatencyUnderBulk(ctx, c, m, r); err != nil {
 			return err
 		}
 	}
