@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/rerank/rerank/client"
-	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
@@ -140,16 +139,11 @@ func percentile(xs []float64, q float64) float64 {
 // same intra-op threads: the figure measures scheduling, not the division of
 // threads between models (docs/operations.md).
 func benchIdleModels(ctx context.Context, c config, r *rand.Rand) error {
-	store, err := os.MkdirTemp("", "rerank-bench-idle-")
+	ns, stopNATS, err := startNATS()
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(store)
-	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: store})
-	if err != nil {
-		return err
-	}
-	defer ns.Stop()
+	defer stopNATS()
 	const jobs, candidates = 40, 10
 	threads := c.intraOp
 	if threads <= 0 {

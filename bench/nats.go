@@ -43,16 +43,11 @@ func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) erro
 	defer p.Close()
 	// The NATS server runs in this process, as it would on its own machine:
 	// the worker's memory is the worker's alone.
-	store, err := os.MkdirTemp("", "rerank-bench-nats-")
+	ns, stopNATS, err := startNATS()
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(store)
-	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: store})
-	if err != nil {
-		return err
-	}
-	defer ns.Stop()
+	defer stopNATS()
 	w, err := startWorker(c, ns.ClientURL())
 	if err != nil {
 		return err
@@ -110,6 +105,21 @@ func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) erro
 	line("nats_vs_pipeline", median(viaNATS)/median(direct), "ratio")
 	line("peak_rss_mb", rss, "MB")
 	return nil
+}
+
+// startNATS starts an embedded JetStream server on a free port with a
+// temporary store; stop shuts it down and removes the store.
+func startNATS() (ns *natsembed.Server, stop func(), err error) {
+	store, err := os.MkdirTemp("", "rerank-bench-nats-")
+	if err != nil {
+		return nil, nil, err
+	}
+	ns, err = natsembed.Start(natsembed.Options{Port: -1, StoreDir: store})
+	if err != nil {
+		os.RemoveAll(store)
+		return nil, nil, err
+	}
+	return ns, func() { ns.Stop(); os.RemoveAll(store) }, nil
 }
 
 type workerProc struct {
