@@ -5,17 +5,22 @@
 #   rerank, rerank-bench      the binaries, built here (x86-64)
 #   tokenizer.json            for `rerank gen-model`, which writes the demo
 #                             model there (weights are never copied)
-#   lib/libonnxruntime.so.1, lib/libonnxruntime_providers_shared.so
-#                             ONNX Runtime 1.29.0, CUDA-enabled core
+#   lib/libonnxruntime.so.1   ONNX Runtime 1.29.0's core, the one `make ort`
+#                             fetches (onnxruntime-node@1.29.0, sha256
+#                             pinned): its provider bridge loads CUDA
+#   lib/libonnxruntime_providers_shared.so
+#                             the bridge's helper
 #   libonnxruntime_providers_cuda.so.xz.NN
 #                             the CUDA provider (~230 MB), xz-compressed and
 #                             split; run.sh reassembles it
 #   SHA256SUMS                every file above, and the reassembled provider
 #   run.sh, README.md         deploy/gpu/run.sh and README.md
-# The libraries come from the npm packages com.github.asus4.onnxruntime and
-# com.github.asus4.onnxruntime.linux-x64-gpu 0.4.9 (ONNX Runtime 1.29.0's
-# Linux GPU release, split by platform), fetched with `npm pack` and
-# checked against pinned sha256 sums.
+# The CUDA provider and its helper come from the npm package
+# com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9 (ONNX Runtime 1.29.0's
+# Linux GPU release), fetched with `npm pack`, sha256 pinned. Its sibling
+# package com.github.asus4.onnxruntime holds a core library built without
+# CUDA ("CUDA execution provider is not enabled in this build"), so the core
+# is onnxruntime-node's, which has the provider bridge.
 #
 # Environment (for tests): GPU_BUNDLE_DIR (default .cache/gpu-bundle),
 # GPU_BUNDLE_PIECE (bytes per piece, default 60 MiB), GPU_BUNDLE_CUDA_LIB
@@ -29,10 +34,9 @@ PIECE="${GPU_BUNDLE_PIECE:-62914560}"
 CACHE="$ROOT/.cache/gpu-ort"
 VERSION=0.4.9
 GPU_PKG="com.github.asus4.onnxruntime.linux-x64-gpu"
-CORE_PKG="com.github.asus4.onnxruntime"
-# sha256 of the tarballs as the npm registry serves them.
+# sha256 of the tarball as the npm registry serves it.
 GPU_TGZ_SHA256="2b459e0c17f340c92970c10ed86de4f37a3009f93c14053e6ad4334cbb6be412"
-CORE_TGZ_SHA256="e59788788818fdde1b2e522e766a21ba0f7d8391de55737abf81e32cc801785d"
+CORE_LIB="$ROOT/.cache/onnxruntime/1.29.0/libonnxruntime.so.1" # make ort
 export CGO_ENABLED=1
 
 die() { echo "gpu-bundle: $*" >&2; exit 1; }
@@ -57,16 +61,12 @@ cp "${GPU_BUNDLE_TOKENIZER:-.cache/tokenizer/tokenizer.json}" "$OUT.part/tokeniz
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-if [ -n "${GPU_BUNDLE_CORE_LIB:-}" ]; then
-  cp "$GPU_BUNDLE_CORE_LIB" "$OUT.part/lib/libonnxruntime.so.1"
-  printf 'fake' > "$OUT.part/lib/libonnxruntime_providers_shared.so"
-else
-  core="$(fetch "$CORE_PKG" "$CORE_TGZ_SHA256")"
-  tar -xzf "$core" -C "$tmp" package/Plugins/Linux/x64/libonnxruntime.so
-  cp "$tmp/package/Plugins/Linux/x64/libonnxruntime.so" "$OUT.part/lib/libonnxruntime.so.1"
-fi
+core="${GPU_BUNDLE_CORE_LIB:-$CORE_LIB}"
+[ -f "$core" ] || die "no ONNX Runtime core at $core: run make ort"
+cp "$core" "$OUT.part/lib/libonnxruntime.so.1"
 if [ -n "${GPU_BUNDLE_CUDA_LIB:-}" ]; then
   cuda="$GPU_BUNDLE_CUDA_LIB"
+  printf 'stand-in' > "$OUT.part/lib/libonnxruntime_providers_shared.so"
 else
   gpu="$(fetch "$GPU_PKG" "$GPU_TGZ_SHA256")"
   tar -xzf "$gpu" -C "$tmp" package/Plugins/Linux/x64/libonnxruntime_providers_cuda.so package/Plugins/Linux/x64/libonnxruntime_providers_shared.so
