@@ -190,25 +190,13 @@ func drain(ctx context.Context, url string, r *rand.Rand, prefix string, n, cand
 	if err != nil {
 		return 0, err
 	}
-	start := time.Now()
-	var pend []*client.Pending
-	for i := range n {
-		pd, err := cl.SubmitAsync(ctx, makeJob(r, fmt.Sprintf("%s-%d", prefix, i), candidates, 40))
-		if err != nil {
-			return 0, err
-		}
-		pend = append(pend, pd)
+	jobs := make([]*schemas.Job, n)
+	for i := range jobs {
+		jobs[i] = makeJob(r, fmt.Sprintf("%s-%d", prefix, i), candidates, 40)
 	}
-	for _, pd := range pend {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		res, err := pd.Result(wctx)
-		cancel()
-		if err != nil {
-			return 0, err
-		}
-		if res.Error != nil {
-			return 0, res.Error
-		}
+	start := time.Now()
+	if err := submitAll(ctx, cl, jobs); err != nil {
+		return 0, err
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }

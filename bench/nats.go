@@ -75,24 +75,8 @@ func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) erro
 		direct = append(direct, float64(pairs)/time.Since(start).Seconds())
 
 		start = time.Now()
-		var pend []*client.Pending
-		for _, j := range jobs {
-			pd, err := cl.SubmitAsync(ctx, j)
-			if err != nil {
-				return err
-			}
-			pend = append(pend, pd)
-		}
-		for _, pd := range pend {
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-			res, err := pd.Result(wctx)
-			cancel()
-			if err != nil {
-				return err
-			}
-			if res.Error != nil {
-				return res.Error
-			}
+		if err := submitAll(ctx, cl, jobs); err != nil {
+			return err
 		}
 		viaNATS = append(viaNATS, float64(pairs)/time.Since(start).Seconds())
 	}
@@ -120,6 +104,31 @@ func startNATS() (ns *natsembed.Server, stop func(), err error) {
 		return nil, nil, err
 	}
 	return ns, func() { ns.Stop(); os.RemoveAll(store) }, nil
+}
+
+// submitAll submits jobs at once and waits for every result; a job
+// answered with an error fails it.
+func submitAll(ctx context.Context, cl *client.Client, jobs []*schemas.Job) error {
+	var pend []*client.Pending
+	for _, j := range jobs {
+		pd, err := cl.SubmitAsync(ctx, j)
+		if err != nil {
+			return err
+		}
+		pend = append(pend, pd)
+	}
+	for _, pd := range pend {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		res, err := pd.Result(wctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if res.Error != nil {
+			return res.Error
+		}
+	}
+	return nil
 }
 
 type workerProc struct {

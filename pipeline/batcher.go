@@ -89,15 +89,14 @@ func (b *batcher) loop() {
 	pol := sched.New(sched.Config{BatchPairs: b.p.batchPairs(b.m)})
 	reqs := map[*sched.Request]*request{}
 	free := b.p.cfg.ConcurrentCalls
-	var oldestNew time.Time // arrival of the oldest request not started; zero when none
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
 	for {
 		for free > 0 && pol.Pending() > 0 {
 			now := time.Now()
-			if !oldestNew.IsZero() && pol.Pending() < pol.BatchPairs() && !startedWaiting(reqs) {
-				if wait := oldestNew.Add(b.p.cfg.MaxBatchDelay).Sub(now); wait > 0 {
+			if oldest := oldestNotStarted(reqs); !oldest.IsZero() && pol.Pending() < pol.BatchPairs() && !startedWaiting(reqs) {
+				if wait := oldest.Add(b.p.cfg.MaxBatchDelay).Sub(now); wait > 0 {
 					if !armed {
 						timer.Reset(wait)
 						armed = true
@@ -121,7 +120,6 @@ func (b *batcher) loop() {
 				}
 				c.chunks, c.reqs = append(c.chunks, ch), append(c.reqs, r)
 			}
-			oldestNew = oldestNotStarted(reqs)
 			if len(c.chunks) == 0 {
 				continue
 			}
@@ -133,15 +131,11 @@ func (b *batcher) loop() {
 		case r := <-b.in:
 			reqs[&r.sr] = r
 			pol.Add(&r.sr, r.sr.Arrived)
-			if oldestNew.IsZero() {
-				oldestNew = r.sr.Arrived
-			}
 		case c := <-b.results:
 			free++
 			b.apply(pol, reqs, c)
 		case <-timer.C:
-			armed = false
-			oldestNew = time.Now().Add(-b.p.cfg.MaxBatchDelay) // due now
+			armed = false // the oldest request's wait is over: the loop above dispatches
 		case <-b.p.closing:
 			for _, r := range reqs {
 				r.done <- response{err: ErrClosed}
@@ -222,18 +216,19 @@ func (b *batcher) run(c *call) {
 	}
 	ctx, cancel := allDone(c.reqs)
 	defer cancel()
-	scores, err := b.call(ctx, c.lane, encs, distinct(c.reqs))
+	jobs := distinct(c.reqs)
+	scores, err := b.call(ctx, c.lane, encs, jobs)
 	off := 0
 	for i, ch := range c.chunks {
 		n := ch.Hi - ch.Lo
 		switch {
 		case err == nil:
 			c.scores[i] = scores[off : off+n]
-		case distinct(c.reqs) > 1:
+		case jobs > 1:
 			part := encs[off : off+n]
 			c.scores[i], c.errs[i] = b.call(c.reqs[i].ctx, c.lane, part, 1)
 			if c.errs[i] != nil {
-				c.errs[i] = fmt.Errorf("scoring %d pairs alone, after a call shared by %d jobs failed: %w", n, distinct(c.reqs), c.errs[i])
+				c.errs[i] = fmt.Errorf("scoring %d pairs alone, after a call shared by %d jobs failed: %w", n, jobs, c.errs[i])
 			}
 		default:
 			c.errs[i] = fmt.Errorf("scoring %d pairs: %w", len(encs), err)

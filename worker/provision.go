@@ -110,9 +110,10 @@ func provision(ctx context.Context, js jetstream.JetStream, models []string, c C
 	return nil
 }
 
-// provisionAttempt bounds one provisioning request: on a fresh cluster a
-// stream create racing another worker's update may go unanswered, and a
-// retry a moment later succeeds.
+// provisionAttempt bounds one request at start, provisioning or binding:
+// on a fresh cluster a stream create racing another worker's update, or an
+// info request during a leader election, may go unanswered, and a retry a
+// moment later succeeds.
 const provisionAttempt = 5 * time.Second
 
 // provisionRetrying runs Provision, one request at a time under its own
@@ -120,18 +121,25 @@ const provisionAttempt = 5 * time.Second
 // the server gives for the definition itself (400, other than a concurrent
 // create) is returned at once.
 func provisionRetrying(ctx context.Context, js jetstream.JetStream, models []string, c Config, log *slog.Logger) error {
+	return retryTransient(ctx, log, "provisioning", func(ctx context.Context) error {
+		return provision(ctx, js, models, c, provisionAttempt)
+	})
+}
+
+// retryTransient runs attempt until it succeeds, fails for good (a missing
+// stream or consumer, a definition the server refuses) or ctx ends,
+// waiting 250 ms, doubling to 4 s, between tries. Provisioning and binding
+// at start share it.
+func retryTransient(ctx context.Context, log *slog.Logger, what string, attempt func(context.Context) error) error {
 	delay := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := provision(ctx, js, models, c, provisionAttempt)
-		if err == nil {
-			return nil
-		}
-		if !provisionRetryable(err) || ctx.Err() != nil {
+	for n := 1; ; n++ {
+		err := attempt(ctx)
+		if err == nil || errors.Is(err, ErrNotProvisioned) || !provisionRetryable(err) || ctx.Err() != nil {
 			return err
 		}
-		log.Warn("provisioning, will retry", "attempt", attempt, "delay", delay.String(), "err", err)
+		log.Warn(what+", will retry", "attempt", n, "delay", delay.String(), "err", err)
 		if !sleep(ctx, delay) {
-			return fmt.Errorf("%w (gave up after %d attempts: %w)", err, attempt, ctx.Err())
+			return fmt.Errorf("%w (gave up after %d attempts: %w)", err, n, ctx.Err())
 		}
 		delay = min(2*delay, 4*time.Second)
 	}

@@ -140,11 +140,11 @@ func (w *Worker) errorResult(model string, job *schemas.Job, md *jetstream.MsgMe
 // replySubject is where a result goes: the job's reply_to when it passes
 // CheckReplyTo with the operator's allow-list (checked again here, whatever
 // the caller checked before), else rerank.results.<id>.
-func (w *Worker) replySubject(job *schemas.Job, res *schemas.Result) string {
-	if job != nil && job.ReplyTo != "" && schemas.CheckReplyTo(job.ReplyTo, res.ID, w.cfg.Limits.ReplyAllow) == nil {
+func (w *Worker) replySubject(job *schemas.Job, id string) string {
+	if job != nil && job.ReplyTo != "" && schemas.CheckReplyTo(job.ReplyTo, id, w.cfg.Limits.ReplyAllow) == nil {
 		return job.ReplyTo
 	}
-	return ResultSubject(res.ID)
+	return ResultSubject(id)
 }
 
 // maxMsgBytes is the most a message the worker publishes may hold, headers
@@ -165,7 +165,7 @@ func (w *Worker) resultMsg(jobHeader nats.Header, job *schemas.Job, res *schemas
 	if err != nil {
 		return nil, fmt.Errorf("encoding result: %w", err)
 	}
-	out := nats.NewMsg(w.replySubject(job, res))
+	out := nats.NewMsg(w.replySubject(job, res.ID))
 	out.Data = data
 	out.Header.Set(HeaderContentType, format.ContentType())
 	out.Header.Set(HeaderMsgID, ResultMsgID(res.ID))
@@ -290,7 +290,7 @@ func (w *Worker) salvageJob(data []byte, header nats.Header, format schemas.Form
 // storedResult reports whether the job's result is already in the results
 // stream (its reply subject is under rerank.results.).
 func (w *Worker) storedResult(ctx context.Context, job *schemas.Job) bool {
-	subject := w.replySubject(job, &schemas.Result{ID: job.ID})
+	subject := w.replySubject(job, job.ID)
 	if w.results == nil || !strings.HasPrefix(subject, ResultsPrefix) {
 		return false
 	}

@@ -37,29 +37,6 @@ type Worker struct {
 	slots   *slotPool
 }
 
-// bindAttempt bounds one request while binding the streams and consumers
-// at start; binding as a whole is bounded by Config.ProvisionTimeout.
-const bindAttempt = 5 * time.Second
-
-// bindRetrying runs f under bindAttempt until it succeeds, fails for good
-// (a missing stream or consumer, permissions), or ctx ends.
-func bindRetrying(ctx context.Context, log *slog.Logger, what string, f func(context.Context) error) error {
-	delay := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, bindAttempt)
-		err := f(actx)
-		cancel()
-		if err == nil || errors.Is(err, ErrNotProvisioned) || !provisionRetryable(err) || ctx.Err() != nil {
-			return err
-		}
-		log.Warn(what+", will retry", "attempt", attempt, "err", err)
-		if !sleep(ctx, delay) {
-			return fmt.Errorf("%s: %w (gave up after %d attempts: %w)", what, err, attempt, ctx.Err())
-		}
-		delay = min(2*delay, 4*time.Second)
-	}
-}
-
 // New returns a worker on an open connection, which the caller owns (and
 // drains after Run returns).
 func New(nc *nats.Conn, r Reranker, cfg Config, log *slog.Logger, obs Observer) (*Worker, error) {
@@ -108,21 +85,28 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancel()
 	var sources []*source
 	var jobsStream jetstream.Stream
-	err := bindRetrying(bctx, w.log, "binding consumers", func(ctx context.Context) (err error) {
+	err := retryTransient(bctx, w.log, "binding consumers", func(ctx context.Context) (err error) {
+		ctx, cancel := context.WithTimeout(ctx, provisionAttempt)
+		defer cancel()
 		sources, err = lookupConsumers(ctx, w.js, models, w.cfg, w.log)
 		return err
 	})
 	if err == nil {
-		err = bindRetrying(bctx, w.log, "binding stream "+JobsStream, func(ctx context.Context) (err error) {
-			jobsStream, err = w.js.Stream(ctx, JobsStream)
-			return err
+		err = retryTransient(bctx, w.log, "binding stream "+JobsStream, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, provisionAttempt)
+			defer cancel()
+			var err error
+			if jobsStream, err = w.js.Stream(ctx, JobsStream); err != nil {
+				return fmt.Errorf("binding stream %s: %w", JobsStream, err)
+			}
+			return nil
 		})
 	}
 	if err == nil {
 		// Read to skip recomputing redelivered jobs already answered; a
 		// worker that may not read it recomputes them (the dedup window
 		// still hides most duplicates).
-		rctx, rcancel := context.WithTimeout(bctx, bindAttempt)
+		rctx, rcancel := context.WithTimeout(bctx, provisionAttempt)
 		if w.results, err = w.js.Stream(rctx, ResultsStream); err != nil {
 			w.log.Warn("binding the results stream: redelivered jobs will be recomputed", "err", err)
 			w.results, err = nil, nil
