@@ -264,11 +264,16 @@ func TestRedeliveredJobWithStoredResultIsNotRecomputed(t *testing.T) {
 	// The first delivery: taken, answered, but never acknowledged (its
 	// worker died between the two).
 	cons, _ := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("m"))
-	batch, err := cons.FetchNoWait(1)
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
+	taken := 0
 	for range batch.Messages() {
+		taken++
+	}
+	if taken != 1 {
+		t.Fatalf("took %d deliveries for the first, want 1 (%v)", taken, batch.Error())
 	}
 	res, _ := schemas.EncodeResult(okResult(j), schemas.Msgpack)
 	m := nats.NewMsg(worker.ResultSubject(j.ID))
