@@ -11,11 +11,14 @@ TINY_MODEL := $(CACHE)/models/tiny
 DEMO_MODEL := $(CACHE)/models/demo
 BIN := bin/rerank
 TOKENIZER_MODULE := github.com/clems4ever/all-minilm-l6-v2-go
-FUZZTIME ?= 5s
+# Executions, not seconds: with a duration, Go 1.26's fuzz coordinator can
+# report its own deadline as a failure ("context deadline exceeded", no
+# crasher written: golang/go#75804, fixed in Go 1.27).
+FUZZTIME ?= 100000x
 export ONNXRUNTIME_LIB ?= $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all build run demo test fuzz-short fuzz ort assets tokenizer tiny-model demo-model bench bench-js clean help deps
+.PHONY: all build run demo test fuzz-short fuzz ort assets tokenizer tiny-model demo-model demo-int8 bench bench-js clean help deps
 
 all: build
 
@@ -56,6 +59,12 @@ demo-model: $(DEMO_MODEL)/model.onnx
 $(DEMO_MODEL)/model.onnx: | $(BIN) $(TOKENIZER)
 	@$(BIN) gen-model --size l12 --name demo --tokenizer $(TOKENIZER) --out $(DEMO_MODEL)
 
+# The demo model's int8 copy, for make bench (rerank quantize).
+DEMO_INT8 := $(CACHE)/models/demo-int8
+demo-int8: $(DEMO_INT8)/model.onnx
+$(DEMO_INT8)/model.onnx: $(DEMO_MODEL)/model.onnx | $(BIN)
+	@$(BIN) quantize --in $(DEMO_MODEL) --out $(DEMO_INT8) --check-candidates 0 >/dev/null && echo "int8 model: $(DEMO_INT8)"
+
 run: build ort demo-model
 	@echo "Demo model: random weights (MiniLM-L12 shape) — the scores are meaningless; see README for real models."
 	@echo "Submit a job from another terminal:  $(BIN) submit examples/job.json"
@@ -64,11 +73,23 @@ run: build ort demo-model
 demo: build ort demo-model
 	@./scripts/demo.sh
 
-test: assets build
+test: assets build cohere-sdk
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
 	@$(MAKE) --no-print-directory fuzz-short
 	@$(MAKE) --no-print-directory parity
+
+# make cohere-sdk: the official Cohere SDK (npm cohere-ai, pinned in
+# tools/cohere/package.json, --ignore-scripts) for the gateway's client test
+# in cmd/rerank (TestGatewayServesRealClients).
+COHERE_SDK := $(CACHE)/cohere-sdk
+.PHONY: cohere-sdk
+cohere-sdk: $(COHERE_SDK)/node_modules/cohere-ai/package.json
+$(COHERE_SDK)/node_modules/cohere-ai/package.json: tools/cohere/package.json
+	@mkdir -p $(COHERE_SDK)
+	@cp tools/cohere/package.json $(COHERE_SDK)/
+	@cd $(COHERE_SDK) && npm install --ignore-scripts --no-audit --no-fund --silent
+	@touch $@
 
 # make parity: `rerank run` against an independent JavaScript reference
 # (tools/parity: transformers.js AutoTokenizer + onnxruntime-node 1.29.0,
@@ -87,7 +108,7 @@ parity: build ort tiny-model parity-js
 	@cp tools/parity/parity.mjs $(PARITY)/
 	@node $(PARITY)/parity.mjs --rerank $(BIN) --model $(TINY_MODEL) --jobs tools/parity/jobs.json --golden inject/testdata --ort-lib $(abspath $(ORT_LIB))
 
-FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model:FuzzTokenizePair
+FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model:FuzzTokenizePair model/quantize:FuzzGraph
 fuzz-short:
 	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
 	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
@@ -95,7 +116,7 @@ fuzz-short:
 		if $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) >$$log 2>&1; then tail -n 3 $$log; \
 		else cat $$log; echo "fuzz $$pkg $$fn FAILED (a failing input is saved under $$pkg/testdata/fuzz/$$fn)"; exit 1; fi; done
 
-FUZZTIME_LONG ?= 2m
+FUZZTIME_LONG ?= 2000000x
 fuzz:
 	@$(MAKE) --no-print-directory fuzz-short FUZZTIME=$(FUZZTIME_LONG)
 
@@ -111,9 +132,9 @@ $(BENCH_JS)/node_modules/@huggingface/transformers/package.json: bench/transform
 	@cd $(BENCH_JS) && npm install --ignore-scripts --no-audit --no-fund --silent
 	@touch $@
 
-bench: build ort demo-model bench-js
+bench: build ort demo-model demo-int8 bench-js
 	@cp bench/transformersjs/bench.mjs $(BENCH_JS)/
-	$(GO) run ./bench --model $(DEMO_MODEL) --rerank $(BIN) --js $(BENCH_JS) $(BENCH_FLAGS)
+	$(GO) run ./bench --model $(DEMO_MODEL) --int8-model $(DEMO_INT8) --rerank $(BIN) --js $(BENCH_JS) $(BENCH_FLAGS)
 
 # make gpu-bundle: the air-gapped GPU run (deploy/gpu/README.md).
 .PHONY: gpu-bundle

@@ -27,6 +27,8 @@ import (
 
 type config struct {
 	modelDir, tinyDir, ortLib, rerankBin, jsDir, device string
+	int8Dir                                             string
+	coldRuns, gatewayRuns                               int
 	runs, intraOp, interOp, concurrentRuns              int
 	maxBatchSize, maxBatchTokens, natsRuns, smallRuns   int
 	fairnessRuns, idleRuns                              int
@@ -37,6 +39,9 @@ type config struct {
 func main() {
 	var c config
 	flag.StringVar(&c.modelDir, "model", ".cache/models/demo", "MiniLM-L12-shape model directory")
+	flag.StringVar(&c.int8Dir, "int8-model", ".cache/models/demo-int8", "the model's int8 copy (rerank quantize), for the int8 and cold-start figures")
+	flag.IntVar(&c.gatewayRuns, "gateway-runs", 3, "interleaved runs of gateway_vs_nats (200 jobs of 10 candidates each way)")
+	flag.IntVar(&c.coldRuns, "cold-runs", 3, "worker starts per model for cold_start_s (the median is printed)")
 	flag.StringVar(&c.ortLib, "ort-lib", "", "libonnxruntime path (default: model.DefaultLibraryPath)")
 	flag.StringVar(&c.rerankBin, "rerank", "bin/rerank", "rerank binary, for the NATS worker figures")
 	flag.StringVar(&c.jsDir, "js", ".cache/bench-js", "where bench/transformersjs is installed (empty: skip the peer)")
@@ -160,6 +165,21 @@ func run(c config) error {
 	}
 	if c.want("small_job_latency_under_bulk_ratio") {
 		if err := benchLatencyUnderBulk(ctx, c, m, r); err != nil {
+			return err
+		}
+	}
+	if c.want("gateway_vs_nats") {
+		if err := benchGateway(ctx, c, r); err != nil {
+			return err
+		}
+	}
+	if c.want("int8_vs_fp32") {
+		if err := benchInt8(ctx, c, rt, m, makeJob(r, "int8", 1000, 75)); err != nil {
+			return err
+		}
+	}
+	if c.want("cold_start_s") {
+		if err := benchColdStart(ctx, c, r); err != nil {
 			return err
 		}
 	}

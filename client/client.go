@@ -40,6 +40,9 @@ type Options struct {
 	// rerank.jobs.<model>) or Bulk (rerank.jobs.<model>.bulk), for
 	// backfills and evaluations that must not delay interactive traffic.
 	Lane schemas.Lane
+	// Track records each submitted job in the AcceptedBucket (after it is
+	// published), for Accepted; ProvisionTracking creates the bucket.
+	Track bool
 }
 
 // Client submits jobs. It is safe for concurrent use.
@@ -48,6 +51,8 @@ type Client struct {
 	js      jetstream.JetStream
 	opts    Options
 	ignored atomic.Int64
+	// trackErrors counts jobs queued whose Track record failed.
+	trackErrors atomic.Int64
 }
 
 // Ignored counts the messages this client received or read on a result
@@ -131,6 +136,13 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 		return nil, fmt.Errorf("publishing job %s: %w", job.ID, err)
 	}
 	p.dup = ack.Duplicate
+	if c.opts.Track {
+		if err := c.markAccepted(ctx, job.ID); err != nil {
+			// The job is queued: it will be answered; only its pending
+			// state is not recorded.
+			c.trackErrors.Add(1)
+		}
+	}
 	return p, nil
 }
 

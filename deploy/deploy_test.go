@@ -36,7 +36,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/metrics"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/worker"
@@ -910,13 +913,13 @@ func TestCompose(t *testing.T) {
 			configFile = v
 		}
 	}
-	if pm[configFile] != "./prometheus.yml" {
-		t.Errorf("prometheus: --config.file %q is mounted from %q, want ./prometheus.yml", configFile, pm[configFile])
+	if pm[configFile] != "./prometheus/prometheus.yml" {
+		t.Errorf("prometheus: --config.file %q is mounted from %q, want ./prometheus/prometheus.yml", configFile, pm[configFile])
 	}
-	prom := yamlDocs(t, "prometheus.yml")[0]
+	prom := yamlDocs(t, filepath.Join("prometheus", "prometheus.yml"))[0]
 	for _, rf := range listAt(prom, "rule_files") {
-		if pm[fmt.Sprint(rf)] != "./alerts.yml" {
-			t.Errorf("prometheus.yml: rule file %v is not the mounted ./alerts.yml", rf)
+		if pm[fmt.Sprint(rf)] != "./prometheus/alerts.yaml" {
+			t.Errorf("prometheus.yml: rule file %v is not the mounted ./prometheus/alerts.yaml", rf)
 		}
 	}
 	var targets []string
@@ -943,55 +946,164 @@ func toAny(s []string) []any {
 	return out
 }
 
+// exportedMetrics are the metric names a worker with the gateway really
+// exports: the collectors of package metrics, each exercised once, gathered
+// from their registry (histograms also as _bucket, _sum and _count), plus
+// Prometheus' own up.
+func exportedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	m := metrics.New(func() float64 { return 1 })
+	g := metrics.NewGateway(m.Registry)
+	var _ worker.Observer = m
+	m.JobDone("m", worker.OutcomeOK, 1, time.Millisecond, time.Millisecond)
+	m.Redelivered("m")
+	m.DeadLettered("m", "internal")
+	m.Panicked("m")
+	m.InFlight(1)
+	m.Backlog("m", "interactive", 1, 1)
+	m.ObserveScore("m", "interactive", 1, 1, []int{1}, 1, time.Millisecond)
+	m.ObserveLaneWait("m", "interactive", time.Millisecond)
+	m.ChunksInFlight("m", 1)
+	g.Request("tei", 200, time.Millisecond)
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{"up": true}
+	for _, mf := range mfs {
+		n := mf.GetName()
+		names[n] = true
+		if mf.GetType() == dto.MetricType_HISTOGRAM {
+			names[n+"_bucket"], names[n+"_sum"], names[n+"_count"] = true, true, true
+		}
+	}
+	for _, want := range []string{"rerank_jobs_total", "rerank_backlog_jobs", "rerank_gateway_requests_total", "process_resident_memory_bytes"} {
+		if !names[want] {
+			t.Fatalf("%s is not among the gathered metrics %v", want, names)
+		}
+	}
+	return names
+}
+
+// checkExpr reports the metrics, outcomes and error codes of a PromQL
+// expression that the worker and gateway do not have.
+func checkExpr(t *testing.T, where, expr string, names map[string]bool) (problems []string) {
+	t.Helper()
+	bad := func(f string, args ...any) { problems = append(problems, where+": "+fmt.Sprintf(f, args...)) }
+	outcomes := map[string]bool{worker.OutcomeOK: true, worker.OutcomeInvalid: true, worker.OutcomeRetry: true, worker.OutcomeFailed: true,
+		worker.OutcomeAbandoned: true, worker.OutcomeStored: true}
+	// Identifiers followed by { ( [ or an operator: metric names; PromQL's
+	// functions and keywords are skipped.
+	keywords := map[string]bool{"sum": true, "max": true, "min": true, "by": true, "rate": true, "increase": true, "deriv": true,
+		"histogram_quantile": true, "and": true, "or": true, "absent": true, "le": true, "without": true, "count": true}
+	for _, m := range regexp.MustCompile(`\b([a-z_][a-z0-9_]*)\b\s*[{\[]|\b((?:rerank|process|go|up)[a-z0-9_]*)\b`).FindAllStringSubmatch(stripLabels(expr), -1) {
+		n := m[1] + m[2]
+		if keywords[n] || strings.HasPrefix(n, "__") {
+			continue
+		}
+		if !names[n] {
+			bad("metric %s is not exported by the worker or the gateway", n)
+		}
+	}
+	for _, m := range regexp.MustCompile(`outcome=~?"([^"]+)"`).FindAllStringSubmatch(expr, -1) {
+		for _, o := range strings.Split(m[1], "|") {
+			if !outcomes[o] {
+				bad("outcome %q is not a worker outcome", o)
+			}
+		}
+	}
+	for _, m := range regexp.MustCompile(`code="([^"]+)"`).FindAllStringSubmatch(expr, -1) {
+		if m[1] != string(schemas.CodeInternal) && !strings.Contains(string(mustRead(t, filepath.Join("..", "schemas", "errors.go"))), `"`+m[1]+`"`) {
+			bad("code %q is not an error code", m[1])
+		}
+	}
+	for _, m := range regexp.MustCompile(`state="([^"]+)"`).FindAllStringSubmatch(expr, -1) {
+		if m[1] != "pending" && m[1] != "unacked" {
+			bad("state %q is not a backlog state", m[1])
+		}
+	}
+	return problems
+}
+
+// stripLabels blanks label matchers' values, so that strings never pass
+// for metric names.
+func stripLabels(expr string) string {
+	return regexp.MustCompile(`"[^"]*"`).ReplaceAllString(expr, `""`)
+}
+
 // TestAlerts: every example alert has a name, an expression and a severity,
 // and its expression uses only metrics, outcomes and error codes the worker
-// has.
+// and gateway have.
 func TestAlerts(t *testing.T) {
-	names := map[string]bool{"up": true}
-	for _, m := range regexp.MustCompile(`Name: "(rerank_\w+)"`).FindAllSubmatch(mustRead(t, filepath.Join("..", "metrics", "metrics.go")), -1) {
-		names[string(m[1])] = true
-	}
-	if len(names) < 10 {
-		t.Fatalf("found only %d metric names in metrics/metrics.go", len(names))
-	}
-	outcomes := map[string]bool{worker.OutcomeOK: true, worker.OutcomeInvalid: true, worker.OutcomeRetry: true, worker.OutcomeFailed: true, worker.OutcomeAbandoned: true}
-	metricRe := regexp.MustCompile(`\b(rerank_\w+|up)\b`)
-	doc := yamlDocs(t, "alerts.yml")[0]
-	n := 0
+	names := exportedMetrics(t)
+	doc := yamlDocs(t, filepath.Join("prometheus", "alerts.yaml"))[0]
+	seen := map[string]bool{}
 	for _, g := range listAt(doc, "groups") {
 		for _, r := range listAt(g, "rules") {
-			n++
 			name, expr := strAt(r, "alert"), strAt(r, "expr")
 			if name == "" || expr == "" || strAt(r, "labels", "severity") == "" {
-				t.Errorf("alerts.yml: rule %v lacks alert, expr or labels.severity", r)
+				t.Errorf("alerts.yaml: rule %v lacks alert, expr or labels.severity", r)
 			}
-			for _, m := range metricRe.FindAllString(expr, -1) {
-				base := m
-				for _, suf := range []string{"_bucket", "_count", "_sum"} {
-					if b, ok := strings.CutSuffix(m, suf); ok && names[b] {
-						base = b
-					}
-				}
-				if !names[base] {
-					t.Errorf("alert %s: metric %s is not exported (metrics/metrics.go)", name, m)
-				}
+			seen[name] = true
+			for _, p := range checkExpr(t, "alert "+name, expr, names) {
+				t.Error(p)
 			}
-			for _, m := range regexp.MustCompile(`outcome=~?"([^"]+)"`).FindAllStringSubmatch(expr, -1) {
-				for _, o := range strings.Split(m[1], "|") {
-					if !outcomes[o] {
-						t.Errorf("alert %s: outcome %q is not a worker outcome", name, o)
-					}
-				}
+		}
+	}
+	// The check itself catches what it is for.
+	for _, bogus := range []string{`rate(rerank_bogus_total[5m]) > 0`, `rerank_jobs_total{outcome="exploded"}`,
+		`rerank_dead_letters_total{code="no_such_code"}`, `sum(rerank_backlog_jobs{state="lost"})`, `histogram_quantile(0.9, rate(rerank_nope_bucket[5m]))`} {
+		if len(checkExpr(t, "self-check", bogus, names)) == 0 {
+			t.Errorf("checkExpr passed %s", bogus)
+		}
+	}
+	// The alerts operators asked for.
+	for _, want := range []string{"RerankBacklogGrowing", "RerankDeadLetter", "RerankNoReadyWorker", "RerankRedeliveryStorm", "RerankNATSDisconnected"} {
+		if !seen[want] {
+			t.Errorf("alerts.yaml: no alert %s", want)
+		}
+	}
+}
+
+// TestGrafanaDashboard: every panel of deploy/grafana/rerank.json (written
+// by gen.py) queries metrics the worker and gateway export, and the
+// dashboard shows what operators watch.
+func TestGrafanaDashboard(t *testing.T) {
+	names := exportedMetrics(t)
+	var dash struct {
+		UID    string
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(mustRead(t, filepath.Join("grafana", "rerank.json")), &dash); err != nil {
+		t.Fatal(err)
+	}
+	if len(dash.Panels) < 10 || dash.UID == "" {
+		t.Fatalf("dashboard: %d panels, uid %q", len(dash.Panels), dash.UID)
+	}
+	used := map[string]bool{}
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			for _, p := range checkExpr(t, "panel "+p.Title, tg.Expr, names) {
+				t.Error(p)
 			}
-			for _, m := range regexp.MustCompile(`code="([^"]+)"`).FindAllStringSubmatch(expr, -1) {
-				if m[1] != string(schemas.CodeInternal) && !strings.Contains(string(mustRead(t, filepath.Join("..", "schemas", "errors.go"))), `"`+m[1]+`"`) {
-					t.Errorf("alert %s: code %q is not an error code", name, m[1])
+			for n := range names {
+				if strings.Contains(tg.Expr, n) {
+					used[n] = true
 				}
 			}
 		}
 	}
-	if n < 5 {
-		t.Errorf("alerts.yml: %d rules", n)
+	for _, want := range []string{"rerank_backlog_jobs", "rerank_queue_wait_seconds_bucket", "rerank_job_duration_seconds_bucket", "rerank_batch_size_sum",
+		"rerank_dead_letters_total", "rerank_redeliveries_total", "rerank_gateway_requests_total", "rerank_gateway_request_duration_seconds_bucket"} {
+		if !used[want] {
+			t.Errorf("the dashboard does not show %s", want)
+		}
 	}
 }
 
@@ -1062,6 +1174,59 @@ func probePort(c map[string]any, port any) int {
 	return 0
 }
 
+// checkGatewayDeployment: the gateway runs `rerank gateway` with known
+// RERANK_* variables, probes its HTTP port, and a Service routes to it.
+func checkGatewayDeployment(t *testing.T, gws, services, pdbs []k8sObject) {
+	t.Helper()
+	if len(gws) != 1 {
+		t.Fatalf("want one rerank-gateway Deployment, got %d", len(gws))
+	}
+	d := gws[0]
+	c := containerNamed(d.doc, "gateway")
+	if c == nil {
+		t.Fatalf("%s: no container gateway", d.file)
+	}
+	if args := listAt(c, "args"); len(args) != 1 || fmt.Sprint(args[0]) != "gateway" {
+		t.Errorf("%s: args %v, want [gateway]", d.file, args)
+	}
+	env := map[string]string{}
+	for _, e := range listAt(c, "env") {
+		env[strAt(e, "name")] = strAt(e, "value")
+	}
+	gwFlags := map[string]bool{}
+	for _, f := range []string{"http", "nats-url", "replicas", "log-format", "gateway-tokens", "gateway-tokens-file", "gateway-model"} {
+		gwFlags[f] = true
+	}
+	for name := range env {
+		f := strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(name, "RERANK_")), "_", "-")
+		if !gwFlags[f] {
+			t.Errorf("%s: %s is not a flag of rerank gateway", d.file, name)
+		}
+	}
+	_, port, _ := strings.Cut(env["RERANK_HTTP"], ":")
+	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+		if p := probePort(c, at(c, probe, "httpGet", "port")); strconv.Itoa(p) != port {
+			t.Errorf("%s: %s port %d, the gateway listens on %q", d.file, probe, p, env["RERANK_HTTP"])
+		}
+	}
+	podLabels := mapAt(d.doc, "spec", "template", "metadata", "labels")
+	if !slices.ContainsFunc(services, func(s k8sObject) bool {
+		return s.name() == "rerank-gateway" && selects(mapAt(s.doc, "spec", "selector"), podLabels)
+	}) {
+		t.Errorf("%s: no Service rerank-gateway selects its pods", d.file)
+	}
+	for _, s := range services {
+		if s.name() != "rerank-gateway" && selects(mapAt(s.doc, "spec", "selector"), podLabels) {
+			t.Errorf("Service %s (workers) also selects the gateway's pods", s.name())
+		}
+	}
+	for _, pdb := range pdbs {
+		if selects(mapAt(pdb.doc, "spec", "selector", "matchLabels"), podLabels) {
+			t.Errorf("the workers' PodDisruptionBudget %s also selects the gateway's pods", pdb.name())
+		}
+	}
+}
+
 // TestKubernetes checks deploy/k8s: API versions; both Deployments' probes,
 // drain time, resources, provisioning off, ConfigMap mount (and, through
 // `rerank serve --print-config`, the effective configuration each container
@@ -1109,9 +1274,15 @@ func TestKubernetes(t *testing.T) {
 	grace := defaultShutdownGrace(t)
 
 	deployments := map[string]k8sObject{}
+	var gateways []k8sObject
 	for _, d := range objs["Deployment"] {
+		if d.name() == "rerank-gateway" {
+			gateways = append(gateways, d)
+			continue
+		}
 		deployments[d.name()] = d
 	}
+	checkGatewayDeployment(t, gateways, objs["Service"], objs["PodDisruptionBudget"])
 	if deployments["rerank"].doc == nil || deployments["rerank-gpu"].doc == nil {
 		t.Fatalf("want Deployments rerank and rerank-gpu, got %v", slices.Collect(maps.Keys(deployments)))
 	}
@@ -1243,6 +1414,9 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 	for _, s := range objs["Service"] {
+		if s.name() == "rerank-gateway" {
+			continue // checkGatewayDeployment
+		}
 		var port bool
 		for _, p := range listAt(s.doc, "spec", "ports") {
 			port = port || (strAt(p, "port") == strconv.Itoa(metricsPort) && (strAt(p, "targetPort") == "metrics" || strAt(p, "targetPort") == strconv.Itoa(metricsPort)))

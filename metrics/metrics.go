@@ -38,6 +38,7 @@ type Metrics struct {
 	calls       *prometheus.CounterVec
 	laneWait    *prometheus.HistogramVec
 	chunks      *prometheus.GaugeVec
+	backlog     *prometheus.GaugeVec
 }
 
 // New registers the collectors. connected reports the NATS connection state
@@ -76,8 +77,10 @@ func New(connected func() float64) *Metrics {
 		Buckets: []float64{0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}}, []string{"model", "lane"})
 	m.chunks = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rerank_chunks_in_flight",
 		Help: "Chunks (a job's share of one scoring call) being scored."}, []string{"model"})
+	m.backlog = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rerank_backlog_jobs",
+		Help: "Jobs of a lane's consumer: state pending (waiting for delivery) or unacked (delivered, not yet settled). Every worker of a pool reports the same consumer: aggregate with max."}, []string{"model", "lane", "state"})
 	for _, c := range []prometheus.Collector{m.jobs, m.jobDuration, m.queueWait, m.pairs, m.batchSize, m.padding,
-		m.inference, m.jobsPerCall, m.inFlight, m.redelivered, m.dead, m.panics, m.calls, m.laneWait, m.chunks,
+		m.inference, m.jobsPerCall, m.inFlight, m.redelivered, m.dead, m.panics, m.calls, m.laneWait, m.chunks, m.backlog,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -100,6 +103,12 @@ func (m *Metrics) Redelivered(model string) { m.redelivered.WithLabelValues(mode
 
 // DeadLettered records a dead letter (worker.Observer).
 func (m *Metrics) DeadLettered(model, code string) { m.dead.WithLabelValues(model, code).Inc() }
+
+// Backlog records a lane consumer's backlog (worker.Observer).
+func (m *Metrics) Backlog(model, lane string, pending, unacked uint64) {
+	m.backlog.WithLabelValues(model, lane, "pending").Set(float64(pending))
+	m.backlog.WithLabelValues(model, lane, "unacked").Set(float64(unacked))
+}
 
 // Panicked records a recovered panic (worker.Observer).
 func (m *Metrics) Panicked(model string) { m.panics.WithLabelValues(model).Inc() }

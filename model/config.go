@@ -78,7 +78,7 @@ type OutputConfig struct {
 type Config struct {
 	Name string `json:"name"`
 	// ModelFile is the ONNX graph, relative to the model directory. Empty
-	// means model.onnx, else onnx/model.onnx.
+	// means model.onnx, else onnx/model.onnx, else onnx/model_quantized.onnx.
 	ModelFile  string       `json:"model_file,omitempty"`
 	MaxLength  int          `json:"max_length,omitempty"`
 	Truncation Truncation   `json:"truncation,omitempty"`

@@ -6,55 +6,212 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
+	ort "github.com/yalue/onnxruntime_go"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Field numbers of onnx.proto that graphInfo reads.
+// Field numbers of onnx.proto that readGraphInfo reads.
 const (
 	onnxModelGraph       protowire.Number = 7 // ModelProto.graph
+	onnxGraphNode        protowire.Number = 1 // GraphProto.node
 	onnxGraphInitializer protowire.Number = 5 // GraphProto.initializer
+	onnxNodeOpType       protowire.Number = 4 // NodeProto.op_type
+	onnxGraphInput       protowire.Number = 11
+	onnxGraphOutput      protowire.Number = 12
 	onnxTensorDims       protowire.Number = 1 // TensorProto.dims
 	onnxTensorName       protowire.Number = 8 // TensorProto.name
 )
 
-// maxPositions reads the number of position embeddings from an ONNX file:
-// the first dimension of the initializer whose name ends in
-// "position_embeddings.weight" (the Hugging Face BERT export's name). It
-// streams the file, skipping tensor data, so a model of any size costs a
-// few KiB of memory. It returns 0 when the graph has no such initializer.
-func maxPositions(path string) (int, error) {
+// graphInfo is what Load reads from an ONNX file besides its interface.
+type graphInfo struct {
+	// positions is the number of position embeddings: the first dimension
+	// of the initializer whose name ends in "position_embeddings.weight"
+	// (the Hugging Face BERT export's name), or 0 when there is none.
+	positions int
+	// dynamicQuant is set when the graph quantizes activations at run time
+	// with one scale per tensor (DynamicQuantizeLinear, DynamicQuantizeMatMul:
+	// `rerank quantize`, onnxruntime's quantize_dynamic, transformers.js'
+	// model_quantized.onnx): then a pair's scores depend on the other pairs
+	// of its batch.
+	dynamicQuant bool
+	// inputs and outputs of the graph (inputs that are initializers, as
+	// IR < 4 lists them, left out).
+	inputs, outputs []valueInfo
+}
+
+// valueInfo is a graph input or output: a tensor's name, element type
+// (onnx.proto's TensorProto.DataType, which ORT's enum follows) and
+// dimensions (-1 where symbolic), or tensor false for other types.
+type valueInfo struct {
+	name     string
+	tensor   bool
+	elemType int
+	dims     []int64
+}
+
+// parseValueInfo decodes a ValueInfoProto (name 1, type 2 → TypeProto
+// tensor_type 1 → elem_type 1, shape 2 → dim 1 → dim_value 1).
+func parseValueInfo(b []byte) (valueInfo, error) {
+	var v valueInfo
+	err := eachField(b, func(num protowire.Number, val []byte) error {
+		switch num {
+		case 1:
+			v.name = string(val)
+		case 2:
+			return eachField(val, func(num protowire.Number, tensor []byte) error {
+				if num != 1 {
+					return nil
+				}
+				v.tensor = true
+				return eachField(tensor, func(num protowire.Number, shape []byte) error {
+					if num != 2 {
+						return nil
+					}
+					return eachField(shape, func(num protowire.Number, dim []byte) error {
+						if num != 1 {
+							return nil
+						}
+						d := int64(-1)
+						v.dims = append(v.dims, d)
+						return eachField(dim, nil, func(num protowire.Number, x uint64) {
+							if num == 1 {
+								v.dims[len(v.dims)-1] = int64(x)
+							}
+						})
+					}, nil)
+				}, func(num protowire.Number, x uint64) {
+					if num == 1 {
+						v.elemType = int(x)
+					}
+				})
+			}, nil)
+		}
+		return nil
+	}, nil)
+	return v, err
+}
+
+// eachField calls onBytes for each length-delimited field of a message and
+// onVarint for each varint one (either may be nil).
+func eachField(b []byte, onBytes func(protowire.Number, []byte) error, onVarint func(protowire.Number, uint64)) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errBadProto
+		}
+		b = b[n:]
+		switch typ {
+		case protowire.BytesType:
+			val, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return errBadProto
+			}
+			if onBytes != nil {
+				if err := onBytes(num, val); err != nil {
+					return err
+				}
+			}
+			n = m
+		case protowire.VarintType:
+			x, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return errBadProto
+			}
+			if onVarint != nil {
+				onVarint(num, x)
+			}
+			n = m
+		default:
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return errBadProto
+			}
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// readGraphInfo streams an ONNX file, skipping tensor data, so a model of
+// any size costs a few KiB of memory.
+func readGraphInfo(path string) (graphInfo, error) {
+	var info graphInfo
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return info, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return info, err
 	}
 	r := &pbReader{f: f, br: bufio.NewReaderSize(f, 64<<10)}
-	var found int64
+	inits := map[string]bool{}
 	err = r.fields(st.Size(), func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
 		if num != onnxModelGraph || typ != protowire.BytesType {
 			return false, nil
 		}
 		return true, r.fields(r.pos+n, func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
-			if num != onnxGraphInitializer || typ != protowire.BytesType || found > 0 {
+			switch {
+			case typ != protowire.BytesType:
 				return false, nil
+			case num == onnxGraphNode:
+				return true, r.fields(r.pos+n, func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
+					if num != onnxNodeOpType || n > 256 {
+						return false, nil
+					}
+					op, err := r.bytes(n)
+					if op == "DynamicQuantizeLinear" || op == "DynamicQuantizeMatMul" {
+						info.dynamicQuant = true
+					}
+					return true, err
+				})
+			case num == onnxGraphInitializer:
+				name, dims, err := r.tensorHead(r.pos + n)
+				if err == nil && info.positions == 0 && positionTable(name) && len(dims) == 2 {
+					info.positions = int(dims[0])
+				}
+				inits[name] = true
+				return true, err
+			case (num == onnxGraphInput || num == onnxGraphOutput) && n <= 1<<16:
+				b, err := r.bytes(n)
+				if err != nil {
+					return true, err
+				}
+				v, err := parseValueInfo([]byte(b))
+				if num == onnxGraphInput {
+					info.inputs = append(info.inputs, v)
+				} else {
+					info.outputs = append(info.outputs, v)
+				}
+				return true, err
 			}
-			name, dims, err := r.tensorHead(r.pos + n)
-			if err == nil && strings.HasSuffix(name, "position_embeddings.weight") && len(dims) == 2 {
-				found = dims[0]
-			}
-			return true, err
+			return false, nil
 		})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("reading the graph's initializers: %w", err)
+		return info, fmt.Errorf("reading the graph: %w", err)
 	}
-	return int(found), nil
+	info.inputs = slices.DeleteFunc(info.inputs, func(v valueInfo) bool { return inits[v.name] })
+	return info, nil
+}
+
+// positionTable reports whether an initializer is BERT's position
+// embeddings (fp32, or the _quantized copy some quantizers write).
+func positionTable(name string) bool {
+	return strings.HasSuffix(name, "position_embeddings.weight") || strings.HasSuffix(name, "position_embeddings.weight_quantized")
+}
+
+// bytes reads n bytes as a string.
+func (r *pbReader) bytes(n int64) (string, error) {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r.br, b); err != nil {
+		return "", err
+	}
+	r.pos += n
+	return string(b), nil
 }
 
 // pbReader walks protobuf messages in a file without loading them.
@@ -192,12 +349,9 @@ func (r *pbReader) tensorHead(end int64) (name string, dims []int64, err error) 
 					dims = append(dims, int64(v))
 				}
 			case num == onnxTensorName && n <= 4096:
-				b := make([]byte, n)
-				if _, err := io.ReadFull(r.br, b); err != nil {
+				if name, err = r.bytes(int64(n)); err != nil {
 					return "", nil, err
 				}
-				r.pos += int64(n)
-				name = string(b)
 			default:
 				if err := r.skip(int64(n)); err != nil {
 					return "", nil, err
@@ -211,4 +365,20 @@ func (r *pbReader) tensorHead(end int64) (name string, dims []int64, err error) 
 		}
 	}
 	return name, dims, nil
+}
+
+// ortInfo gives the inputs and outputs in ONNX Runtime's types.
+func (g graphInfo) ortInfo() (ins, outs []ort.InputOutputInfo) {
+	conv := func(vs []valueInfo) []ort.InputOutputInfo {
+		out := make([]ort.InputOutputInfo, len(vs))
+		for i, v := range vs {
+			out[i] = ort.InputOutputInfo{Name: v.name, OrtValueType: ort.ONNXTypeUnknown,
+				DataType: ort.TensorElementDataType(v.elemType), Dimensions: ort.Shape(v.dims)}
+			if v.tensor {
+				out[i].OrtValueType = ort.ONNXTypeTensor
+			}
+		}
+		return out
+	}
+	return conv(g.inputs), conv(g.outputs)
 }

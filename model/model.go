@@ -63,6 +63,8 @@ type Model struct {
 	// input the graph takes; 0 when neither the graph nor config.json says.
 	positions  int
 	activation Activation
+	// dynamicQuant: the graph quantizes its activations per batch tensor.
+	dynamicQuant bool
 
 	runs chan struct{} // semaphore over concurrent ORT runs
 
@@ -94,15 +96,22 @@ func (r *Runtime) Load(dir string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading model %s: %w", dir, err)
 	}
-	m := &Model{dir: dir, cfg: cfg, opts: opts.withDefaults(), tok: tok}
 	path, err := graphFile(dir, cfg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("loading model %s: %w", dir, err)
 	}
-	if err := m.checkGraph(path); err != nil {
+	info, err := readGraphInfo(path)
+	if err != nil {
 		return nil, fmt.Errorf("loading model %s: %w", path, err)
 	}
-	if m.positions, err = maxPositions(path); err != nil {
+	if info.dynamicQuant && opts.MaxBatchSize <= 0 {
+		// One activation scale per batch tensor: scored one pair per run,
+		// a pair's score never depends on the pairs it arrived with (on
+		// CPU, as fast as batches: BENCHMARKS.md).
+		opts.MaxBatchSize = 1
+	}
+	m := &Model{dir: dir, cfg: cfg, opts: opts.withDefaults(), tok: tok, positions: info.positions, dynamicQuant: info.dynamicQuant}
+	if err := m.checkGraph(info); err != nil {
 		return nil, fmt.Errorf("loading model %s: %w", path, err)
 	}
 	if m.positions == 0 {
@@ -126,7 +135,8 @@ func (r *Runtime) Load(dir string, opts Options) (*Model, error) {
 }
 
 // graphFile is the ONNX graph of a model directory: Options.ModelFile,
-// else rerank.json's model_file, else model.onnx, else onnx/model.onnx.
+// else rerank.json's model_file, else model.onnx, onnx/model.onnx or
+// onnx/model_quantized.onnx, the first present.
 func graphFile(dir string, cfg Config, opts Options) (string, error) {
 	for _, f := range []string{opts.ModelFile, cfg.ModelFile} {
 		if f == "" {
@@ -137,20 +147,20 @@ func graphFile(dir string, cfg Config, opts Options) (string, error) {
 		}
 		return f, nil
 	}
-	for _, f := range []string{ModelFile, ExportModelFile} {
+	for _, f := range []string{ModelFile, ExportModelFile, QuantizedModelFile} {
 		p := filepath.Join(dir, f)
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: no %s or %s (set model_file in %s)", ErrModelMismatch, ModelFile, ExportModelFile, ConfigFile)
+	return "", fmt.Errorf("%w: no %s, %s or %s (set model_file in %s)", ErrModelMismatch, ModelFile, ExportModelFile, QuantizedModelFile, ConfigFile)
 }
 
-func (m *Model) checkGraph(path string) error {
-	ins, outs, err := ort.GetInputOutputInfo(path)
-	if err != nil {
-		return fmt.Errorf("reading graph inputs and outputs: %w", err)
-	}
+// checkGraph checks the graph's inputs and outputs, read from the file
+// (not from a temporary ORT session, which would cost a second load of the
+// model at every start).
+func (m *Model) checkGraph(info graphInfo) error {
+	ins, outs := info.ortInfo()
 	declared := map[string]bool{}
 	for _, in := range ins {
 		switch in.Name {
@@ -248,6 +258,11 @@ func (m *Model) Name() string { return m.cfg.Name }
 // Positions is the number of position embeddings the graph has (the
 // longest input it takes), or 0 when it could not be read from the graph.
 func (m *Model) Positions() int { return m.positions }
+
+// DynamicallyQuantized reports whether the graph quantizes its activations
+// at run time with one scale per tensor (an int8 export). Unless
+// Options.MaxBatchSize says otherwise, such a model scores one pair per run.
+func (m *Model) DynamicallyQuantized() bool { return m.dynamicQuant }
 
 // Dir is the model directory.
 func (m *Model) Dir() string { return m.dir }

@@ -99,6 +99,9 @@ type Config struct {
 	// default 5 min. A results-stream outage shorter than this loses no
 	// finished work and costs no delivery.
 	PublishRetry time.Duration
+	// BacklogInterval is how often the worker reads its consumers' backlog
+	// for the Observer (rerank_backlog_jobs); default 15 s, negative: never.
+	BacklogInterval time.Duration
 	// WorkerID names this worker in results and headers; default host:pid.
 	WorkerID string
 	Limits   schemas.Limits
@@ -112,6 +115,8 @@ const (
 	DefaultConcurrency   = 8
 	DefaultShutdownGrace = 25 * time.Second
 	DefaultPublishRetry  = 5 * time.Minute
+	// DefaultBacklogInterval: one consumer-info request per lane and worker.
+	DefaultBacklogInterval = 15 * time.Second
 )
 
 // ErrInvalidConfig reports a bad Config.
@@ -156,6 +161,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PublishRetry <= 0 {
 		c.PublishRetry = DefaultPublishRetry
+	}
+	if c.BacklogInterval == 0 {
+		c.BacklogInterval = DefaultBacklogInterval
 	}
 	if c.WorkerID == "" {
 		host, _ := os.Hostname()

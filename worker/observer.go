@@ -11,6 +11,9 @@ type Observer interface {
 	InFlight(delta int)
 	// Panicked counts a Go panic recovered while answering one job.
 	Panicked(model string)
+	// Backlog reports a lane's consumer every Config.BacklogInterval: jobs
+	// waiting to be delivered, and delivered but not yet acknowledged.
+	Backlog(model, lane string, pending, unacked uint64)
 }
 
 // Job outcomes reported to the Observer.
@@ -30,4 +33,5 @@ func (NopObserver) JobDone(string, string, uint64, time.Duration, time.Duration)
 func (NopObserver) Redelivered(string)                                           {}
 func (NopObserver) DeadLettered(string, string)                                  {}
 func (NopObserver) InFlight(int)                                                 {}
+func (NopObserver) Backlog(string, string, uint64, uint64)                       {}
 func (NopObserver) Panicked(string)                                              {}

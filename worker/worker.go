@@ -139,6 +139,13 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.pull(ctx, jobCtx, src, &jobs)
 		}()
 	}
+	if w.cfg.BacklogInterval > 0 {
+		pullers.Add(1)
+		go func() {
+			defer pullers.Done()
+			w.reportBacklog(ctx, sources)
+		}()
+	}
 	w.log.Info("worker started", "models", models, "consumers", lanes, "concurrency", w.cfg.Concurrency, "worker", w.cfg.WorkerID)
 	<-ctx.Done()
 	pullers.Wait()
@@ -154,6 +161,29 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopped")
 	return nil
+}
+
+// reportBacklog reads each lane consumer's pending and unacknowledged
+// counts every BacklogInterval until ctx ends. Every worker of a pool
+// reports the same consumer: aggregate with max, not sum.
+func (w *Worker) reportBacklog(ctx context.Context, sources []*source) {
+	for {
+		for _, src := range sources {
+			ictx, cancel := context.WithTimeout(ctx, provisionAttempt)
+			info, err := src.cons.Info(ictx)
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					w.log.Debug("reading the consumer backlog", "consumer", src.consumerName(), "err", err)
+				}
+				continue
+			}
+			w.obs.Backlog(src.model, src.lane.String(), info.NumPending, uint64(info.NumAckPending))
+		}
+		if !sleep(ctx, w.cfg.BacklogInterval) {
+			return
+		}
+	}
 }
 
 // sleep waits d, or less if ctx ends first; it reports whether ctx is

@@ -95,6 +95,8 @@ type counter struct {
 	redelivered int
 	panics      int
 	dead        map[string]int
+	backlog     map[string]uint64 // per lane, the most pending + unacked jobs reported
+	last        map[string]uint64 // per lane, the last reported
 }
 
 func newCounter() *counter { return &counter{outcomes: map[string]int{}, dead: map[string]int{}} }
@@ -111,6 +113,18 @@ func (c *counter) DeadLettered(_, code string) {
 }
 func (c *counter) InFlight(int)    {}
 func (c *counter) Panicked(string) { c.mu.Lock(); c.panics++; c.mu.Unlock() }
+func (c *counter) Backlog(_, lane string, pending, unacked uint64) {
+	c.mu.Lock()
+	if c.backlog == nil {
+		c.backlog = map[string]uint64{}
+	}
+	c.backlog[lane] = max(c.backlog[lane], pending+unacked)
+	if c.last == nil {
+		c.last = map[string]uint64{}
+	}
+	c.last[lane] = pending + unacked
+	c.mu.Unlock()
+}
 func (c *counter) get(f func(c *counter) int) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -676,4 +690,27 @@ func TestConfigValidate(t *testing.T) {
 	if err := (worker.Config{}).Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
 	}
+}
+
+// TestBacklogIsReported: the worker reads its lane consumers' backlog for
+// the Observer (rerank_backlog_jobs): jobs queued behind a slow one show
+// up, and the backlog returns to zero once they are done.
+func TestBacklogIsReported(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	cfg := testConfig()
+	cfg.Concurrency = 1
+	cfg.BacklogInterval = 50 * time.Millisecond
+	w := startWorker(t, ns, &slowScorer{delay: 300 * time.Millisecond}, cfg)
+	for i := range 6 {
+		publishJob(t, js, makeJob(fmt.Sprintf("backlog-%d", i), 2))
+	}
+	waitFor(t, 20*time.Second, "a backlog of several jobs reported", func() bool {
+		return w.obs.get(func(c *counter) int { return int(c.backlog["interactive"]) }) >= 3
+	})
+	waitFor(t, 30*time.Second, "every result", func() bool { return len(storedResults(t, js)) == 6 })
+	waitFor(t, 10*time.Second, "the backlog back to zero", func() bool {
+		return w.obs.get(func(c *counter) int { return int(c.last["interactive"]) }) == 0
+	})
 }

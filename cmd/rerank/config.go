@@ -146,7 +146,7 @@ func applyConfigFile(fs *flag.FlagSet, args []string) error {
 }
 
 // secretFlags are masked by --print-config.
-var secretFlags = map[string]bool{"nats-url": true}
+var secretFlags = map[string]bool{"nats-url": true, "gateway-tokens": true}
 
 // writeConfig prints the effective configuration as the config file format.
 func writeConfig(w io.Writer, fs *flag.FlagSet) error {

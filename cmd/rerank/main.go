@@ -27,10 +27,12 @@ var commands = []struct {
 	run           func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error
 }{
 	{"serve", "run a re-ranking worker (embedded NATS server unless --nats-url)", cmdServe},
+	{"gateway", "serve the HTTP gateway (Cohere/Jina, TEI and async job endpoints) onto the queue", cmdGateway},
 	{"submit", "submit a job and print its ranking", cmdSubmit},
 	{"run", "re-rank one job locally, without NATS, and print the result as JSON", cmdRun},
 	{"inject", "print the text pairs a model will read for a job", cmdInject},
 	{"tokenize", "tokenize JSON lines {a, b, max_length, truncation} like Hugging Face", cmdTokenize},
+	{"quantize", "write an int8 copy of a model directory and check its ranking agreement", cmdQuantize},
 	{"gen-model", "write a random-weight BERT cross-encoder model directory (tests, demos)", cmdGenModel},
 	{"eval", "re-rank a first-stage run and compare MRR@10, nDCG@10, MAP, recall with qrels", cmdEval},
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -182,6 +183,7 @@ type serveProc struct {
 	cmd     *exec.Cmd
 	url     string
 	metrics string // http://host:port of /metrics, /healthz, /readyz
+	http    string // http://host:port of the HTTP gateway
 	stderr  *bytes.Buffer
 	done    chan struct{}
 }
@@ -190,9 +192,16 @@ func startServe(t *testing.T, dataDir string, port int, extra ...string) *serveP
 	t.Helper()
 	bin, tiny := binary(t)
 	mport, _ := natsembed.FreePort()
-	args := append([]string{"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir,
-		"--model", "demo=" + tiny, "--log-format", "text", "--ack-wait", "5s",
-		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", mport)}, extra...)
+	hport, _ := natsembed.FreePort()
+	args := []string{"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir,
+		"--log-format", "text", "--ack-wait", "5s", "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", mport)}
+	if !slices.Contains(extra, "--http") {
+		args = append(args, "--http", fmt.Sprintf("127.0.0.1:%d", hport))
+	}
+	if !slices.Contains(extra, "--model") {
+		args = append(args, "--model", "demo="+tiny)
+	}
+	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
@@ -201,7 +210,7 @@ func startServe(t *testing.T, dataDir string, port int, extra ...string) *serveP
 		t.Fatal(err)
 	}
 	p := &serveProc{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", port), stderr: &errb, done: make(chan struct{}),
-		metrics: fmt.Sprintf("http://127.0.0.1:%d", mport)}
+		metrics: fmt.Sprintf("http://127.0.0.1:%d", mport), http: fmt.Sprintf("http://127.0.0.1:%d", hport)}
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -324,6 +333,49 @@ func httpGet(t *testing.T, url string, want int) string {
 		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
 	}
 	return string(b)
+}
+
+// TestQuantizedModelServesLikeFP32: `rerank quantize` writes a model
+// directory that a worker serves through NATS like the fp32 one: the same
+// candidates, well-formed results, and agreement printed on the way.
+func TestQuantizedModelServesLikeFP32(t *testing.T) {
+	_, tiny := binary(t)
+	dir := filepath.Join(t.TempDir(), "int8")
+	r := runCmd(t, "", "quantize", "--in", tiny, "--out", dir, "--check-candidates", "50")
+	if r.code != 0 || !strings.Contains(r.stdout, "quantized 12 nodes") || !strings.Contains(r.stdout, "kendall_tau") {
+		t.Fatalf("quantize: %+v", r)
+	}
+	var cfg struct {
+		Quantization struct{ Type, Source string } `json:"quantization"`
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "rerank.json")); err != nil || json.Unmarshal(b, &cfg) != nil || cfg.Quantization.Type != "int8-dynamic" {
+		t.Fatalf("rerank.json: %v %+v", err, cfg)
+	}
+	// A second quantization of the output is refused.
+	if r := runCmd(t, "", "quantize", "--in", dir, "--out", t.TempDir()); r.code == 0 || !strings.Contains(r.stderr, "already quantized") {
+		t.Fatalf("re-quantize: %+v", r)
+	}
+	port, _ := natsembed.FreePort()
+	p := startServe(t, t.TempDir(), port, "--model", "demo="+dir)
+	var results [2]schemas.Result
+	for i, args := range [][]string{{"submit", "--json", "--nats-url", p.url, "../../examples/job.json"},
+		{"run", "--model", "demo=" + tiny, "../../examples/job.json"}} {
+		r := runCmd(t, "", args...)
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &results[i]) != nil {
+			t.Fatalf("%s: %+v\nserve log:\n%s", args[0], r, p.stderr.String())
+		}
+	}
+	q, fp := results[0], results[1]
+	if q.Error != nil || q.Model != "demo" || len(q.Results) != len(fp.Results) {
+		t.Fatalf("int8 result %+v, fp32 %+v", q, fp)
+	}
+	seen := map[int]bool{}
+	for i, rk := range q.Results {
+		if seen[rk.Index] || rk.Index < 0 || rk.Index >= len(q.Results) || i > 0 && rk.RelevanceScore > q.Results[i-1].RelevanceScore {
+			t.Fatalf("int8 results not a ranking of the candidates: %+v", q.Results)
+		}
+		seen[rk.Index] = true
+	}
 }
 
 func TestPrintConfigPrecedence(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rerank/rerank/gateway"
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/metrics"
 	"github.com/rerank/rerank/model"
@@ -184,6 +185,9 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	metricsAddr := fs.String("metrics-addr", ":9464", "address of /metrics, /healthz and /readyz (empty: off)")
+	httpAddr := fs.String("http", "auto", "listen address of the HTTP gateway (docs/http.md): auto is 127.0.0.1:8080 on the embedded NATS server and off with --nats-url; empty: off")
+	var gf gatewayFlags
+	gf.register(fs)
 	printConfig := fs.Bool("print-config", false, "print the effective configuration (secrets masked) and exit")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -292,6 +296,39 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	if nf.url == "" {
 		fmt.Fprintf(stdout, "rerank is serving %s on %s — in another terminal: rerank submit examples/job.json\n", strings.Join(names, ", "), url)
+	}
+	gwAddr := *httpAddr
+	if gwAddr == "auto" {
+		gwAddr = ""
+		if nf.url == "" {
+			gwAddr = gateway.DefaultAddr
+		}
+	}
+	if gwAddr != "" {
+		gcfg, err := gf.config(gwAddr, wcfg.Limits)
+		if err != nil {
+			return &exitError{2, err}
+		}
+		gcfg.Limits.ReplyAllow = nil
+		gcfg.Metrics = metrics.Handler(met.Registry)
+		gw, err := startGateway(ctx, nc, gcfg, *provision, *replicas, metrics.NewGateway(met.Registry), log)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", gwAddr)
+		if err != nil {
+			return fmt.Errorf("listening for HTTP on %s: %w", gwAddr, err)
+		}
+		// The gateway stops taking requests with the signal, while the
+		// worker finishes the jobs in flight, theirs included.
+		gctx, stopGW := context.WithCancel(ctx)
+		gwDone := make(chan error, 1)
+		go func() { gwDone <- gw.Serve(gctx, ln) }() // owned here: stopped and awaited below
+		defer func() { stopGW(); <-gwDone }()
+		log.Info("HTTP gateway started", "addr", ln.Addr().String(), "auth", len(gcfg.Tokens) > 0)
+		if nf.url == "" {
+			fmt.Fprintf(stdout, "HTTP: curl -s %s/v1/rerank -d '{\"query\":\"q\",\"documents\":[\"a\",\"b\"]}'\n", "http://"+ln.Addr().String())
+		}
 	}
 	if err := w.Run(ctx); err != nil {
 		return err

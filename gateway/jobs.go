@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/rerank/rerank/schemas"
+)
+
+// submitJob serves POST /v1/jobs: a native job (schemas.Job as JSON, the
+// id optional), queued and answered 202 {id} at once. The lane is the
+// body's "lane" ("interactive" or "bulk"); default bulk, for asynchronous
+// bulk work. The result is read with GET /v1/jobs/{id}.
+func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) error {
+	var raw json.RawMessage
+	if err := s.decodeBody(w, r, &raw); err != nil {
+		return err
+	}
+	var extra struct {
+		Lane    string `json:"lane"`
+		ReplyTo string `json:"reply_to"`
+	}
+	_ = json.Unmarshal(raw, &extra)
+	lane := schemas.Bulk
+	if extra.Lane != "" {
+		l, err := schemas.ParseLane(extra.Lane)
+		if err != nil {
+			return errorf(codeBadRequest, err.Error())
+		}
+		lane = l
+	}
+	if extra.ReplyTo != "" {
+		return errorf(schemas.CodeInvalidReplyTo, "reply_to is not taken over HTTP: results are stored and read with GET /v1/jobs/{id}")
+	}
+	job, err := schemas.DecodeJob(bytes.TrimSpace(raw), schemas.JSON, s.cfg.Limits)
+	if err != nil {
+		return err
+	}
+	if job.ID == "" {
+		if job.ID, err = jobID(r); err != nil {
+			return err
+		}
+	} else if k := r.Header.Get(HeaderIdempotencyKey); k != "" && k != job.ID {
+		return errorf(codeBadRequest, "the job id and the "+HeaderIdempotencyKey+" header differ")
+	}
+	if job.Model, err = s.model(r.Context(), job.Model); err != nil {
+		return err
+	}
+	p, err := s.q.Submit(r.Context(), job, lane)
+	if err != nil {
+		return err
+	}
+	p.Cancel() // the result is stored; nobody waits here
+	w.Header().Set(HeaderJobID, job.ID)
+	w.Header().Set("Location", "/v1/jobs/"+job.ID)
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": job.ID, "status": "queued"})
+	return nil
+}
+
+// getJob serves GET /v1/jobs/{id}: the stored result (200; a job answered
+// with an error is still 200, its "error" set), 202 while the job waits, or
+// 404.
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := schemas.CheckID(id); err != nil {
+		return err
+	}
+	res, pending, err := s.q.Lookup(r.Context(), id)
+	w.Header().Set(HeaderJobID, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return &apiError{code: codeNotFound, message: "no job " + id + " (unknown, or its result has expired)", jobID: id}
+	case err != nil:
+		return err
+	case res == nil && pending:
+		writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "pending"})
+		return nil
+	case res == nil:
+		return &apiError{code: codeNotFound, message: "no job " + id, jobID: id}
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// listModels serves GET /v1/models.
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
+	ms, err := s.modelList(r.Context())
+	if err != nil {
+		return err
+	}
+	type model struct {
+		ID     string `json:"id"`
+		Object string `json:"object"`
+	}
+	out := struct {
+		Object string   `json:"object"`
+		Data   []model  `json:"data"`
+		Models []string `json:"models"`
+	}{Object: "list", Data: []model{}, Models: ms}
+	for _, m := range ms {
+		out.Data = append(out.Data, model{ID: m, Object: "model"})
+	}
+	if s.cfg.DefaultModel != "" {
+		w.Header().Set("X-Rerank-Default-Model", s.cfg.DefaultModel)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,45 @@
+package archtest
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/rerank/rerank/"
+
+// allowed lists, for each library package, the packages of this module it
+// may depend on (directly or not), as its doc.go says.
+var allowed = map[string][]string{
+	"schemas":         {},
+	"inject":          {"schemas"},
+	"model":           {},
+	"model/quantize":  {},
+	"model/testmodel": {},
+	"pipeline/sched":  {"schemas"},
+	"pipeline":        {"schemas", "inject", "model", "pipeline/sched"},
+	"worker":          {"schemas"},
+	"gateway":         {"schemas"},
+	"client":          {"schemas"},
+	"eval":            {"schemas"},
+	"metrics":         {},
+}
+
+func TestImportRules(t *testing.T) {
+	for pkg, ok := range allowed {
+		out, err := exec.Command("go", "list", "-deps", "../../"+pkg).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			d, mine := strings.CutPrefix(dep, module)
+			if !mine || d == pkg {
+				continue
+			}
+			if !slices.Contains(ok, d) {
+				t.Errorf("%s imports %s (allowed: %v)", pkg, d, ok)
+			}
+		}
+	}
+}

@@ -1,0 +1,95 @@
+package model_test
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/quantize"
+)
+
+// TestQuantizedModelServes: `rerank quantize`'s output loads like any model
+// directory, scores close to its fp32 original, and scores a pair the same
+// whatever else is in its call (one pair per run, since the graph quantizes
+// activations per batch tensor). A transformers.js-style directory with only
+// onnx/model_quantized.onnx loads as it is.
+func TestQuantizedModelServes(t *testing.T) {
+	rt, tiny := fixture(t)
+	dir := filepath.Join(t.TempDir(), "int8")
+	rep, info, err := quantize.Dir(tiny, dir, quantize.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Quantized) != 12 || info.Type != "int8-dynamic" || info.SourceSHA == "" {
+		t.Fatalf("report %+v, info %+v", rep, info)
+	}
+	q, err := rt.Load(dir, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if !q.DynamicallyQuantized() || q.Options().MaxBatchSize != 1 {
+		t.Fatalf("dynamically quantized %v, max batch size %d", q.DynamicallyQuantized(), q.Options().MaxBatchSize)
+	}
+	fp := load(t, model.Options{})
+	if fp.DynamicallyQuantized() || fp.Options().MaxBatchSize != model.DefaultMaxBatchSize {
+		t.Fatal("the fp32 model is taken for a quantized one")
+	}
+	ctx := context.Background()
+	pairs := mixedPairs(40, 5)
+	want, _, err := fp.Score(ctx, pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, st, err := q.Score(ctx, pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Batches != 40 {
+		t.Fatalf("%d runs for 40 pairs, want one each", st.Batches)
+	}
+	var maxDiff, spread float64
+	for i := range got {
+		maxDiff = max(maxDiff, math.Abs(float64(got[i]-want[i])))
+		spread = max(spread, math.Abs(float64(want[i]-want[0])))
+		alone, _, err := q.Score(ctx, pairs[i:i+1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := math.Abs(float64(alone[0] - got[i])); d > 1e-4 {
+			t.Errorf("pair %d: alone %v, among 40 %v", i, alone[0], got[i])
+		}
+	}
+	// int8 is close to fp32: within a tenth of the scores' spread.
+	if maxDiff > spread/10 || maxDiff == 0 {
+		t.Fatalf("max |int8 − fp32| = %g for a score spread of %g", maxDiff, spread)
+	}
+
+	// transformers.js layout: onnx/model_quantized.onnx and the tokenizer.
+	js := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(js, "onnx"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for src, dst := range map[string]string{"model.onnx": model.QuantizedModelFile, model.TokenizerFile: model.TokenizerFile, model.HFConfigFile: model.HFConfigFile} {
+		if err := os.Link(filepath.Join(dir, src), filepath.Join(js, dst)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := rt.Load(js, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	again, _, err := m.Score(ctx, pairs[:3])
+	if err != nil || !m.DynamicallyQuantized() || m.Positions() != 512 {
+		t.Fatalf("err %v, quantized %v, positions %d", err, m.DynamicallyQuantized(), m.Positions())
+	}
+	for i := range again {
+		if again[i] != got[i] {
+			t.Fatalf("pair %d: %v from onnx/model_quantized.onnx, %v from model.onnx", i, again[i], got[i])
+		}
+	}
+}
