@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,10 @@ var (
 	// Split the candidates over several jobs.
 	ErrPayloadTooLarge = errors.New("job exceeds the server's max payload")
 	ErrNoModel         = errors.New("no model: set Job.Model or Options.Model")
+	// ErrQueueFull: the job stream is at its limit (max_bytes or max_msgs,
+	// discard new) and refused the job, which was not queued. The error
+	// also matches the coded schemas.CodeQueueFull. Retry after a while.
+	ErrQueueFull = errors.New("job queue full")
 )
 
 // Options configure a Client.
@@ -133,6 +138,10 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(job.ID))
 	if err != nil {
 		p.sub.Unsubscribe()
+		if queueFull(err) {
+			return nil, fmt.Errorf("publishing job %s: %w: %w", job.ID, ErrQueueFull,
+				schemas.Errorf(schemas.CodeQueueFull, "the job queue is full (%v); the job was not queued: retry later", err))
+		}
 		return nil, fmt.Errorf("publishing job %s: %w", job.ID, err)
 	}
 	p.dup = ack.Duplicate
@@ -144,6 +153,20 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 		}
 	}
 	return p, nil
+}
+
+// queueFull reports the server's refusal of a message by a stream at its
+// limits with discard new.
+func queueFull(err error) bool {
+	// nats-server answers JSStreamStoreFailedF (10077) with the store's
+	// reason; only its limit reasons mean "full".
+	const storeFailed jetstream.ErrorCode = 10077
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != storeFailed {
+		return false
+	}
+	d := apiErr.Description
+	return strings.Contains(d, "maximum messages") || strings.Contains(d, "maximum bytes")
 }
 
 // Duplicate reports whether JetStream recognized the job id as already

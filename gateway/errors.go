@@ -33,7 +33,7 @@ func status(code schemas.Code) int {
 		return http.StatusUnauthorized
 	case codeTimeout:
 		return http.StatusGatewayTimeout
-	case codeUnavailable:
+	case codeUnavailable, schemas.CodeQueueFull:
 		return http.StatusServiceUnavailable
 	case codeNotFound, schemas.CodeUnknownModel:
 		return http.StatusNotFound
@@ -102,6 +102,9 @@ func writeError(w http.ResponseWriter, d dialect, e *apiError) {
 	}
 	if e.jobID != "" {
 		w.Header().Set(HeaderJobID, e.jobID)
+	}
+	if e.code == schemas.CodeQueueFull || e.code == codeUnavailable {
+		w.Header().Set("Retry-After", "5")
 	}
 	writeJSON(w, status(e.code), body)
 }

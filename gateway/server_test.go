@@ -26,6 +26,7 @@ type fakeQueue struct {
 	lanes    []schemas.Lane
 	down     bool // every call fails as unreachable
 	hang     bool // results never come
+	full     bool // the job stream refuses new jobs
 	answer   *schemas.Error
 	stored   map[string]*schemas.Result
 	accepted map[string]bool
@@ -53,6 +54,9 @@ func (q *fakeQueue) Submit(_ context.Context, job *schemas.Job, lane schemas.Lan
 	}
 	if err := schemas.Validate(job, job.Model, schemas.Limits{}); err != nil {
 		return nil, err
+	}
+	if q.full {
+		return nil, fmt.Errorf("publishing: %w", schemas.Errorf(schemas.CodeQueueFull, "the job queue is full"))
 	}
 	q.jobs, q.lanes = append(q.jobs, job), append(q.lanes, lane)
 	if q.accepted == nil {
@@ -234,6 +238,7 @@ func TestErrorsMapOntoStatuses(t *testing.T) {
 		{"bad document", &fakeQueue{models: []string{"m"}}, gateway.Config{}, "/v1/rerank", `{"query":"q","documents":[{"title":"a"}]}`, nil, 400, "bad_request"},
 		{"bad idempotency key", &fakeQueue{models: []string{"m"}}, gateway.Config{}, "/v1/rerank", `{"query":"q","documents":["a"]}`, []string{"Idempotency-Key", "a.b"}, 400, "invalid_id"},
 		{"bad timeout", &fakeQueue{models: []string{"m"}}, gateway.Config{}, "/v1/rerank", `{"query":"q","documents":["a"]}`, []string{"X-Request-Timeout", "soon"}, 400, "bad_request"},
+		{"queue full", &fakeQueue{models: []string{"m"}, full: true}, gateway.Config{}, "/v1/jobs", `{"query":"q","candidates":[{"id":"a","text":"x"}]}`, nil, 503, "queue_full"},
 		{"nats down", &fakeQueue{models: []string{"m"}, down: true}, gateway.Config{}, "/v1/rerank", `{"query":"q","documents":["a"]}`, nil, 503, "unavailable"},
 		{"worker error", &fakeQueue{models: []string{"m"}, answer: schemas.Errorf(schemas.CodeInputTooLong, "too long")}, gateway.Config{}, "/v1/rerank", `{"query":"q","documents":["a"]}`, nil, 422, "input_too_long"},
 		{"worker internal", &fakeQueue{models: []string{"m"}, answer: schemas.Errorf(schemas.CodeInternal, "boom")}, gateway.Config{}, "/rerank", `{"query":"q","texts":["a"]}`, nil, 500, "internal"},
@@ -249,6 +254,9 @@ func TestErrorsMapOntoStatuses(t *testing.T) {
 			}
 			if tc.code == "timeout" && (hdr.Get(gateway.HeaderJobID) == "" || !strings.Contains(body, "/v1/jobs/")) {
 				t.Fatalf("a timeout must name the job: %v %s", hdr, body)
+			}
+			if tc.status == 503 && hdr.Get("Retry-After") == "" {
+				t.Fatalf("a 503 without Retry-After: %v", hdr)
 			}
 		})
 	}

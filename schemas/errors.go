@@ -38,11 +38,16 @@ const (
 	// CodeInternal marks a job that could not be processed after every
 	// allowed delivery, for reasons that are not the job's fault.
 	CodeInternal Code = "internal"
+
+	// CodeQueueFull: the job stream is at its limit and refused the job at
+	// publish time (it was not queued). Never a result: producers see it,
+	// and retry later.
+	CodeQueueFull Code = "queue_full"
 )
 
 // Permanent reports whether a job failing with this code will fail again on
 // redelivery (the job itself is at fault), as opposed to a worker-side failure.
-func (c Code) Permanent() bool { return c != CodeInternal }
+func (c Code) Permanent() bool { return c != CodeInternal && c != CodeQueueFull }
 
 // CandidateRef names the candidate an error is about.
 type CandidateRef struct {

@@ -99,6 +99,16 @@ type Config struct {
 	// default 5 min. A results-stream outage shorter than this loses no
 	// finished work and costs no delivery.
 	PublishRetry time.Duration
+	// JobsMaxBytes and JobsMaxMsgs bound the job stream (default -1: no
+	// bound). When it is full, new jobs are refused at publish time
+	// (discard new): producers see client.ErrQueueFull, no accepted job is
+	// dropped.
+	JobsMaxBytes int64
+	JobsMaxMsgs  int64
+	// ResultsMaxBytes bounds the results stream besides its 24 h age; when
+	// full the oldest results go first (they were also delivered live).
+	// JetStream reserves it on the servers. Default 1 GiB; -1: no bound.
+	ResultsMaxBytes int64
 	// BacklogInterval is how often the worker reads its consumers' backlog
 	// for the Observer (rerank_backlog_jobs); default 15 s, negative: never.
 	BacklogInterval time.Duration
@@ -115,6 +125,11 @@ const (
 	DefaultConcurrency   = 8
 	DefaultShutdownGrace = 25 * time.Second
 	DefaultPublishRetry  = 5 * time.Minute
+	// DefaultResultsMaxBytes bounds RERANK_RESULTS: a result costs ~45 bytes
+	// a ranked candidate plus ~300 (msgpack, without documents), so 1 GiB
+	// holds ~20,000 results of 1,000 candidates or ~1.4 M of 10
+	// (docs/operations.md, Sizing).
+	DefaultResultsMaxBytes = 1 << 30
 	// DefaultBacklogInterval: one consumer-info request per lane and worker.
 	DefaultBacklogInterval = 15 * time.Second
 )
@@ -161,6 +176,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PublishRetry <= 0 {
 		c.PublishRetry = DefaultPublishRetry
+	}
+	if c.JobsMaxBytes == 0 {
+		c.JobsMaxBytes = -1
+	}
+	if c.JobsMaxMsgs == 0 {
+		c.JobsMaxMsgs = -1
+	}
+	if c.ResultsMaxBytes == 0 {
+		c.ResultsMaxBytes = DefaultResultsMaxBytes
 	}
 	if c.BacklogInterval == 0 {
 		c.BacklogInterval = DefaultBacklogInterval

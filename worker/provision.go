@@ -12,12 +12,19 @@ import (
 	"github.com/rerank/rerank/schemas"
 )
 
-// StreamConfigs returns the definitions of the three streams, as the worker
-// provisions them (deploy/ holds the same as JSON for the nats CLI).
+// StreamConfigs returns the definitions of the three streams with the
+// default limits, as the worker provisions them (deploy/ holds the same as
+// JSON for the nats CLI).
 func StreamConfigs(replicas int) []jetstream.StreamConfig {
-	if replicas <= 0 {
-		replicas = 1
-	}
+	return streamConfigs(Config{Replicas: replicas})
+}
+
+// streamConfigs is StreamConfigs with c's replicas and limits. The job
+// stream discards new messages when full: a job queue pushes back on its
+// producers (client.ErrQueueFull) instead of dropping the oldest jobs.
+func streamConfigs(c Config) []jetstream.StreamConfig {
+	c = c.withDefaults()
+	replicas := c.Replicas
 	return []jetstream.StreamConfig{
 		{
 			Name:        JobsStream,
@@ -28,7 +35,9 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 			Replicas:    replicas,
 			Duplicates:  DuplicateWindow,
 			MaxMsgSize:  DefaultMaxMsgBytes,
-			Discard:     jetstream.DiscardOld,
+			MaxBytes:    c.JobsMaxBytes,
+			MaxMsgs:     c.JobsMaxMsgs,
+			Discard:     jetstream.DiscardNew,
 		},
 		{
 			Name:        ResultsStream,
@@ -39,6 +48,7 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 			Replicas:    replicas,
 			Duplicates:  DuplicateWindow,
 			MaxAge:      ResultsMaxAge,
+			MaxBytes:    c.ResultsMaxBytes,
 			MaxMsgSize:  DefaultMaxMsgBytes,
 		},
 		{
@@ -89,7 +99,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, models []string, c C
 }
 
 func provision(ctx context.Context, js jetstream.JetStream, models []string, c Config, perCall time.Duration) error {
-	for _, sc := range StreamConfigs(c.withDefaults().Replicas) {
+	for _, sc := range streamConfigs(c) {
 		cctx, cancel := callCtx(ctx, perCall)
 		_, err := js.CreateOrUpdateStream(cctx, sc)
 		cancel()

@@ -253,11 +253,33 @@ type natsReranker struct {
 func (n natsReranker) Rerank(ctx context.Context, job *schemas.Job) (*schemas.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.timeout)
 	defer cancel()
-	p, err := n.c.SubmitAsync(ctx, job)
-	if err != nil {
-		return nil, err
+	// A full job queue (a stream with limits refuses new jobs) is waited
+	// out: an evaluation is bulk work with no one waiting on each job.
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		p, err := n.c.SubmitAsync(ctx, job)
+		if errors.Is(err, client.ErrQueueFull) {
+			if !sleepCtx(ctx, wait) {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return p.Result(ctx)
 	}
-	return p.Result(ctx)
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether ctx is live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // localReranker re-ranks in this process, like 'rerank run'.

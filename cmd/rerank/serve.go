@@ -185,6 +185,9 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	metricsAddr := fs.String("metrics-addr", ":9464", "address of /metrics, /healthz and /readyz (empty: off)")
+	jobsMaxBytes := fs.String("jobs-max-bytes", "", "bound of the job stream when provisioning (e.g. 4GiB; empty: none); a full queue refuses new jobs (queue_full), never drops accepted ones")
+	jobsMaxMsgs := fs.Int64("jobs-max-msgs", 0, "bound of the job stream in jobs when provisioning (0: none)")
+	resultsMaxBytes := fs.String("results-max-bytes", "1GiB", "bound of the results stream besides its 24 h age, when provisioning (oldest results go first; reserved on the servers)")
 	httpAddr := fs.String("http", "auto", "listen address of the HTTP gateway (docs/http.md): auto is 127.0.0.1:8080 on the embedded NATS server and off with --nats-url; empty: off")
 	var gf gatewayFlags
 	gf.register(fs)
@@ -204,6 +207,17 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		MaxAckPending: *maxAckPending, Concurrency: *concurrency, ShutdownGrace: *grace, WorkerID: *workerID,
 		PublishRetry: *publishRetry,
 		Limits:       schemas.Limits{MaxCandidates: *maxCandidates, ReplyAllow: replyAllow.values},
+	}
+	if *jobsMaxBytes != "" {
+		if wcfg.JobsMaxBytes, err = parseSize(*jobsMaxBytes); err != nil {
+			return &exitError{2, fmt.Errorf("--jobs-max-bytes %q: %w", *jobsMaxBytes, err)}
+		}
+	}
+	if *jobsMaxMsgs > 0 {
+		wcfg.JobsMaxMsgs = *jobsMaxMsgs
+	}
+	if wcfg.ResultsMaxBytes, err = parseSize(*resultsMaxBytes); err != nil {
+		return &exitError{2, fmt.Errorf("--results-max-bytes %q: %w", *resultsMaxBytes, err)}
 	}
 	if err := wcfg.Validate(); err != nil {
 		return &exitError{2, err}

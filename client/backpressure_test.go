@@ -1,0 +1,115 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rerank/rerank/client"
+	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/internal/testfixture"
+	"github.com/rerank/rerank/schemas"
+	"github.com/rerank/rerank/worker"
+)
+
+// TestFullJobStreamPushesBack: a job stream with a limit refuses new jobs
+// once full (discard new) with the coded queue_full error, and every job it
+// accepted is answered once a worker runs: none is dropped to make room.
+func TestFullJobStreamPushesBack(t *testing.T) {
+	for _, limit := range []string{"msgs", "bytes"} {
+		t.Run(limit, func(t *testing.T) {
+			ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(ns.Stop)
+			nc, err := nats.Connect(ns.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			js, _ := jetstream.New(nc)
+			cfg := worker.Config{Provision: true, FetchWait: 200 * time.Millisecond, WorkerID: "w"}
+			if limit == "msgs" {
+				cfg.JobsMaxMsgs = 5
+			} else {
+				cfg.JobsMaxBytes = 5 * 400 // five of the jobs below, with their headers
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if err := worker.Provision(ctx, js, []string{"m"}, cfg); err != nil {
+				t.Fatal(err)
+			}
+			cl, err := client.New(nc, client.Options{Model: "m", Format: schemas.JSON})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var accepted []*client.Pending
+			var refused []*schemas.Job
+			for i := range 12 {
+				j := job(fmt.Sprintf("bp-%d", i), "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bb")
+				p, err := cl.SubmitAsync(ctx, j)
+				switch {
+				case err == nil:
+					accepted = append(accepted, p)
+				case errors.Is(err, client.ErrQueueFull) && errors.Is(err, schemas.Errorf(schemas.CodeQueueFull, "")):
+					refused = append(refused, j)
+				default:
+					t.Fatalf("job %d: %v", i, err)
+				}
+			}
+			if len(accepted) == 0 || len(refused) == 0 || len(accepted)+len(refused) != 12 {
+				t.Fatalf("accepted %d, refused %d", len(accepted), len(refused))
+			}
+			if limit == "msgs" && len(accepted) != 5 {
+				t.Fatalf("accepted %d with max_msgs 5", len(accepted))
+			}
+			s, _ := js.Stream(ctx, worker.JobsStream)
+			info, _ := s.Info(ctx)
+			if int(info.State.Msgs) != len(accepted) {
+				t.Fatalf("the stream holds %d jobs, %d were accepted", info.State.Msgs, len(accepted))
+			}
+			// A worker drains the queue: every accepted job is answered.
+			r := &lengthReranker{}
+			testfixture.StartWorker(t, ns.ClientURL(), r, cfg)
+			for _, p := range accepted {
+				res, err := p.Result(ctx)
+				if err != nil || res.Error != nil {
+					t.Fatalf("an accepted job: %v %v", err, res)
+				}
+			}
+			// With room again (the accepted jobs acknowledged and gone from
+			// the work queue), the refused jobs go in.
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				info, err := s.Info(ctx)
+				if err == nil && info.State.Msgs == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the queue did not empty: %v %+v", err, info)
+				}
+			}
+			// As a producer does: on queue_full, wait and retry (acks reach
+			// the server a moment after the results, so room comes back
+			// gradually).
+			for _, j := range refused {
+				for {
+					res, err := cl.Submit(ctx, j)
+					if errors.Is(err, client.ErrQueueFull) && ctx.Err() == nil {
+						time.Sleep(20 * time.Millisecond)
+						continue
+					}
+					if err != nil || res.Error != nil {
+						t.Fatalf("resubmitting %s: %v %v", j.ID, err, res)
+					}
+					break
+				}
+			}
+		})
+	}
+}
