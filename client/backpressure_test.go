@@ -7,11 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/rerank/rerank/client"
-	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/worker"
@@ -23,28 +19,16 @@ import (
 func TestFullJobStreamPushesBack(t *testing.T) {
 	for _, limit := range []string{"msgs", "bytes"} {
 		t.Run(limit, func(t *testing.T) {
-			ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(ns.Stop)
-			nc, err := nats.Connect(ns.ClientURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
-			js, _ := jetstream.New(nc)
 			cfg := worker.Config{Provision: true, FetchWait: 200 * time.Millisecond, WorkerID: "w"}
 			if limit == "msgs" {
 				cfg.JobsMaxMsgs = 5
 			} else {
 				cfg.JobsMaxBytes = 5 * 400 // five of the jobs below, with their headers
 			}
+			e := setupWith(t, cfg, true)
+			nc, js := e.nc, e.js
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			if err := worker.Provision(ctx, js, []string{"m"}, cfg); err != nil {
-				t.Fatal(err)
-			}
 			cl, err := client.New(nc, client.Options{Model: "m", Format: schemas.JSON})
 			if err != nil {
 				t.Fatal(err)
@@ -75,8 +59,7 @@ func TestFullJobStreamPushesBack(t *testing.T) {
 				t.Fatalf("the stream holds %d jobs, %d were accepted", info.State.Msgs, len(accepted))
 			}
 			// A worker drains the queue: every accepted job is answered.
-			r := &lengthReranker{}
-			testfixture.StartWorker(t, ns.ClientURL(), r, cfg)
+			testfixture.StartWorker(t, e.url, e.r, cfg)
 			for _, p := range accepted {
 				res, err := p.Result(ctx)
 				if err != nil || res.Error != nil {

@@ -40,14 +40,22 @@ func (r *lengthReranker) Rerank(_ context.Context, model string, job *schemas.Jo
 }
 
 type env struct {
-	nc *nats.Conn
-	js jetstream.JetStream
-	r  *lengthReranker
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	r   *lengthReranker
+	url string
+	cfg worker.Config
 }
 
 // setup starts an in-process JetStream server, provisions the streams, and
 // starts a worker on them unless noWorker.
 func setup(t *testing.T, noWorker bool) *env {
+	t.Helper()
+	return setupWith(t, worker.Config{Provision: true, FetchWait: 200 * time.Millisecond, WorkerID: "w"}, noWorker)
+}
+
+// setupWith is setup with the worker configuration (and stream limits) cfg.
+func setupWith(t *testing.T, cfg worker.Config, noWorker bool) *env {
 	t.Helper()
 	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()})
 	if err != nil {
@@ -60,13 +68,12 @@ func setup(t *testing.T, noWorker bool) *env {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	cfg := worker.Config{Provision: true, FetchWait: 200 * time.Millisecond, WorkerID: "w"}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := worker.Provision(ctx, js, []string{"m"}, cfg); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{nc: nc, js: js, r: &lengthReranker{}}
+	e := &env{nc: nc, js: js, r: &lengthReranker{}, url: ns.ClientURL(), cfg: cfg}
 	if noWorker {
 		return e
 	}

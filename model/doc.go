@@ -4,6 +4,8 @@
 // sorts pairs by length, pads each batch only to its own longest sequence
 // and returns scores in the caller's order.
 //
-// It imports nothing from this repository (the subpackage testmodel writes
-// the random-weight models that tests and demos use).
+// From this repository it imports only internal/onnxpb (onnx.proto's field
+// numbers, to read a graph's interface without loading it). The subpackage
+// testmodel writes the random-weight models that tests and demos use;
+// quantize writes int8 copies of model directories.
 package model

@@ -11,18 +11,8 @@ import (
 
 	ort "github.com/yalue/onnxruntime_go"
 	"google.golang.org/protobuf/encoding/protowire"
-)
 
-// Field numbers of onnx.proto that readGraphInfo reads.
-const (
-	onnxModelGraph       protowire.Number = 7 // ModelProto.graph
-	onnxGraphNode        protowire.Number = 1 // GraphProto.node
-	onnxGraphInitializer protowire.Number = 5 // GraphProto.initializer
-	onnxNodeOpType       protowire.Number = 4 // NodeProto.op_type
-	onnxGraphInput       protowire.Number = 11
-	onnxGraphOutput      protowire.Number = 12
-	onnxTensorDims       protowire.Number = 1 // TensorProto.dims
-	onnxTensorName       protowire.Number = 8 // TensorProto.name
+	"github.com/rerank/rerank/internal/onnxpb"
 )
 
 // graphInfo is what Load reads from an ONNX file besides its interface.
@@ -52,38 +42,37 @@ type valueInfo struct {
 	dims     []int64
 }
 
-// parseValueInfo decodes a ValueInfoProto (name 1, type 2 → TypeProto
-// tensor_type 1 → elem_type 1, shape 2 → dim 1 → dim_value 1).
+// parseValueInfo decodes a ValueInfoProto: its name, and the element type
+// and dimensions of its tensor type.
 func parseValueInfo(b []byte) (valueInfo, error) {
 	var v valueInfo
 	err := eachField(b, func(num protowire.Number, val []byte) error {
 		switch num {
-		case 1:
+		case onnxpb.ValueInfoName:
 			v.name = string(val)
-		case 2:
+		case onnxpb.ValueInfoType:
 			return eachField(val, func(num protowire.Number, tensor []byte) error {
-				if num != 1 {
+				if num != onnxpb.TypeTensorType {
 					return nil
 				}
 				v.tensor = true
 				return eachField(tensor, func(num protowire.Number, shape []byte) error {
-					if num != 2 {
+					if num != onnxpb.TensorShape {
 						return nil
 					}
 					return eachField(shape, func(num protowire.Number, dim []byte) error {
-						if num != 1 {
+						if num != onnxpb.ShapeDim {
 							return nil
 						}
-						d := int64(-1)
-						v.dims = append(v.dims, d)
+						v.dims = append(v.dims, -1) // dim_param or unknown
 						return eachField(dim, nil, func(num protowire.Number, x uint64) {
-							if num == 1 {
+							if num == onnxpb.DimValue {
 								v.dims[len(v.dims)-1] = int64(x)
 							}
 						})
 					}, nil)
 				}, func(num protowire.Number, x uint64) {
-					if num == 1 {
+					if num == onnxpb.TensorElemType {
 						v.elemType = int(x)
 					}
 				})
@@ -150,16 +139,16 @@ func readGraphInfo(path string) (graphInfo, error) {
 	r := &pbReader{f: f, br: bufio.NewReaderSize(f, 64<<10)}
 	inits := map[string]bool{}
 	err = r.fields(st.Size(), func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
-		if num != onnxModelGraph || typ != protowire.BytesType {
+		if num != onnxpb.ModelGraph || typ != protowire.BytesType {
 			return false, nil
 		}
 		return true, r.fields(r.pos+n, func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
 			switch {
 			case typ != protowire.BytesType:
 				return false, nil
-			case num == onnxGraphNode:
+			case num == onnxpb.GraphNode:
 				return true, r.fields(r.pos+n, func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
-					if num != onnxNodeOpType || n > 256 {
+					if num != onnxpb.NodeOpType || n > 256 {
 						return false, nil
 					}
 					op, err := r.bytes(n)
@@ -168,20 +157,20 @@ func readGraphInfo(path string) (graphInfo, error) {
 					}
 					return true, err
 				})
-			case num == onnxGraphInitializer:
+			case num == onnxpb.GraphInitializer:
 				name, dims, err := r.tensorHead(r.pos + n)
 				if err == nil && info.positions == 0 && positionTable(name) && len(dims) == 2 {
 					info.positions = int(dims[0])
 				}
 				inits[name] = true
 				return true, err
-			case (num == onnxGraphInput || num == onnxGraphOutput) && n <= 1<<16:
+			case (num == onnxpb.GraphInput || num == onnxpb.GraphOutput) && n <= 1<<16:
 				b, err := r.bytes(n)
 				if err != nil {
 					return true, err
 				}
 				v, err := parseValueInfo([]byte(b))
-				if num == onnxGraphInput {
+				if num == onnxpb.GraphInput {
 					info.inputs = append(info.inputs, v)
 				} else {
 					info.outputs = append(info.outputs, v)
@@ -316,7 +305,7 @@ func (r *pbReader) tensorHead(end int64) (name string, dims []int64, err error) 
 		}
 		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
 		switch {
-		case num == onnxTensorDims && typ == protowire.VarintType:
+		case num == onnxpb.TensorDims && typ == protowire.VarintType:
 			v, err := r.varint()
 			if err != nil {
 				return "", nil, err
@@ -339,7 +328,7 @@ func (r *pbReader) tensorHead(end int64) (name string, dims []int64, err error) 
 				return "", nil, errBadProto
 			}
 			switch {
-			case num == onnxTensorDims: // packed
+			case num == onnxpb.TensorDims: // packed
 				stop := r.pos + int64(n)
 				for r.pos < stop {
 					v, err := r.varint()
@@ -348,7 +337,7 @@ func (r *pbReader) tensorHead(end int64) (name string, dims []int64, err error) 
 					}
 					dims = append(dims, int64(v))
 				}
-			case num == onnxTensorName && n <= 4096:
+			case num == onnxpb.TensorName && n <= 4096:
 				if name, err = r.bytes(int64(n)); err != nil {
 					return "", nil, err
 				}

@@ -9,6 +9,6 @@
 // It is an offline tool (`rerank quantize`): the runtime loads a quantized
 // model directory like any other. It owns the graph rewrite and the model
 // directory it writes; it reads and writes the ONNX protobuf with protowire,
-// one message at a time, and may import only the standard library and
-// google.golang.org/protobuf/encoding/protowire.
+// one message at a time, and may import only the standard library,
+// google.golang.org/protobuf/encoding/protowire and internal/onnxpb.
 package quantize

@@ -6,52 +6,11 @@ import (
 	"math"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/rerank/rerank/internal/onnxpb"
 )
 
-// Field numbers of onnx.proto (onnx/onnx, IR version 8) that the rewrite
-// reads or writes. Every other field is copied as it is.
-const (
-	fModelGraph protowire.Number = 7
-	fModelOpset protowire.Number = 8
-
-	fOpsetDomain  protowire.Number = 1
-	fOpsetVersion protowire.Number = 2
-
-	fGraphNode        protowire.Number = 1
-	fGraphInitializer protowire.Number = 5
-	fGraphInput       protowire.Number = 11
-	fGraphOutput      protowire.Number = 12
-
-	fNodeInput  protowire.Number = 1
-	fNodeOutput protowire.Number = 2
-	fNodeName   protowire.Number = 3
-	fNodeOpType protowire.Number = 4
-	fNodeAttr   protowire.Number = 5
-	fNodeDomain protowire.Number = 7
-
-	fAttrName protowire.Number = 1
-	fAttrF    protowire.Number = 2
-	fAttrI    protowire.Number = 3
-	fAttrType protowire.Number = 20
-
-	fTensorDims         protowire.Number = 1
-	fTensorDataType     protowire.Number = 2
-	fTensorFloatData    protowire.Number = 4
-	fTensorName         protowire.Number = 8
-	fTensorRawData      protowire.Number = 9
-	fTensorExternalData protowire.Number = 13
-	fTensorDataLocation protowire.Number = 14
-
-	fValueInfoName protowire.Number = 1
-
-	attrTypeInt = 2
-
-	dataTypeFloat = 1
-	dataTypeUint8 = 2
-	dataTypeInt8  = 3
-
-	domainMicrosoft = "com.microsoft"
-)
+const domainMicrosoft = "com.microsoft"
 
 // ErrMalformed reports an input that is not a well-formed ONNX model.
 var ErrMalformed = errors.New("malformed ONNX model")
@@ -101,21 +60,6 @@ func fields(b []byte) ([]field, error) {
 	return out, nil
 }
 
-func appendVarint(b []byte, num protowire.Number, v uint64) []byte {
-	b = protowire.AppendTag(b, num, protowire.VarintType)
-	return protowire.AppendVarint(b, v)
-}
-
-func appendBytes(b []byte, num protowire.Number, v []byte) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendBytes(b, v)
-}
-
-func appendString(b []byte, num protowire.Number, v string) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, v)
-}
-
 // node is a NodeProto: the parts the rewrite reads, and the encoding it
 // copies when it keeps the node.
 type node struct {
@@ -133,17 +77,17 @@ func parseNode(b []byte) (*node, error) {
 	n := &node{raw: b, attrs: map[string]field{}}
 	for _, f := range fs {
 		switch f.num {
-		case fNodeInput:
+		case onnxpb.NodeInput:
 			n.inputs = append(n.inputs, string(f.val))
-		case fNodeOutput:
+		case onnxpb.NodeOutput:
 			n.outputs = append(n.outputs, string(f.val))
-		case fNodeName:
+		case onnxpb.NodeName:
 			n.name = string(f.val)
-		case fNodeOpType:
+		case onnxpb.NodeOpType:
 			n.opType = string(f.val)
-		case fNodeDomain:
+		case onnxpb.NodeDomain:
 			n.domain = string(f.val)
-		case fNodeAttr:
+		case onnxpb.NodeAttribute:
 			afs, err := fields(f.val)
 			if err != nil {
 				return nil, err
@@ -152,9 +96,9 @@ func parseNode(b []byte) (*node, error) {
 			var value field
 			for _, af := range afs {
 				switch af.num {
-				case fAttrName:
+				case onnxpb.AttrName:
 					name = string(af.val)
-				case fAttrI, fAttrF:
+				case onnxpb.AttrI, onnxpb.AttrF:
 					value = af
 				}
 			}
@@ -166,7 +110,7 @@ func parseNode(b []byte) (*node, error) {
 
 // attrInt is an integer attribute, or def when the node has none.
 func (n *node) attrInt(name string, def int64) int64 {
-	if f, ok := n.attrs[name]; ok && f.num == fAttrI {
+	if f, ok := n.attrs[name]; ok && f.num == onnxpb.AttrI {
 		return int64(f.v)
 	}
 	return def
@@ -174,7 +118,7 @@ func (n *node) attrInt(name string, def int64) int64 {
 
 // attrFloat is a float attribute, or def when the node has none.
 func (n *node) attrFloat(name string, def float32) float32 {
-	if f, ok := n.attrs[name]; ok && f.num == fAttrF {
+	if f, ok := n.attrs[name]; ok && f.num == onnxpb.AttrF {
 		return math.Float32frombits(uint32(f.v))
 	}
 	return def
@@ -192,26 +136,26 @@ func encodeNodeIn(domain, name, op string, inputs, outputs []string, attrs ...[]
 	}
 	var b []byte
 	for _, in := range inputs {
-		b = appendString(b, fNodeInput, in)
+		b = onnxpb.AppendString(b, onnxpb.NodeInput, in)
 	}
 	for _, out := range outputs {
-		b = appendString(b, fNodeOutput, out)
+		b = onnxpb.AppendString(b, onnxpb.NodeOutput, out)
 	}
-	b = appendString(b, fNodeName, name)
-	b = appendString(b, fNodeOpType, op)
+	b = onnxpb.AppendString(b, onnxpb.NodeName, name)
+	b = onnxpb.AppendString(b, onnxpb.NodeOpType, op)
 	for _, a := range attrs {
-		b = appendBytes(b, fNodeAttr, a)
+		b = onnxpb.AppendBytes(b, onnxpb.NodeAttribute, a)
 	}
 	if domain != "" {
-		b = appendString(b, fNodeDomain, domain)
+		b = onnxpb.AppendString(b, onnxpb.NodeDomain, domain)
 	}
 	return b
 }
 
 func intAttr(name string, v int64) []byte {
-	b := appendString(nil, fAttrName, name)
-	b = appendVarint(b, fAttrI, uint64(v))
-	return appendVarint(b, fAttrType, attrTypeInt)
+	b := onnxpb.AppendString(nil, onnxpb.AttrName, name)
+	b = onnxpb.AppendVarint(b, onnxpb.AttrI, uint64(v))
+	return onnxpb.AppendVarint(b, onnxpb.AttrType, onnxpb.AttrTypeInt)
 }
 
 // tensor is a TensorProto initializer.
@@ -232,11 +176,11 @@ func parseTensor(b []byte) (*tensor, error) {
 	t := &tensor{}
 	for _, f := range fs {
 		switch f.num {
-		case fTensorName:
+		case onnxpb.TensorName:
 			t.name = string(f.val)
-		case fTensorDataType:
+		case onnxpb.TensorDataType:
 			t.dataType = int(f.v)
-		case fTensorDims:
+		case onnxpb.TensorDims:
 			if f.typ == protowire.BytesType { // packed
 				for p := f.val; len(p) > 0; {
 					v, n := protowire.ConsumeVarint(p)
@@ -249,9 +193,9 @@ func parseTensor(b []byte) (*tensor, error) {
 			} else {
 				t.dims = append(t.dims, int64(f.v))
 			}
-		case fTensorRawData:
+		case onnxpb.TensorRawData:
 			t.raw = f.val
-		case fTensorFloatData:
+		case onnxpb.TensorFloatData:
 			if f.typ == protowire.BytesType {
 				for p := f.val; len(p) >= 4; p = p[4:] {
 					v, _ := protowire.ConsumeFixed32(p)
@@ -260,9 +204,9 @@ func parseTensor(b []byte) (*tensor, error) {
 			} else {
 				t.floats = append(t.floats, math.Float32frombits(uint32(f.v)))
 			}
-		case fTensorExternalData:
+		case onnxpb.TensorExternalData:
 			t.external = true
-		case fTensorDataLocation:
+		case onnxpb.TensorDataLocation:
 			t.external = t.external || f.v == 1
 		}
 	}
@@ -301,9 +245,9 @@ func (t *tensor) float32s() ([]float32, error) {
 func encodeTensor(name string, dataType int, raw []byte, dims ...int64) []byte {
 	var b []byte
 	for _, d := range dims {
-		b = appendVarint(b, fTensorDims, uint64(d))
+		b = onnxpb.AppendVarint(b, onnxpb.TensorDims, uint64(d))
 	}
-	b = appendVarint(b, fTensorDataType, uint64(dataType))
-	b = appendString(b, fTensorName, name)
-	return appendBytes(b, fTensorRawData, raw)
+	b = onnxpb.AppendVarint(b, onnxpb.TensorDataType, uint64(dataType))
+	b = onnxpb.AppendString(b, onnxpb.TensorName, name)
+	return onnxpb.AppendBytes(b, onnxpb.TensorRawData, raw)
 }

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+
+	"github.com/rerank/rerank/internal/onnxpb"
 )
 
 // Granularity is how weight scales are shared.
@@ -105,9 +107,9 @@ func Graph(model []byte, opts Options) ([]byte, Report, error) {
 	hasMicrosoft := false
 	for i, f := range top {
 		switch f.num {
-		case fModelGraph:
+		case onnxpb.ModelGraph:
 			graphAt = i
-		case fModelOpset:
+		case onnxpb.ModelOpsetImport:
 			fs, err := fields(f.val)
 			if err != nil {
 				return nil, rep, err
@@ -115,9 +117,9 @@ func Graph(model []byte, opts Options) ([]byte, Report, error) {
 			domain, version := "", int64(0)
 			for _, g := range fs {
 				switch g.num {
-				case fOpsetDomain:
+				case onnxpb.OpsetDomain:
 					domain = string(g.val)
-				case fOpsetVersion:
+				case onnxpb.OpsetVersion:
 					version = int64(g.v)
 				}
 			}
@@ -142,14 +144,14 @@ func Graph(model []byte, opts Options) ([]byte, Report, error) {
 	out := make([]byte, 0, len(model)/3)
 	for i, f := range top {
 		if i == graphAt {
-			out = appendBytes(out, fModelGraph, graph)
+			out = onnxpb.AppendBytes(out, onnxpb.ModelGraph, graph)
 			continue
 		}
 		out = append(out, f.raw...)
 	}
 	if microsoft && !hasMicrosoft {
-		op := appendString(nil, fOpsetDomain, domainMicrosoft)
-		out = appendBytes(out, fModelOpset, appendVarint(op, fOpsetVersion, 1))
+		op := onnxpb.AppendString(nil, onnxpb.OpsetDomain, domainMicrosoft)
+		out = onnxpb.AppendBytes(out, onnxpb.ModelOpsetImport, onnxpb.AppendVarint(op, onnxpb.OpsetVersion, 1))
 	}
 	return out, rep, nil
 }
@@ -177,7 +179,7 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 	uses := map[string]int{} // consumers of each value, graph outputs included
 	for _, f := range gf {
 		switch f.num {
-		case fGraphNode:
+		case onnxpb.GraphNode:
 			n, err := parseNode(f.val)
 			if err != nil {
 				return nil, false, err
@@ -190,20 +192,20 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 			for _, out := range n.outputs {
 				r.names[out] = true
 			}
-		case fGraphInitializer:
+		case onnxpb.GraphInitializer:
 			t, err := parseTensor(f.val)
 			if err != nil {
 				return nil, false, err
 			}
 			r.inits[t.name] = t
 			r.names[t.name] = true
-		case fGraphOutput:
+		case onnxpb.GraphOutput:
 			vf, err := fields(f.val)
 			if err != nil {
 				return nil, false, err
 			}
 			for _, v := range vf {
-				if v.num == fValueInfoName {
+				if v.num == onnxpb.ValueInfoName {
 					uses[string(v.val)]++
 				}
 			}
@@ -266,15 +268,15 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 	nodesDone := false
 	for _, f := range gf {
 		switch f.num {
-		case fGraphNode:
+		case onnxpb.GraphNode:
 			if !nodesDone {
 				for _, n := range r.nodes {
-					out = appendBytes(out, fGraphNode, n)
+					out = onnxpb.AppendBytes(out, onnxpb.GraphNode, n)
 				}
 				nodesDone = true
 			}
 			continue
-		case fGraphInitializer:
+		case onnxpb.GraphInitializer:
 			t, err := parseTensor(f.val)
 			if err != nil {
 				return nil, false, err
@@ -282,7 +284,7 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 			if dropped[t.name] {
 				continue
 			}
-		case fGraphInput:
+		case onnxpb.GraphInput:
 			// IR < 4 lists initializers among the inputs too.
 			vf, err := fields(f.val)
 			if err != nil {
@@ -290,7 +292,7 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 			}
 			drop := false
 			for _, v := range vf {
-				if v.num == fValueInfoName && dropped[string(v.val)] {
+				if v.num == onnxpb.ValueInfoName && dropped[string(v.val)] {
 					drop = true
 				}
 			}
@@ -301,7 +303,7 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 		out = append(out, f.raw...)
 	}
 	for _, t := range r.extra {
-		out = appendBytes(out, fGraphInitializer, t)
+		out = onnxpb.AppendBytes(out, onnxpb.GraphInitializer, t)
 	}
 	return out, r.microsoft, nil
 }
@@ -339,7 +341,7 @@ func (r *rewriter) candidate(n *node, first, last int) (*tensor, string) {
 	if w == nil || len(n.outputs) != 1 {
 		return nil, ""
 	}
-	if w.dataType != dataTypeFloat || len(w.dims) != 2 || w.dims[0] < 1 || w.dims[1] < 1 || w.dims[0] > 1<<20 || w.dims[1] > 1<<20 {
+	if w.dataType != onnxpb.DataTypeFloat || len(w.dims) != 2 || w.dims[0] < 1 || w.dims[1] < 1 || w.dims[0] > 1<<20 || w.dims[1] > 1<<20 {
 		return nil, "weight is not a 2-D float tensor"
 	}
 	if w.external {
@@ -391,7 +393,7 @@ func (r *rewriter) isBias(add *node, y string, n int64) bool {
 		other = add.inputs[1]
 	}
 	b := r.inits[other]
-	return b != nil && b.dataType == dataTypeFloat && len(b.dims) == 1 && b.dims[0] == n && !b.external
+	return b != nil && b.dataType == onnxpb.DataTypeFloat && len(b.dims) == 1 && b.dims[0] == n && !b.external
 }
 
 // quantize replaces n, a MatMul or Gemm on weight w (and the bias Add that
@@ -434,9 +436,9 @@ func (r *rewriter) quantize(n *node, w *tensor, biasAdd *node, shared bool) erro
 		scaleDims = []int64{int64(len(scales))}
 	}
 	r.extra = append(r.extra,
-		encodeTensor(wqName, dataTypeInt8, wq, rows, cols),
-		encodeTensor(wsName, dataTypeFloat, float32Bytes(scales), scaleDims...),
-		encodeTensor(wzName, dataTypeInt8, make([]byte, len(scales)), scaleDims...))
+		encodeTensor(wqName, onnxpb.DataTypeInt8, wq, rows, cols),
+		encodeTensor(wsName, onnxpb.DataTypeFloat, float32Bytes(scales), scaleDims...),
+		encodeTensor(wzName, onnxpb.DataTypeInt8, make([]byte, len(scales)), scaleDims...))
 
 	y, bias := n.outputs[0], ""
 	var after *node // a Gemm's C when it is not a bias vector
@@ -448,7 +450,7 @@ func (r *rewriter) quantize(n *node, w *tensor, biasAdd *node, shared bool) erro
 			bias = biasAdd.inputs[1]
 		}
 	case n.opType == "Gemm" && len(n.inputs) > 2 && n.inputs[2] != "":
-		if c := r.inits[n.inputs[2]]; c != nil && c.dataType == dataTypeFloat && len(c.dims) == 1 && c.dims[0] == cols {
+		if c := r.inits[n.inputs[2]]; c != nil && c.dataType == onnxpb.DataTypeFloat && len(c.dims) == 1 && c.dims[0] == cols {
 			bias = n.inputs[2]
 		} else {
 			after, y = n, r.fresh(n.name+"_output_nobias")

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/rerank/rerank/model/testmodel"
+
+	"github.com/rerank/rerank/internal/onnxpb"
 )
 
 // graphOps counts the op types of a model's nodes ("domain:op").
@@ -22,7 +24,7 @@ func graphOps(t testing.TB, model []byte) (map[string]int, []*node, map[string]*
 	var nodes []*node
 	inits := map[string]*tensor{}
 	for _, f := range top {
-		if f.num != fModelGraph {
+		if f.num != onnxpb.ModelGraph {
 			continue
 		}
 		gf, err := fields(f.val)
@@ -31,14 +33,14 @@ func graphOps(t testing.TB, model []byte) (map[string]int, []*node, map[string]*
 		}
 		for _, g := range gf {
 			switch g.num {
-			case fGraphNode:
+			case onnxpb.GraphNode:
 				n, err := parseNode(g.val)
 				if err != nil {
 					t.Fatal(err)
 				}
 				ops[n.domain+":"+n.opType]++
 				nodes = append(nodes, n)
-			case fGraphInitializer:
+			case onnxpb.GraphInitializer:
 				tn, err := parseTensor(g.val)
 				if err != nil {
 					t.Fatal(err)
@@ -95,7 +97,7 @@ func TestGraphQuantizesTheEncoderAndKeepsTheHead(t *testing.T) {
 			continue
 		}
 		wq := inits[n.inputs[1]]
-		if wq == nil || wq.dataType != dataTypeInt8 || len(wq.dims) != 2 {
+		if wq == nil || wq.dataType != onnxpb.DataTypeInt8 || len(wq.dims) != 2 {
 			t.Fatalf("%s: weight %q is %+v", n.name, n.inputs[1], wq)
 		}
 		scaleAt := 2
@@ -110,7 +112,7 @@ func TestGraphQuantizesTheEncoderAndKeepsTheHead(t *testing.T) {
 		}
 	}
 	for name, tn := range inits {
-		if strings.HasSuffix(name, ".weight") && strings.Contains(name, "encoder") && tn.dataType == dataTypeFloat && len(tn.dims) == 2 {
+		if strings.HasSuffix(name, ".weight") && strings.Contains(name, "encoder") && tn.dataType == onnxpb.DataTypeFloat && len(tn.dims) == 2 {
 			t.Errorf("fp32 weight %s still in the graph", name)
 		}
 	}
@@ -193,16 +195,16 @@ func handModel(op string, opset int, dims []int64, attrs [][]byte, withC bool) [
 		vals[i] = float32(i%7) - 3
 	}
 	inputs := []string{"x", "w"}
-	g := appendBytes(nil, fGraphInitializer, encodeTensor("w", dataTypeFloat, float32Bytes(vals), dims...))
+	g := onnxpb.AppendBytes(nil, onnxpb.GraphInitializer, encodeTensor("w", onnxpb.DataTypeFloat, float32Bytes(vals), dims...))
 	if withC {
 		inputs = append(inputs, "c")
-		g = appendBytes(g, fGraphInitializer, encodeTensor("c", dataTypeFloat, float32Bytes(make([]float32, dims[0])), dims[0]))
+		g = onnxpb.AppendBytes(g, onnxpb.GraphInitializer, encodeTensor("c", onnxpb.DataTypeFloat, float32Bytes(make([]float32, dims[0])), dims[0]))
 	}
-	g = appendBytes(g, fGraphNode, encodeNode("/layer.0/dense/"+op, op, inputs, []string{"y"}, attrs...))
-	g = appendBytes(g, fGraphOutput, appendString(nil, fValueInfoName, "y"))
-	m := appendVarint(nil, 1, 8) // ir_version
-	m = appendBytes(m, fModelGraph, g)
-	return appendBytes(m, fModelOpset, appendVarint(nil, fOpsetVersion, uint64(opset)))
+	g = onnxpb.AppendBytes(g, onnxpb.GraphNode, encodeNode("/layer.0/dense/"+op, op, inputs, []string{"y"}, attrs...))
+	g = onnxpb.AppendBytes(g, onnxpb.GraphOutput, onnxpb.AppendString(nil, onnxpb.ValueInfoName, "y"))
+	m := onnxpb.AppendVarint(nil, 1, 8) // ir_version
+	m = onnxpb.AppendBytes(m, onnxpb.ModelGraph, g)
+	return onnxpb.AppendBytes(m, onnxpb.ModelOpsetImport, onnxpb.AppendVarint(nil, onnxpb.OpsetVersion, uint64(opset)))
 }
 
 func TestGemmWithTransposedWeight(t *testing.T) {
@@ -252,7 +254,7 @@ func TestGraphErrors(t *testing.T) {
 	}{
 		{"garbage", []byte{0xff, 0xff}, nil, ErrMalformed, ""},
 		{"truncated", valid[:len(valid)-3], nil, ErrMalformed, ""},
-		{"no graph", appendVarint(nil, 1, 8), nil, ErrMalformed, "no graph"},
+		{"no graph", onnxpb.AppendVarint(nil, 1, 8), nil, ErrMalformed, "no graph"},
 		{"old opset", handModel("MatMul", 10, []int64{24, 32}, nil, false), nil, ErrUnsupported, "opset 10"},
 		{"bad granularity", valid, func(o *Options) { o.Granularity = "per-row" }, nil, "granularity"},
 		{"bad op", valid, func(o *Options) { o.OpTypes = []string{"Conv"} }, nil, "Conv"},

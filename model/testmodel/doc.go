@@ -21,7 +21,9 @@
 // this project's loader and transformers.js can open.
 //
 // The package owns only that generation. It may import only the standard
-// library and google.golang.org/protobuf/encoding/protowire; its tests also
+// library, google.golang.org/protobuf/encoding/protowire and
+// internal/onnxpb (onnx.proto's field numbers, shared with model/quantize);
+// its tests also
 // use ONNX Runtime to check that the output loads and behaves like a BERT
 // cross-encoder.
 package testmodel

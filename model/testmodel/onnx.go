@@ -11,70 +11,8 @@ import (
 	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
-)
 
-// Field numbers and enum values from onnx.proto (onnx/onnx, IR version 8).
-const (
-	// ModelProto
-	modelIRVersion     protowire.Number = 1
-	modelProducerName  protowire.Number = 2
-	modelProducerVer   protowire.Number = 3
-	modelDocString     protowire.Number = 6
-	modelGraph         protowire.Number = 7
-	modelOpsetImport   protowire.Number = 8
-	modelMetadataProps protowire.Number = 14
-
-	// OperatorSetIdProto
-	opsetDomain  protowire.Number = 1
-	opsetVersion protowire.Number = 2
-
-	// StringStringEntryProto
-	entryKey   protowire.Number = 1
-	entryValue protowire.Number = 2
-
-	// GraphProto
-	graphNode        protowire.Number = 1
-	graphName        protowire.Number = 2
-	graphInitializer protowire.Number = 5
-	graphInput       protowire.Number = 11
-	graphOutput      protowire.Number = 12
-
-	// NodeProto
-	nodeInput     protowire.Number = 1
-	nodeOutput    protowire.Number = 2
-	nodeName      protowire.Number = 3
-	nodeOpType    protowire.Number = 4
-	nodeAttribute protowire.Number = 5
-
-	// AttributeProto
-	attrName protowire.Number = 1
-	attrF    protowire.Number = 2
-	attrI    protowire.Number = 3
-	attrInts protowire.Number = 8
-	attrType protowire.Number = 20
-
-	attrTypeFloat = 1
-	attrTypeInt   = 2
-	attrTypeInts  = 7
-
-	// TensorProto
-	tensorDims     protowire.Number = 1
-	tensorDataType protowire.Number = 2
-	tensorName     protowire.Number = 8
-	tensorRawData  protowire.Number = 9
-
-	dataTypeFloat = 1
-	dataTypeInt64 = 7
-
-	// ValueInfoProto, TypeProto, TypeProto.Tensor, TensorShapeProto, Dimension
-	valueInfoName  protowire.Number = 1
-	valueInfoType  protowire.Number = 2
-	typeTensorType protowire.Number = 1
-	tensorElemType protowire.Number = 1
-	tensorShape    protowire.Number = 2
-	shapeDim       protowire.Number = 1
-	dimValue       protowire.Number = 1
-	dimParam       protowire.Number = 2
+	"github.com/rerank/rerank/internal/onnxpb"
 )
 
 const (
@@ -108,26 +46,6 @@ const (
 
 // Wire helpers.
 
-func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
-	b = protowire.AppendTag(b, num, protowire.VarintType)
-	return protowire.AppendVarint(b, v)
-}
-
-func appendBytesField(b []byte, num protowire.Number, v []byte) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendBytes(b, v)
-}
-
-func appendStringField(b []byte, num protowire.Number, v string) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, v)
-}
-
-func appendFloatField(b []byte, num protowire.Number, v float32) []byte {
-	b = protowire.AppendTag(b, num, protowire.Fixed32Type)
-	return protowire.AppendFixed32(b, math.Float32bits(v))
-}
-
 // sizeBytesField is the encoded size of a length-delimited field whose
 // payload is n bytes long.
 func sizeBytesField(num protowire.Number, n int64) int64 {
@@ -147,23 +65,23 @@ func writeBytesHeader(w *bufio.Writer, num protowire.Number, n int64) error {
 type attribute []byte
 
 func attrInt(name string, v int64) attribute {
-	b := appendStringField(nil, attrName, name)
-	b = appendVarintField(b, attrI, uint64(v))
-	return appendVarintField(b, attrType, attrTypeInt)
+	b := onnxpb.AppendString(nil, onnxpb.AttrName, name)
+	b = onnxpb.AppendVarint(b, onnxpb.AttrI, uint64(v))
+	return onnxpb.AppendVarint(b, onnxpb.AttrType, onnxpb.AttrTypeInt)
 }
 
 func attrFloat(name string, v float32) attribute {
-	b := appendStringField(nil, attrName, name)
-	b = appendFloatField(b, attrF, v)
-	return appendVarintField(b, attrType, attrTypeFloat)
+	b := onnxpb.AppendString(nil, onnxpb.AttrName, name)
+	b = onnxpb.AppendFloat(b, onnxpb.AttrF, v)
+	return onnxpb.AppendVarint(b, onnxpb.AttrType, onnxpb.AttrTypeFloat)
 }
 
 func attrIntList(name string, vs ...int64) attribute {
-	b := appendStringField(nil, attrName, name)
+	b := onnxpb.AppendString(nil, onnxpb.AttrName, name)
 	for _, v := range vs {
-		b = appendVarintField(b, attrInts, uint64(v))
+		b = onnxpb.AppendVarint(b, onnxpb.AttrInts, uint64(v))
 	}
-	return appendVarintField(b, attrType, attrTypeInts)
+	return onnxpb.AppendVarint(b, onnxpb.AttrType, onnxpb.AttrTypeInts)
 }
 
 // Initializers.
@@ -204,15 +122,15 @@ func (t *tensor) rawLen() int64 {
 func (t *tensor) header() []byte {
 	var b []byte
 	for _, d := range t.dims {
-		b = appendVarintField(b, tensorDims, uint64(d))
+		b = onnxpb.AppendVarint(b, onnxpb.TensorDims, uint64(d))
 	}
-	b = appendVarintField(b, tensorDataType, uint64(t.dtype))
-	return appendStringField(b, tensorName, t.name)
+	b = onnxpb.AppendVarint(b, onnxpb.TensorDataType, uint64(t.dtype))
+	return onnxpb.AppendString(b, onnxpb.TensorName, t.name)
 }
 
 // encodedLen is the size of the TensorProto message.
 func (t *tensor) encodedLen() int64 {
-	return int64(len(t.header())) + sizeBytesField(tensorRawData, t.rawLen())
+	return int64(len(t.header())) + sizeBytesField(onnxpb.TensorRawData, t.rawLen())
 }
 
 // streamSeed derives the PCG stream of one tensor from its name, so that a
@@ -327,24 +245,24 @@ func (g *graph) node(scope, op string, inputs []string, attrs ...attribute) stri
 func (g *graph) nodeNamed(name, op string, inputs []string, output string, attrs ...attribute) {
 	var b []byte
 	for _, in := range inputs {
-		b = appendStringField(b, nodeInput, in)
+		b = onnxpb.AppendString(b, onnxpb.NodeInput, in)
 	}
-	b = appendStringField(b, nodeOutput, output)
-	b = appendStringField(b, nodeName, name)
-	b = appendStringField(b, nodeOpType, op)
+	b = onnxpb.AppendString(b, onnxpb.NodeOutput, output)
+	b = onnxpb.AppendString(b, onnxpb.NodeName, name)
+	b = onnxpb.AppendString(b, onnxpb.NodeOpType, op)
 	for _, a := range attrs {
-		b = appendBytesField(b, nodeAttribute, a)
+		b = onnxpb.AppendBytes(b, onnxpb.NodeAttribute, a)
 	}
 	g.nodes = append(g.nodes, b)
 }
 
 func (g *graph) param(name string, std float64, dims ...int64) string {
-	g.inits = append(g.inits, &tensor{name: name, dims: dims, dtype: dataTypeFloat, kind: fillNormal, std: std})
+	g.inits = append(g.inits, &tensor{name: name, dims: dims, dtype: onnxpb.DataTypeFloat, kind: fillNormal, std: std})
 	return name
 }
 
 func (g *graph) ones(name string, dims ...int64) string {
-	g.inits = append(g.inits, &tensor{name: name, dims: dims, dtype: dataTypeFloat, kind: fillOnes})
+	g.inits = append(g.inits, &tensor{name: name, dims: dims, dtype: onnxpb.DataTypeFloat, kind: fillOnes})
 	return name
 }
 
@@ -360,12 +278,12 @@ func (g *graph) constant(key string, dtype int, raw []byte, dims ...int64) strin
 
 // scalarF32 is a float32 scalar constant.
 func (g *graph) scalarF32(v float32) string {
-	return g.constant("f32_"+strconv.FormatFloat(float64(v), 'g', -1, 32), dataTypeFloat, float32Bytes(v))
+	return g.constant("f32_"+strconv.FormatFloat(float64(v), 'g', -1, 32), onnxpb.DataTypeFloat, float32Bytes(v))
 }
 
 // scalarI64 is an int64 scalar constant.
 func (g *graph) scalarI64(v int64) string {
-	return g.constant("i64_"+strconv.FormatInt(v, 10), dataTypeInt64, int64Bytes(v))
+	return g.constant("i64_"+strconv.FormatInt(v, 10), onnxpb.DataTypeInt64, int64Bytes(v))
 }
 
 // vectorI64 is a 1-D int64 constant.
@@ -374,7 +292,7 @@ func (g *graph) vectorI64(vs ...int64) string {
 	for _, v := range vs {
 		key += "_" + strconv.FormatInt(v, 10)
 	}
-	return g.constant(key, dataTypeInt64, int64Bytes(vs...), int64(len(vs)))
+	return g.constant(key, onnxpb.DataTypeInt64, int64Bytes(vs...), int64(len(vs)))
 }
 
 func (g *graph) linear(scope, x, prefix string, in, out int64) string {
@@ -416,7 +334,7 @@ func buildGraph(s Spec) *graph {
 
 	// Additive attention bias [B, 1, 1, S]: 0 for tokens, -10000 for padding.
 	sc = "/bert"
-	maskF := g.node(sc, "Cast", []string{AttentionMask}, attrInt("to", dataTypeFloat))
+	maskF := g.node(sc, "Cast", []string{AttentionMask}, attrInt("to", onnxpb.DataTypeFloat))
 	inv := g.node(sc, "Sub", []string{g.scalarF32(1), maskF})
 	bias := g.node(sc, "Mul", []string{inv, g.scalarF32(maskValue)})
 	bias = g.node(sc, "Unsqueeze", []string{bias, g.vectorI64(1, 2)})
@@ -489,17 +407,17 @@ func valueInfo(name string, elemType int, dims ...dim) []byte {
 	for _, d := range dims {
 		var db []byte
 		if d.param != "" {
-			db = appendStringField(nil, dimParam, d.param)
+			db = onnxpb.AppendString(nil, onnxpb.DimParam, d.param)
 		} else {
-			db = appendVarintField(nil, dimValue, uint64(d.value))
+			db = onnxpb.AppendVarint(nil, onnxpb.DimValue, uint64(d.value))
 		}
-		shape = appendBytesField(shape, shapeDim, db)
+		shape = onnxpb.AppendBytes(shape, onnxpb.ShapeDim, db)
 	}
-	tt := appendVarintField(nil, tensorElemType, uint64(elemType))
-	tt = appendBytesField(tt, tensorShape, shape)
-	tp := appendBytesField(nil, typeTensorType, tt)
-	b := appendStringField(nil, valueInfoName, name)
-	return appendBytesField(b, valueInfoType, tp)
+	tt := onnxpb.AppendVarint(nil, onnxpb.TensorElemType, uint64(elemType))
+	tt = onnxpb.AppendBytes(tt, onnxpb.TensorShape, shape)
+	tp := onnxpb.AppendBytes(nil, onnxpb.TypeTensorType, tt)
+	b := onnxpb.AppendString(nil, onnxpb.ValueInfoName, name)
+	return onnxpb.AppendBytes(b, onnxpb.ValueInfoType, tp)
 }
 
 // encoded is a model laid out for writing: everything but the initializers'
@@ -517,56 +435,56 @@ func encode(s Spec) *encoded {
 	g := buildGraph(s)
 	e := &encoded{inits: g.inits}
 
-	e.head = appendVarintField(nil, modelIRVersion, irVersion)
-	e.head = appendStringField(e.head, modelProducerName, Producer)
-	e.head = appendStringField(e.head, modelProducerVer, "1")
-	e.head = appendStringField(e.head, modelDocString, fmt.Sprintf(
+	e.head = onnxpb.AppendVarint(nil, onnxpb.ModelIRVersion, irVersion)
+	e.head = onnxpb.AppendString(e.head, onnxpb.ModelProducerName, Producer)
+	e.head = onnxpb.AppendString(e.head, onnxpb.ModelProducerVer, "1")
+	e.head = onnxpb.AppendString(e.head, onnxpb.ModelDocString, fmt.Sprintf(
 		"%s: BERT cross-encoder with random weights (seed %d); scores are meaningless, for tests, demos and benchmarks only",
 		s.Name, s.Seed))
 
 	for _, n := range g.nodes {
-		e.graphA = appendBytesField(e.graphA, graphNode, n)
+		e.graphA = onnxpb.AppendBytes(e.graphA, onnxpb.GraphNode, n)
 	}
-	e.graphA = appendStringField(e.graphA, graphName, "main_graph")
+	e.graphA = onnxpb.AppendString(e.graphA, onnxpb.GraphName, "main_graph")
 	for _, t := range g.inits {
 		e.headers = append(e.headers, t.header())
 	}
 	bs := []dim{{param: BatchDim}, {param: SequenceDim}}
 	for _, in := range []string{InputIDs, AttentionMask, TokenTypeIDs} {
-		e.graphB = appendBytesField(e.graphB, graphInput, valueInfo(in, dataTypeInt64, bs...))
+		e.graphB = onnxpb.AppendBytes(e.graphB, onnxpb.GraphInput, valueInfo(in, onnxpb.DataTypeInt64, bs...))
 	}
-	e.graphB = appendBytesField(e.graphB, graphOutput,
-		valueInfo(Logits, dataTypeFloat, dim{param: BatchDim}, dim{value: int64(s.labels())}))
+	e.graphB = onnxpb.AppendBytes(e.graphB, onnxpb.GraphOutput,
+		valueInfo(Logits, onnxpb.DataTypeFloat, dim{param: BatchDim}, dim{value: int64(s.labels())}))
 
-	opset := appendStringField(nil, opsetDomain, "")
-	opset = appendVarintField(opset, opsetVersion, opsetVersionONNX)
-	e.tail = appendBytesField(nil, modelOpsetImport, opset)
+	opset := onnxpb.AppendString(nil, onnxpb.OpsetDomain, "")
+	opset = onnxpb.AppendVarint(opset, onnxpb.OpsetVersion, opsetVersionONNX)
+	e.tail = onnxpb.AppendBytes(nil, onnxpb.ModelOpsetImport, opset)
 	for _, kv := range [][2]string{
 		{"rerank.random_weights", "true"},
 		{"rerank.name", s.Name},
 		{"rerank.seed", strconv.FormatUint(s.Seed, 10)},
 	} {
-		entry := appendStringField(nil, entryKey, kv[0])
-		entry = appendStringField(entry, entryValue, kv[1])
-		e.tail = appendBytesField(e.tail, modelMetadataProps, entry)
+		entry := onnxpb.AppendString(nil, onnxpb.EntryKey, kv[0])
+		entry = onnxpb.AppendString(entry, onnxpb.EntryValue, kv[1])
+		e.tail = onnxpb.AppendBytes(e.tail, onnxpb.ModelMetadataProps, entry)
 	}
 	return e
 }
 
 func (e *encoded) tensorLen(i int) int64 {
-	return int64(len(e.headers[i])) + sizeBytesField(tensorRawData, e.inits[i].rawLen())
+	return int64(len(e.headers[i])) + sizeBytesField(onnxpb.TensorRawData, e.inits[i].rawLen())
 }
 
 func (e *encoded) graphLen() int64 {
 	n := int64(len(e.graphA) + len(e.graphB))
 	for i := range e.inits {
-		n += sizeBytesField(graphInitializer, e.tensorLen(i))
+		n += sizeBytesField(onnxpb.GraphInitializer, e.tensorLen(i))
 	}
 	return n
 }
 
 func (e *encoded) size() int64 {
-	return int64(len(e.head)) + sizeBytesField(modelGraph, e.graphLen()) + int64(len(e.tail))
+	return int64(len(e.head)) + sizeBytesField(onnxpb.ModelGraph, e.graphLen()) + int64(len(e.tail))
 }
 
 func (e *encoded) write(w io.Writer, seed uint64) error {
@@ -574,20 +492,20 @@ func (e *encoded) write(w io.Writer, seed uint64) error {
 	if _, err := bw.Write(e.head); err != nil {
 		return err
 	}
-	if err := writeBytesHeader(bw, modelGraph, e.graphLen()); err != nil {
+	if err := writeBytesHeader(bw, onnxpb.ModelGraph, e.graphLen()); err != nil {
 		return err
 	}
 	if _, err := bw.Write(e.graphA); err != nil {
 		return err
 	}
 	for i, t := range e.inits {
-		if err := writeBytesHeader(bw, graphInitializer, e.tensorLen(i)); err != nil {
+		if err := writeBytesHeader(bw, onnxpb.GraphInitializer, e.tensorLen(i)); err != nil {
 			return err
 		}
 		if _, err := bw.Write(e.headers[i]); err != nil {
 			return err
 		}
-		if err := writeBytesHeader(bw, tensorRawData, t.rawLen()); err != nil {
+		if err := writeBytesHeader(bw, onnxpb.TensorRawData, t.rawLen()); err != nil {
 			return err
 		}
 		if err := t.writeRaw(bw, seed); err != nil {

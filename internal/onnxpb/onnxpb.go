@@ -1,0 +1,119 @@
+// Package onnxpb holds the field numbers and enum values of onnx.proto
+// (onnx/onnx, IR version 8) that this project reads and writes, and the
+// protowire helpers it writes fields with. model/testmodel writes ONNX
+// graphs with it, model/quantize rewrites them, and model reads a graph's
+// inputs, outputs and initializers without loading it.
+//
+// It may import only google.golang.org/protobuf/encoding/protowire.
+package onnxpb
+
+import (
+	"math"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// ModelProto.
+const (
+	ModelIRVersion     protowire.Number = 1
+	ModelProducerName  protowire.Number = 2
+	ModelProducerVer   protowire.Number = 3
+	ModelDocString     protowire.Number = 6
+	ModelGraph         protowire.Number = 7
+	ModelOpsetImport   protowire.Number = 8
+	ModelMetadataProps protowire.Number = 14
+)
+
+// OperatorSetIdProto and StringStringEntryProto.
+const (
+	OpsetDomain  protowire.Number = 1
+	OpsetVersion protowire.Number = 2
+
+	EntryKey   protowire.Number = 1
+	EntryValue protowire.Number = 2
+)
+
+// GraphProto.
+const (
+	GraphNode        protowire.Number = 1
+	GraphName        protowire.Number = 2
+	GraphInitializer protowire.Number = 5
+	GraphInput       protowire.Number = 11
+	GraphOutput      protowire.Number = 12
+)
+
+// NodeProto.
+const (
+	NodeInput     protowire.Number = 1
+	NodeOutput    protowire.Number = 2
+	NodeName      protowire.Number = 3
+	NodeOpType    protowire.Number = 4
+	NodeAttribute protowire.Number = 5
+	NodeDomain    protowire.Number = 7
+)
+
+// AttributeProto and its AttributeType values.
+const (
+	AttrName protowire.Number = 1
+	AttrF    protowire.Number = 2
+	AttrI    protowire.Number = 3
+	AttrInts protowire.Number = 8
+	AttrType protowire.Number = 20
+
+	AttrTypeFloat = 1
+	AttrTypeInt   = 2
+	AttrTypeInts  = 7
+)
+
+// TensorProto and its DataType values.
+const (
+	TensorDims         protowire.Number = 1
+	TensorDataType     protowire.Number = 2
+	TensorFloatData    protowire.Number = 4
+	TensorName         protowire.Number = 8
+	TensorRawData      protowire.Number = 9
+	TensorExternalData protowire.Number = 13
+	TensorDataLocation protowire.Number = 14
+
+	DataTypeFloat = 1
+	DataTypeUint8 = 2
+	DataTypeInt8  = 3
+	DataTypeInt64 = 7
+)
+
+// ValueInfoProto, TypeProto, TypeProto.Tensor, TensorShapeProto and its
+// Dimension.
+const (
+	ValueInfoName  protowire.Number = 1
+	ValueInfoType  protowire.Number = 2
+	TypeTensorType protowire.Number = 1
+	TensorElemType protowire.Number = 1
+	TensorShape    protowire.Number = 2
+	ShapeDim       protowire.Number = 1
+	DimValue       protowire.Number = 1
+	DimParam       protowire.Number = 2
+)
+
+// AppendVarint appends a varint field.
+func AppendVarint(b []byte, num protowire.Number, v uint64) []byte {
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+// AppendBytes appends a length-delimited field.
+func AppendBytes(b []byte, num protowire.Number, v []byte) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, v)
+}
+
+// AppendString appends a string field.
+func AppendString(b []byte, num protowire.Number, v string) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, v)
+}
+
+// AppendFloat appends a float field.
+func AppendFloat(b []byte, num protowire.Number, v float32) []byte {
+	b = protowire.AppendTag(b, num, protowire.Fixed32Type)
+	return protowire.AppendFixed32(b, math.Float32bits(v))
+}
