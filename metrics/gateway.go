@@ -38,8 +38,8 @@ func (g *Gateway) Request(endpoint string, status int, d time.Duration) {
 }
 
 // NewRegistry is a registry with the Go and process collectors and, when
-// connected is not nil, rerank_nats_connected: for a process that is not a
-// worker (`rerank gateway`).
+// connected is not nil, rerank_nats_connected: New builds the worker's on
+// it, and `rerank gateway` uses it alone.
 func NewRegistry(connected func() float64) *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Metrics holds the worker's collectors on their own registry.
@@ -44,7 +42,7 @@ type Metrics struct {
 // New registers the collectors. connected reports the NATS connection state
 // (1 connected, 0 not); nil omits that gauge.
 func New(connected func() float64) *Metrics {
-	r := prometheus.NewRegistry()
+	r := NewRegistry(connected)
 	f := func(c prometheus.Collector) { r.MustRegister(c) }
 	m := &Metrics{Registry: r}
 	m.jobs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rerank_jobs_total",
@@ -80,13 +78,8 @@ func New(connected func() float64) *Metrics {
 	m.backlog = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rerank_backlog_jobs",
 		Help: "Jobs of a lane's consumer: state pending (waiting for delivery) or unacked (delivered, not yet settled). Every worker of a pool reports the same consumer: aggregate with max."}, []string{"model", "lane", "state"})
 	for _, c := range []prometheus.Collector{m.jobs, m.jobDuration, m.queueWait, m.pairs, m.batchSize, m.padding,
-		m.inference, m.jobsPerCall, m.inFlight, m.redelivered, m.dead, m.panics, m.calls, m.laneWait, m.chunks, m.backlog,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		m.inference, m.jobsPerCall, m.inFlight, m.redelivered, m.dead, m.panics, m.calls, m.laneWait, m.chunks, m.backlog} {
 		f(c)
-	}
-	if connected != nil {
-		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rerank_nats_connected",
-			Help: "1 while the NATS connection is up."}, connected))
 	}
 	return m
 }
@@ -152,7 +145,7 @@ func Listen(addr string, m *Metrics, ready func(ctx context.Context) error) (*Se
 		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", Handler(m.Registry))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
