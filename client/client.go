@@ -220,16 +220,12 @@ func (p *Pending) Cancel() {
 }
 
 func (p *Pending) lookup(ctx context.Context) (*schemas.Result, error) {
-	s, err := p.c.js.Stream(ctx, ResultsStream)
-	if err != nil {
+	r, err := p.c.storedResult(ctx, p.subject)
+	if err != nil && !errors.Is(err, errUndecodable) {
 		return nil, err
 	}
-	m, err := s.GetLastMsgForSubject(ctx, p.subject)
-	if err != nil {
-		return nil, err
-	}
-	f, _ := schemas.ParseContentType(m.Header.Get(schemas.HeaderContentType))
-	return p.accept(schemas.DecodeResult(m.Data, f))
+	return p.accept(r, err) // an undecodable message is counted as ignored
+
 }
 
 // accept passes a decoded result that answers this job, and counts and

@@ -23,25 +23,38 @@ func (c *Client) Lookup(ctx context.Context, id string) (*schemas.Result, error)
 	if err := schemas.CheckID(id); err != nil {
 		return nil, err
 	}
-	s, err := c.js.Stream(ctx, ResultsStream)
-	if err != nil {
-		return nil, fmt.Errorf("looking up job %s: %w", id, err)
-	}
-	m, err := s.GetLastMsgForSubject(ctx, schemas.ResultSubject(id))
+	r, err := c.storedResult(ctx, schemas.ResultSubject(id))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, fmt.Errorf("looking up job %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("looking up job %s: %w", id, err)
 	}
-	f, _ := schemas.ParseContentType(m.Header.Get(schemas.HeaderContentType))
-	r, err := schemas.DecodeResult(m.Data, f)
-	if err != nil {
-		return nil, fmt.Errorf("looking up job %s: %w", id, err)
-	}
 	if r.ID != id {
 		c.ignored.Add(1)
 		return nil, fmt.Errorf("looking up job %s: the stored message answers %q: %w", id, r.ID, ErrNotFound)
+	}
+	return r, nil
+}
+
+// errUndecodable marks a stored message that is not a result.
+var errUndecodable = errors.New("stored message is not a result")
+
+// storedResult reads and decodes the last message of a result subject in
+// the results stream.
+func (c *Client) storedResult(ctx context.Context, subject string) (*schemas.Result, error) {
+	s, err := c.js.Stream(ctx, ResultsStream)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	f, _ := schemas.ParseContentType(m.Header.Get(schemas.HeaderContentType))
+	r, err := schemas.DecodeResult(m.Data, f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUndecodable, err)
 	}
 	return r, nil
 }
