@@ -18,9 +18,9 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decodeBody(w, r, &raw); err != nil {
 		return err
 	}
+	// The lane is not part of the job (the edge chooses it).
 	var extra struct {
-		Lane    string `json:"lane"`
-		ReplyTo string `json:"reply_to"`
+		Lane string `json:"lane"`
 	}
 	_ = json.Unmarshal(raw, &extra)
 	lane := schemas.Bulk
@@ -31,12 +31,12 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) error {
 		}
 		lane = l
 	}
-	if extra.ReplyTo != "" {
-		return errorf(schemas.CodeInvalidReplyTo, "reply_to is not taken over HTTP: results are stored and read with GET /v1/jobs/{id}")
-	}
 	job, err := schemas.DecodeJob(bytes.TrimSpace(raw), schemas.JSON, s.cfg.Limits)
 	if err != nil {
 		return err
+	}
+	if job.ReplyTo != "" {
+		return errorf(schemas.CodeInvalidReplyTo, "reply_to is not taken over HTTP: results are stored and read with GET /v1/jobs/{id}")
 	}
 	if job.ID == "" {
 		if job.ID, err = jobID(r); err != nil {

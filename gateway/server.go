@@ -61,8 +61,6 @@ type Observer interface {
 
 // Config configures a Server.
 type Config struct {
-	// Addr is the listen address; default "127.0.0.1:8080".
-	Addr string
 	// DefaultModel serves requests that name no model (and every TEI
 	// request); empty: the only model the workers serve, if there is one.
 	DefaultModel string
@@ -80,7 +78,8 @@ type Config struct {
 	ModelsTTL time.Duration
 }
 
-// Defaults.
+// Defaults. DefaultAddr is where `rerank serve` on its embedded NATS
+// server listens for HTTP.
 const (
 	DefaultAddr       = "127.0.0.1:8080"
 	DefaultTimeout    = 60 * time.Second
@@ -88,9 +87,6 @@ const (
 )
 
 func (c Config) withDefaults() Config {
-	if c.Addr == "" {
-		c.Addr = DefaultAddr
-	}
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
 	}
@@ -158,7 +154,7 @@ func New(cfg Config, q Queue, obs Observer, log *slog.Logger) (*Server, error) {
 		s.mux.Handle("GET /metrics", cfg.Metrics)
 	}
 	if len(cfg.Tokens) == 0 && log != nil {
-		log.Warn("the HTTP gateway has no bearer tokens: anyone who reaches it can submit jobs", "addr", s.cfg.Addr)
+		log.Warn("the HTTP gateway has no bearer tokens: anyone who reaches it can submit jobs")
 	}
 	return s, nil
 }
@@ -166,18 +162,10 @@ func New(cfg Config, q Queue, obs Observer, log *slog.Logger) (*Server, error) {
 // Handler is the server's HTTP handler (tests, or mounting elsewhere).
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Run listens on Config.Addr and serves until ctx ends, then stops taking
-// requests and waits up to 30 s for those in flight. A request cut short
-// loses no job: the job stays queued and its result can be fetched by id.
-func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listening for HTTP on %s: %w", s.cfg.Addr, err)
-	}
-	return s.Serve(ctx, ln)
-}
-
-// Serve is Run on a listener the caller opened.
+// Serve serves on ln until ctx ends, then stops taking requests and waits
+// up to 30 s for those in flight. A request cut short loses no job: the job
+// stays queued and its result can be fetched by id. The caller opens ln
+// (and so can fail, or log the bound address, before serving).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
@@ -366,11 +354,8 @@ func (s *Server) modelList(ctx context.Context) ([]string, error) {
 func (s *Server) rerank(ctx context.Context, job *schemas.Job, lane schemas.Lane, wait time.Duration) (*schemas.Result, error) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	p, err := s.q.Submit(wctx, job, lane)
+	p, err := s.q.Submit(wctx, job, lane) // an unanswered publish is the Queue's ErrUnavailable
 	if err != nil {
-		if ae := asAPIError(err); ae.code == schemas.CodeInternal && errors.Is(err, context.DeadlineExceeded) {
-			return nil, &apiError{code: codeUnavailable, message: "publishing the job: " + err.Error()}
-		}
 		return nil, err
 	}
 	res, err := p.Result(wctx)

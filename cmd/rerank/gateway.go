@@ -35,8 +35,8 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.maxTimeout, "gateway-max-timeout", gateway.DefaultMaxTimeout, "longest wait a request may ask for (timeout field or X-Request-Timeout)")
 }
 
-func (g *gatewayFlags) config(addr string, limits schemas.Limits) (gateway.Config, error) {
-	cfg := gateway.Config{Addr: addr, DefaultModel: g.model, Limits: limits, Timeout: g.timeout, MaxTimeout: g.maxTimeout}
+func (g *gatewayFlags) config(limits schemas.Limits) (gateway.Config, error) {
+	cfg := gateway.Config{DefaultModel: g.model, Limits: limits, Timeout: g.timeout, MaxTimeout: g.maxTimeout}
 	for _, t := range strings.Split(g.tokens, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			cfg.Tokens = append(cfg.Tokens, t)
@@ -171,7 +171,7 @@ func cmdGateway(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if err != nil {
 		return &exitError{2, err}
 	}
-	cfg, err := gf.config(*addr, schemas.Limits{MaxCandidates: *maxCandidates})
+	cfg, err := gf.config(schemas.Limits{MaxCandidates: *maxCandidates})
 	if err != nil {
 		return &exitError{2, err}
 	}

@@ -319,7 +319,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 	}
 	if gwAddr != "" {
-		gcfg, err := gf.config(gwAddr, wcfg.Limits)
+		gcfg, err := gf.config(wcfg.Limits)
 		if err != nil {
 			return &exitError{2, err}
 		}
