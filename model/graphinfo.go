@@ -43,84 +43,56 @@ type valueInfo struct {
 }
 
 // parseValueInfo decodes a ValueInfoProto: its name, and the element type
-// and dimensions of its tensor type.
+// and dimensions of its tensor type (-1 where symbolic).
 func parseValueInfo(b []byte) (valueInfo, error) {
 	var v valueInfo
-	err := eachField(b, func(num protowire.Number, val []byte) error {
-		switch num {
+	fs, err := onnxpb.Fields(b)
+	for _, f := range fs {
+		switch f.Num {
 		case onnxpb.ValueInfoName:
-			v.name = string(val)
+			v.name = string(f.Val)
 		case onnxpb.ValueInfoType:
-			return eachField(val, func(num protowire.Number, tensor []byte) error {
-				if num != onnxpb.TypeTensorType {
-					return nil
-				}
-				v.tensor = true
-				return eachField(tensor, func(num protowire.Number, shape []byte) error {
-					if num != onnxpb.TensorShape {
-						return nil
-					}
-					return eachField(shape, func(num protowire.Number, dim []byte) error {
-						if num != onnxpb.ShapeDim {
-							return nil
-						}
-						v.dims = append(v.dims, -1) // dim_param or unknown
-						return eachField(dim, nil, func(num protowire.Number, x uint64) {
-							if num == onnxpb.DimValue {
-								v.dims[len(v.dims)-1] = int64(x)
-							}
-						})
-					}, nil)
-				}, func(num protowire.Number, x uint64) {
-					if num == onnxpb.TensorElemType {
-						v.elemType = int(x)
-					}
-				})
-			}, nil)
+			err = errors.Join(err, v.parseType(f.Val))
 		}
-		return nil
-	}, nil)
+	}
 	return v, err
 }
 
-// eachField calls onBytes for each length-delimited field of a message and
-// onVarint for each varint one (either may be nil).
-func eachField(b []byte, onBytes func(protowire.Number, []byte) error, onVarint func(protowire.Number, uint64)) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return errBadProto
+// parseType reads a TypeProto's tensor_type into v.
+func (v *valueInfo) parseType(b []byte) error {
+	types, err := onnxpb.Fields(b)
+	for _, t := range types {
+		if t.Num != onnxpb.TypeTensorType {
+			continue
 		}
-		b = b[n:]
-		switch typ {
-		case protowire.BytesType:
-			val, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return errBadProto
-			}
-			if onBytes != nil {
-				if err := onBytes(num, val); err != nil {
-					return err
+		v.tensor = true
+		tensor, terr := onnxpb.Fields(t.Val)
+		err = errors.Join(err, terr)
+		for _, f := range tensor {
+			switch f.Num {
+			case onnxpb.TensorElemType:
+				v.elemType = int(f.V)
+			case onnxpb.TensorShape:
+				dims, derr := onnxpb.Fields(f.Val)
+				err = errors.Join(err, derr)
+				for _, d := range dims {
+					if d.Num != onnxpb.ShapeDim {
+						continue
+					}
+					dim := int64(-1) // dim_param, or unknown
+					parts, perr := onnxpb.Fields(d.Val)
+					err = errors.Join(err, perr)
+					for _, p := range parts {
+						if p.Num == onnxpb.DimValue && p.Typ == protowire.VarintType {
+							dim = int64(p.V)
+						}
+					}
+					v.dims = append(v.dims, dim)
 				}
 			}
-			n = m
-		case protowire.VarintType:
-			x, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return errBadProto
-			}
-			if onVarint != nil {
-				onVarint(num, x)
-			}
-			n = m
-		default:
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return errBadProto
-			}
 		}
-		b = b[n:]
 	}
-	return nil
+	return err
 }
 
 // readGraphInfo streams an ONNX file, skipping tensor data, so a model of

@@ -2,12 +2,15 @@
 // (onnx/onnx, IR version 8) that this project reads and writes, and the
 // protowire helpers it writes fields with. model/testmodel writes ONNX
 // graphs with it, model/quantize rewrites them, and model reads a graph's
-// inputs, outputs and initializers without loading it.
+// inputs, outputs and initializers without loading it; Fields splits a
+// message for the last two.
 //
 // It may import only google.golang.org/protobuf/encoding/protowire.
 package onnxpb
 
 import (
+	"errors"
+	"fmt"
 	"math"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -116,4 +119,52 @@ func AppendString(b []byte, num protowire.Number, v string) []byte {
 func AppendFloat(b []byte, num protowire.Number, v float32) []byte {
 	b = protowire.AppendTag(b, num, protowire.Fixed32Type)
 	return protowire.AppendFixed32(b, math.Float32bits(v))
+}
+
+// ErrMalformed reports bytes that are not a well-formed protobuf message.
+var ErrMalformed = errors.New("malformed protobuf")
+
+// Field is one encoded protobuf field: its number, wire type, the bytes of
+// the whole field (tag included) and its value (Val for length-delimited
+// fields, V for varints and fixed-size ones).
+type Field struct {
+	Num protowire.Number
+	Typ protowire.Type
+	Raw []byte
+	Val []byte
+	V   uint64
+}
+
+// Fields splits a message into its fields, without copying.
+func Fields(b []byte) ([]Field, error) {
+	var out []Field
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(n))
+		}
+		f := Field{Num: num, Typ: typ}
+		var m int
+		switch typ {
+		case protowire.VarintType:
+			f.V, m = protowire.ConsumeVarint(b[n:])
+		case protowire.Fixed32Type:
+			var v uint32
+			v, m = protowire.ConsumeFixed32(b[n:])
+			f.V = uint64(v)
+		case protowire.Fixed64Type:
+			f.V, m = protowire.ConsumeFixed64(b[n:])
+		case protowire.BytesType:
+			f.Val, m = protowire.ConsumeBytes(b[n:])
+		default:
+			m = protowire.ConsumeFieldValue(num, typ, b[n:])
+		}
+		if m < 0 {
+			return nil, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(m))
+		}
+		f.Raw = b[:n+m]
+		out = append(out, f)
+		b = b[n+m:]
+	}
+	return out, nil
 }

@@ -15,49 +15,16 @@ const domainMicrosoft = "com.microsoft"
 // ErrMalformed reports an input that is not a well-formed ONNX model.
 var ErrMalformed = errors.New("malformed ONNX model")
 
-// field is one encoded protobuf field: its number, wire type, the bytes of
-// the whole field (tag included) and, for varints and length-delimited
-// fields, the value.
-type field struct {
-	num protowire.Number
-	typ protowire.Type
-	raw []byte
-	val []byte // BytesType payload
-	v   uint64 // VarintType, Fixed32Type, Fixed64Type value
-}
+// field is one encoded protobuf field (onnxpb.Field).
+type field = onnxpb.Field
 
-// fields splits a message into its fields.
+// fields splits a message into its fields; a malformed one is ErrMalformed.
 func fields(b []byte) ([]field, error) {
-	var out []field
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(n))
-		}
-		f := field{num: num, typ: typ}
-		var m int
-		switch typ {
-		case protowire.VarintType:
-			f.v, m = protowire.ConsumeVarint(b[n:])
-		case protowire.Fixed32Type:
-			var v uint32
-			v, m = protowire.ConsumeFixed32(b[n:])
-			f.v = uint64(v)
-		case protowire.Fixed64Type:
-			f.v, m = protowire.ConsumeFixed64(b[n:])
-		case protowire.BytesType:
-			f.val, m = protowire.ConsumeBytes(b[n:])
-		default:
-			m = protowire.ConsumeFieldValue(num, typ, b[n:])
-		}
-		if m < 0 {
-			return nil, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(m))
-		}
-		f.raw = b[:n+m]
-		out = append(out, f)
-		b = b[n+m:]
+	fs, err := onnxpb.Fields(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	return out, nil
+	return fs, nil
 }
 
 // node is a NodeProto: the parts the rewrite reads, and the encoding it
@@ -76,28 +43,28 @@ func parseNode(b []byte) (*node, error) {
 	}
 	n := &node{raw: b, attrs: map[string]field{}}
 	for _, f := range fs {
-		switch f.num {
+		switch f.Num {
 		case onnxpb.NodeInput:
-			n.inputs = append(n.inputs, string(f.val))
+			n.inputs = append(n.inputs, string(f.Val))
 		case onnxpb.NodeOutput:
-			n.outputs = append(n.outputs, string(f.val))
+			n.outputs = append(n.outputs, string(f.Val))
 		case onnxpb.NodeName:
-			n.name = string(f.val)
+			n.name = string(f.Val)
 		case onnxpb.NodeOpType:
-			n.opType = string(f.val)
+			n.opType = string(f.Val)
 		case onnxpb.NodeDomain:
-			n.domain = string(f.val)
+			n.domain = string(f.Val)
 		case onnxpb.NodeAttribute:
-			afs, err := fields(f.val)
+			afs, err := fields(f.Val)
 			if err != nil {
 				return nil, err
 			}
 			var name string
 			var value field
 			for _, af := range afs {
-				switch af.num {
+				switch af.Num {
 				case onnxpb.AttrName:
-					name = string(af.val)
+					name = string(af.Val)
 				case onnxpb.AttrI, onnxpb.AttrF:
 					value = af
 				}
@@ -110,16 +77,16 @@ func parseNode(b []byte) (*node, error) {
 
 // attrInt is an integer attribute, or def when the node has none.
 func (n *node) attrInt(name string, def int64) int64 {
-	if f, ok := n.attrs[name]; ok && f.num == onnxpb.AttrI {
-		return int64(f.v)
+	if f, ok := n.attrs[name]; ok && f.Num == onnxpb.AttrI {
+		return int64(f.V)
 	}
 	return def
 }
 
 // attrFloat is a float attribute, or def when the node has none.
 func (n *node) attrFloat(name string, def float32) float32 {
-	if f, ok := n.attrs[name]; ok && f.num == onnxpb.AttrF {
-		return math.Float32frombits(uint32(f.v))
+	if f, ok := n.attrs[name]; ok && f.Num == onnxpb.AttrF {
+		return math.Float32frombits(uint32(f.V))
 	}
 	return def
 }
@@ -175,14 +142,14 @@ func parseTensor(b []byte) (*tensor, error) {
 	}
 	t := &tensor{}
 	for _, f := range fs {
-		switch f.num {
+		switch f.Num {
 		case onnxpb.TensorName:
-			t.name = string(f.val)
+			t.name = string(f.Val)
 		case onnxpb.TensorDataType:
-			t.dataType = int(f.v)
+			t.dataType = int(f.V)
 		case onnxpb.TensorDims:
-			if f.typ == protowire.BytesType { // packed
-				for p := f.val; len(p) > 0; {
+			if f.Typ == protowire.BytesType { // packed
+				for p := f.Val; len(p) > 0; {
 					v, n := protowire.ConsumeVarint(p)
 					if n < 0 {
 						return nil, ErrMalformed
@@ -191,23 +158,23 @@ func parseTensor(b []byte) (*tensor, error) {
 					p = p[n:]
 				}
 			} else {
-				t.dims = append(t.dims, int64(f.v))
+				t.dims = append(t.dims, int64(f.V))
 			}
 		case onnxpb.TensorRawData:
-			t.raw = f.val
+			t.raw = f.Val
 		case onnxpb.TensorFloatData:
-			if f.typ == protowire.BytesType {
-				for p := f.val; len(p) >= 4; p = p[4:] {
+			if f.Typ == protowire.BytesType {
+				for p := f.Val; len(p) >= 4; p = p[4:] {
 					v, _ := protowire.ConsumeFixed32(p)
 					t.floats = append(t.floats, math.Float32frombits(v))
 				}
 			} else {
-				t.floats = append(t.floats, math.Float32frombits(uint32(f.v)))
+				t.floats = append(t.floats, math.Float32frombits(uint32(f.V)))
 			}
 		case onnxpb.TensorExternalData:
 			t.external = true
 		case onnxpb.TensorDataLocation:
-			t.external = t.external || f.v == 1
+			t.external = t.external || f.V == 1
 		}
 	}
 	return t, nil

@@ -106,21 +106,21 @@ func Graph(model []byte, opts Options) ([]byte, Report, error) {
 	opset := int64(-1)
 	hasMicrosoft := false
 	for i, f := range top {
-		switch f.num {
+		switch f.Num {
 		case onnxpb.ModelGraph:
 			graphAt = i
 		case onnxpb.ModelOpsetImport:
-			fs, err := fields(f.val)
+			fs, err := fields(f.Val)
 			if err != nil {
 				return nil, rep, err
 			}
 			domain, version := "", int64(0)
 			for _, g := range fs {
-				switch g.num {
+				switch g.Num {
 				case onnxpb.OpsetDomain:
-					domain = string(g.val)
+					domain = string(g.Val)
 				case onnxpb.OpsetVersion:
-					version = int64(g.v)
+					version = int64(g.V)
 				}
 			}
 			switch domain {
@@ -137,7 +137,7 @@ func Graph(model []byte, opts Options) ([]byte, Report, error) {
 	if opset < minOpset {
 		return nil, rep, fmt.Errorf("%w: default opset %d, DynamicQuantizeLinear needs %d (re-export with a newer opset)", ErrUnsupported, opset, minOpset)
 	}
-	graph, microsoft, err := rewriteGraph(top[graphAt].val, opts, &rep)
+	graph, microsoft, err := rewriteGraph(top[graphAt].Val, opts, &rep)
 	if err != nil {
 		return nil, rep, err
 	}
@@ -147,7 +147,7 @@ func Graph(model []byte, opts Options) ([]byte, Report, error) {
 			out = onnxpb.AppendBytes(out, onnxpb.ModelGraph, graph)
 			continue
 		}
-		out = append(out, f.raw...)
+		out = append(out, f.Raw...)
 	}
 	if microsoft && !hasMicrosoft {
 		op := onnxpb.AppendString(nil, onnxpb.OpsetDomain, domainMicrosoft)
@@ -177,10 +177,11 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 	r := &rewriter{opts: opts, rep: rep, inits: map[string]*tensor{}, names: map[string]bool{}, quantOf: map[string][3]string{}}
 	var nodes []*node
 	uses := map[string]int{} // consumers of each value, graph outputs included
-	for _, f := range gf {
-		switch f.num {
+	initName := map[int]string{} // graph field index → initializer name
+	for i, f := range gf {
+		switch f.Num {
 		case onnxpb.GraphNode:
-			n, err := parseNode(f.val)
+			n, err := parseNode(f.Val)
 			if err != nil {
 				return nil, false, err
 			}
@@ -193,20 +194,21 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 				r.names[out] = true
 			}
 		case onnxpb.GraphInitializer:
-			t, err := parseTensor(f.val)
+			t, err := parseTensor(f.Val)
 			if err != nil {
 				return nil, false, err
 			}
 			r.inits[t.name] = t
 			r.names[t.name] = true
+			initName[i] = t.name
 		case onnxpb.GraphOutput:
-			vf, err := fields(f.val)
+			vf, err := fields(f.Val)
 			if err != nil {
 				return nil, false, err
 			}
 			for _, v := range vf {
-				if v.num == onnxpb.ValueInfoName {
-					uses[string(v.val)]++
+				if v.Num == onnxpb.ValueInfoName {
+					uses[string(v.Val)]++
 				}
 			}
 		}
@@ -266,8 +268,8 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 	}
 	out := make([]byte, 0, len(b)/3)
 	nodesDone := false
-	for _, f := range gf {
-		switch f.num {
+	for i, f := range gf {
+		switch f.Num {
 		case onnxpb.GraphNode:
 			if !nodesDone {
 				for _, n := range r.nodes {
@@ -277,22 +279,18 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 			}
 			continue
 		case onnxpb.GraphInitializer:
-			t, err := parseTensor(f.val)
-			if err != nil {
-				return nil, false, err
-			}
-			if dropped[t.name] {
+			if dropped[initName[i]] {
 				continue
 			}
 		case onnxpb.GraphInput:
 			// IR < 4 lists initializers among the inputs too.
-			vf, err := fields(f.val)
+			vf, err := fields(f.Val)
 			if err != nil {
 				return nil, false, err
 			}
 			drop := false
 			for _, v := range vf {
-				if v.num == onnxpb.ValueInfoName && dropped[string(v.val)] {
+				if v.Num == onnxpb.ValueInfoName && dropped[string(v.Val)] {
 					drop = true
 				}
 			}
@@ -300,7 +298,7 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 				continue
 			}
 		}
-		out = append(out, f.raw...)
+		out = append(out, f.Raw...)
 	}
 	for _, t := range r.extra {
 		out = onnxpb.AppendBytes(out, onnxpb.GraphInitializer, t)

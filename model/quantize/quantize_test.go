@@ -24,24 +24,24 @@ func graphOps(t testing.TB, model []byte) (map[string]int, []*node, map[string]*
 	var nodes []*node
 	inits := map[string]*tensor{}
 	for _, f := range top {
-		if f.num != onnxpb.ModelGraph {
+		if f.Num != onnxpb.ModelGraph {
 			continue
 		}
-		gf, err := fields(f.val)
+		gf, err := fields(f.Val)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, g := range gf {
-			switch g.num {
+			switch g.Num {
 			case onnxpb.GraphNode:
-				n, err := parseNode(g.val)
+				n, err := parseNode(g.Val)
 				if err != nil {
 					t.Fatal(err)
 				}
 				ops[n.domain+":"+n.opType]++
 				nodes = append(nodes, n)
 			case onnxpb.GraphInitializer:
-				tn, err := parseTensor(g.val)
+				tn, err := parseTensor(g.Val)
 				if err != nil {
 					t.Fatal(err)
 				}
