@@ -176,7 +176,7 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 	}
 	r := &rewriter{opts: opts, rep: rep, inits: map[string]*tensor{}, names: map[string]bool{}, quantOf: map[string][3]string{}}
 	var nodes []*node
-	uses := map[string]int{} // consumers of each value, graph outputs included
+	uses := map[string]int{}     // consumers of each value, graph outputs included
 	initName := map[int]string{} // graph field index → initializer name
 	for i, f := range gf {
 		switch f.Num {
