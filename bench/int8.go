@@ -67,10 +67,7 @@ func benchInt8(ctx context.Context, c config, rt *model.Runtime, m *model.Model,
 			if err != nil {
 				return err
 			}
-			scores[side] = make([]float64, n)
-			for _, r := range res.Results {
-				scores[side][r.Index] = r.RelevanceScore
-			}
+			scores[side] = eval.CandidateScores(res, n)
 			return nil
 		}
 	}

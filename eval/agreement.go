@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math"
 	"slices"
+
+	"github.com/rerank/rerank/schemas"
 )
 
 // Agreement compares two score lists over the same candidates, such as an
@@ -54,6 +56,18 @@ func Compare(a, b []float64) (Agreement, error) {
 		}
 	}
 	return ag, nil
+}
+
+// CandidateScores returns a result's scores in candidate order (the job's
+// n candidates; those the result leaves out, as with top_n, score 0).
+func CandidateScores(res *schemas.Result, n int) []float64 {
+	out := make([]float64, n)
+	for _, r := range res.Results {
+		if r.Index >= 0 && r.Index < n {
+			out[r.Index] = r.RelevanceScore
+		}
+	}
+	return out
 }
 
 // ranks gives each value its 1-based rank, ties sharing their average rank.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math"
 	"testing"
+
+	"github.com/rerank/rerank/schemas"
 )
 
 func TestCompare(t *testing.T) {
@@ -43,5 +45,13 @@ func TestCompare(t *testing.T) {
 		if _, err := Compare(bad[0], bad[1]); !errors.Is(err, ErrAgreementInput) {
 			t.Fatalf("%v: err %v", bad, err)
 		}
+	}
+}
+
+func TestCandidateScores(t *testing.T) {
+	res := &schemas.Result{Results: []schemas.Ranked{{Index: 2, RelevanceScore: 0.9}, {Index: 0, RelevanceScore: 0.5}, {Index: 7, RelevanceScore: 1}}}
+	got := CandidateScores(res, 3)
+	if len(got) != 3 || got[0] != 0.5 || got[1] != 0 || got[2] != 0.9 {
+		t.Fatalf("%v", got)
 	}
 }

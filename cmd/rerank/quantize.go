@@ -104,9 +104,7 @@ func checkAgreement(ctx context.Context, mf *modelFlags, fp32, int8 string, job 
 
 // compareModels re-ranks job with models a and b and compares their scores,
 // candidate by candidate.
-func compareModels(ctx context.Context, r interface {
-	Rerank(ctx context.Context, model string, job *schemas.Job, deadline time.Time) (*schemas.Result, error)
-}, a, b string, job *schemas.Job) (eval.Agreement, error) {
+func compareModels(ctx context.Context, r *pipeline.Pipeline, a, b string, job *schemas.Job) (eval.Agreement, error) {
 	scores := func(name string) ([]float64, error) {
 		j := *job
 		j.Model, j.TopN, j.ReturnDocuments = name, 0, false
@@ -117,11 +115,7 @@ func compareModels(ctx context.Context, r interface {
 		if res.Error != nil {
 			return nil, res.Error
 		}
-		out := make([]float64, len(job.Candidates))
-		for _, rk := range res.Results {
-			out[rk.Index] = rk.RelevanceScore
-		}
-		return out, nil
+		return eval.CandidateScores(res, len(job.Candidates)), nil
 	}
 	sa, err := scores(a)
 	if err != nil {
