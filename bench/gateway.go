@@ -113,13 +113,9 @@ func postAll(ctx context.Context, hc *http.Client, url string, jobs []*schemas.J
 	return <-errs
 }
 
-type gatewayProc struct {
-	cmd  *exec.Cmd
-	url  string
-	done chan struct{}
-}
-
-func startGatewayProc(c config, natsURL string) (*gatewayProc, error) {
+// startGatewayProc starts a `rerank gateway` process and waits for its
+// /readyz; its url is the gateway's HTTP address.
+func startGatewayProc(c config, natsURL string) (*workerProc, error) {
 	port, err := natsembed.FreePort()
 	if err != nil {
 		return nil, err
@@ -130,7 +126,7 @@ func startGatewayProc(c config, natsURL string) (*gatewayProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s gateway: %w", c.rerankBin, err)
 	}
-	g := &gatewayProc{cmd: cmd, url: "http://" + addr, done: make(chan struct{})}
+	g := &workerProc{cmd: cmd, url: "http://" + addr, done: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -151,14 +147,4 @@ func startGatewayProc(c config, natsURL string) (*gatewayProc, error) {
 	}
 	g.stop()
 	return nil, fmt.Errorf("the gateway was not ready after a minute")
-}
-
-func (g *gatewayProc) stop() {
-	g.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-g.done:
-	case <-time.After(30 * time.Second):
-		g.cmd.Process.Kill()
-		<-g.done
-	}
 }

@@ -131,6 +131,8 @@ func submitAll(ctx context.Context, cl *client.Client, jobs []*schemas.Job) erro
 	return nil
 }
 
+// workerProc is a rerank process of the benchmark (`serve`, `gateway`);
+// stop ends it.
 type workerProc struct {
 	cmd  *exec.Cmd
 	url  string
