@@ -158,18 +158,11 @@ func cmdGateway(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	provision := fs.Bool("provision", true, "create or update the bucket of accepted jobs at start")
 	replicas := fs.Int("replicas", 1, "replicas of that bucket (3 on a 3-node cluster)")
 	maxCandidates := fs.Int("max-candidates", schemas.DefaultMaxCandidates, "largest candidate list of a request")
-	logFormat := fs.String("log-format", "json", "log format: json or text")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	printConfig := fs.Bool("print-config", false, "print the effective configuration (secrets masked) and exit")
-	if err := parse(fs, args); err != nil {
+	var sf serviceFlags
+	sf.register(fs)
+	log, err := sf.start(fs, args, stdout, stderr)
+	if err != nil || log == nil {
 		return err
-	}
-	if *printConfig {
-		return writeConfig(stdout, fs)
-	}
-	log, err := newLogger(*logFormat, *logLevel, stderr)
-	if err != nil {
-		return &exitError{2, err}
 	}
 	cfg, err := gf.config(schemas.Limits{MaxCandidates: *maxCandidates})
 	if err != nil {

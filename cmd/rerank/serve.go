@@ -77,6 +77,35 @@ func (n *natsFlags) options(name string, log *slog.Logger) ([]nats.Option, error
 	return opts, nil
 }
 
+// serviceFlags are the flags every long-running command (serve, gateway)
+// has: logging, and --print-config.
+type serviceFlags struct {
+	logFormat, logLevel string
+	printConfig         bool
+}
+
+func (f *serviceFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
+}
+
+// start parses args and returns the command's logger, or, with
+// --print-config, prints the configuration and returns a nil logger.
+func (f *serviceFlags) start(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (*slog.Logger, error) {
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	if f.printConfig {
+		return nil, writeConfig(stdout, fs)
+	}
+	log, err := newLogger(f.logFormat, f.logLevel, stderr)
+	if err != nil {
+		return nil, &exitError{2, err}
+	}
+	return log, nil
+}
+
 func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -182,8 +211,8 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	publishRetry := fs.Duration("publish-retry", worker.DefaultPublishRetry, "how long a finished job's result is retried (the job held) before the job is handed back")
 	memoryLimit := fs.String("memory-limit", "auto", "Go heap soft limit: auto (75% of the container's memory limit unless GOMEMLIMIT is set), off, or a size such as 1536MiB")
 	testPanicQuery := fs.String("test-panic-query", "", "fault tests only: a job whose query is exactly this panics while being answered")
-	logFormat := fs.String("log-format", "json", "log format: json or text")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	var sf serviceFlags
+	sf.register(fs)
 	metricsAddr := fs.String("metrics-addr", ":9464", "address of /metrics, /healthz and /readyz (empty: off)")
 	jobsMaxBytes := fs.String("jobs-max-bytes", "", "bound of the job stream when provisioning (e.g. 4GiB; empty: none); a full queue refuses new jobs (queue_full), never drops accepted ones")
 	jobsMaxMsgs := fs.Int64("jobs-max-msgs", 0, "bound of the job stream in jobs when provisioning (0: none)")
@@ -191,16 +220,9 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	httpAddr := fs.String("http", "auto", "listen address of the HTTP gateway (docs/http.md): auto is 127.0.0.1:8080 on the embedded NATS server and off with --nats-url; empty: off")
 	var gf gatewayFlags
 	gf.register(fs)
-	printConfig := fs.Bool("print-config", false, "print the effective configuration (secrets masked) and exit")
-	if err := parse(fs, args); err != nil {
+	log, err := sf.start(fs, args, stdout, stderr)
+	if err != nil || log == nil {
 		return err
-	}
-	if *printConfig {
-		return writeConfig(stdout, fs)
-	}
-	log, err := newLogger(*logFormat, *logLevel, stderr)
-	if err != nil {
-		return &exitError{2, err}
 	}
 	wcfg := worker.Config{
 		Provision: *provision, Replicas: *replicas, AckWait: *ackWait, MaxDeliver: *maxDeliver,
