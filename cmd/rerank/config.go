@@ -145,8 +145,17 @@ func applyConfigFile(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// secretFlags are masked by --print-config.
-var secretFlags = map[string]bool{"nats-url": true, "gateway-tokens": true}
+// secretFlags are masked by --print-config: URLs lose their passwords,
+// tokens their whole value.
+var secretFlags = map[string]func(string) string{
+	"nats-url": redact,
+	"gateway-tokens": func(v string) string {
+		if v == "" {
+			return ""
+		}
+		return "***"
+	},
+}
 
 // writeConfig prints the effective configuration as the config file format.
 func writeConfig(w io.Writer, fs *flag.FlagSet) error {
@@ -156,8 +165,8 @@ func writeConfig(w io.Writer, fs *flag.FlagSet) error {
 			return
 		}
 		v := f.Value.String()
-		if secretFlags[f.Name] {
-			v = redact(v)
+		if mask := secretFlags[f.Name]; mask != nil {
+			v = mask(v)
 		}
 		if m, ok := f.Value.(*multiFlag); ok {
 			q := make([]string, len(m.values))

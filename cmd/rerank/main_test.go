@@ -397,6 +397,15 @@ func TestPrintConfigPrecedence(t *testing.T) {
 	if strings.Contains(string(out), "hunter2") {
 		t.Fatal("the password leaked")
 	}
+	// Bearer tokens are masked whole, in both commands that take them.
+	for _, command := range []string{"serve", "gateway"} {
+		cmd := exec.Command(bin, command, "--print-config")
+		cmd.Env = append(os.Environ(), "RERANK_GATEWAY_TOKENS=tok-hunter3,tok-2")
+		out, err := cmd.Output()
+		if err != nil || strings.Contains(string(out), "hunter3") || !strings.Contains(string(out), `gateway-tokens = "***"`+"\n") {
+			t.Fatalf("%s --print-config: %v\n%s", command, err, out)
+		}
+	}
 	os.WriteFile(cfg, []byte("no-such-flag = 1\n"), 0o644)
 	if r := runCmd(t, "", "serve", "--config", cfg, "--print-config"); r.code != 2 || !strings.Contains(r.stderr, "no-such-flag") {
 		t.Fatalf("unknown key: %+v", r)
