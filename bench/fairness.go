@@ -9,9 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/rerank/rerank/client"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
@@ -181,15 +178,11 @@ func benchIdleModels(ctx context.Context, c config, r *rand.Rand) error {
 // drain submits n jobs at once to model "bench" and returns jobs/s until
 // the last result.
 func drain(ctx context.Context, url string, r *rand.Rand, prefix string, n, candidates int) (float64, error) {
-	nc, err := nats.Connect(url)
+	cl, closeNC, err := benchClient(url)
 	if err != nil {
 		return 0, err
 	}
-	defer nc.Close()
-	cl, err := client.New(nc, client.Options{Model: "bench"})
-	if err != nil {
-		return 0, err
-	}
+	defer closeNC()
 	jobs := make([]*schemas.Job, n)
 	for i := range jobs {
 		jobs[i] = makeJob(r, fmt.Sprintf("%s-%d", prefix, i), candidates, 40)

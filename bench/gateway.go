@@ -15,9 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/rerank/rerank/client"
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/schemas"
 )
@@ -43,15 +40,11 @@ func benchGateway(ctx context.Context, c config, r *rand.Rand) error {
 		return err
 	}
 	defer gw.stop()
-	nc, err := nats.Connect(ns.ClientURL())
+	cl, closeNC, err := benchClient(ns.ClientURL())
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	cl, err := client.New(nc, client.Options{Model: "bench"})
-	if err != nil {
-		return err
-	}
+	defer closeNC()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: jobsPerRun}}
 	var direct, viaHTTP []float64
 	for run := range c.gatewayRuns {

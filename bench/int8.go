@@ -6,9 +6,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/rerank/rerank/client"
 	"github.com/rerank/rerank/eval"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/pipeline"
@@ -139,15 +136,11 @@ func coldStart(ctx context.Context, c config, dir string, job *schemas.Job, load
 		return 0, 0, err
 	}
 	defer stopNATS()
-	nc, err := nats.Connect(ns.ClientURL())
+	cl, closeNC, err := benchClient(ns.ClientURL())
 	if err != nil {
 		return 0, 0, err
 	}
-	defer nc.Close()
-	cl, err := client.New(nc, client.Options{Model: "bench"})
-	if err != nil {
-		return 0, 0, err
-	}
+	defer closeNC()
 	cc := c
 	cc.modelDir = dir
 	// The queue exists before the worker does, as under KEDA's scale from

@@ -53,15 +53,11 @@ func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) erro
 		return err
 	}
 	defer w.stop()
-	nc, err := nats.Connect(w.url)
+	cl, closeNC, err := benchClient(w.url)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	cl, err := client.New(nc, client.Options{Model: "bench"})
-	if err != nil {
-		return err
-	}
+	defer closeNC()
 	// Interleaved: the same jobs directly, then through the worker (an idle
 	// side uses no CPU).
 	var direct, viaNATS []float64
@@ -104,6 +100,20 @@ func startNATS() (ns *natsembed.Server, stop func(), err error) {
 		return nil, nil, err
 	}
 	return ns, func() { ns.Stop(); os.RemoveAll(store) }, nil
+}
+
+// benchClient connects to url and returns a client for the model "bench";
+// closeNC closes its connection.
+func benchClient(url string) (cl *client.Client, closeNC func(), err error) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cl, err = client.New(nc, client.Options{Model: "bench"}); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return cl, nc.Close, nil
 }
 
 // submitAll submits jobs at once and waits for every result; a job
