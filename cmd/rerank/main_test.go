@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -198,7 +199,7 @@ func startServe(t *testing.T, dataDir string, port int, extra ...string) *serveP
 	if !slices.Contains(extra, "--http") {
 		args = append(args, "--http", fmt.Sprintf("127.0.0.1:%d", hport))
 	}
-	if !slices.Contains(extra, "--model") {
+	if !slices.Contains(extra, "--model") && !slices.Contains(extra, "--test-simulated-model") {
 		args = append(args, "--model", "demo="+tiny)
 	}
 	args = append(args, extra...)
@@ -333,6 +334,48 @@ func httpGet(t *testing.T, url string, want int) string {
 		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
 	}
 	return string(b)
+}
+
+// TestSimulatedModelServes: --test-simulated-model serves a stand-in that
+// waits instead of scoring (scale benchmarks): jobs get well-formed
+// rankings, no ONNX Runtime is loaded, and it never mixes with --model.
+func TestSimulatedModelServes(t *testing.T) {
+	for _, bad := range [][]string{{"--test-simulated-model", "demo:1ms"}, {"--test-simulated-model", "demo:1ms:1ms", "--model", "x=/nonexistent"}} {
+		if r := runCmd(t, "", append([]string{"serve", "--print-config=false", "--http", "", "--metrics-addr", ""}, bad...)...); r.code != 2 {
+			t.Errorf("serve %q: exit %d, want 2: %s", bad, r.code, r.stderr)
+		}
+	}
+	port, _ := natsembed.FreePort()
+	p := startServe(t, t.TempDir(), port, "--test-simulated-model", "demo:1ms:5ms", "--ort-lib", "/nonexistent/libonnxruntime.so")
+	example, err := os.ReadFile("../../examples/job.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first schemas.Result
+	for i := range 2 {
+		// Two ids: the second is scored again, not answered from the first's stored result.
+		job := strings.Replace(string(example), `"example-1"`, fmt.Sprintf(`"simulated-%d"`, i), 1)
+		r := runCmd(t, job, "submit", "--json", "--nats-url", p.url, "-")
+		var res schemas.Result
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &res) != nil || res.Error != nil || res.Model != "demo" || len(res.Results) != 5 {
+			t.Fatalf("submit: %+v\nserve log:\n%s", r, p.stderr.String())
+		}
+		seen := map[int]bool{}
+		for j, rk := range res.Results {
+			if seen[rk.Index] || rk.Index < 0 || rk.Index >= 5 || j > 0 && rk.RelevanceScore > res.Results[j-1].RelevanceScore {
+				t.Fatalf("not a ranking of the candidates: %+v", res.Results)
+			}
+			seen[rk.Index] = true
+		}
+		if i == 0 {
+			first = res
+		} else if !reflect.DeepEqual(first.Results, res.Results) {
+			t.Errorf("the same job ranked %+v, then %+v", first.Results, res.Results)
+		}
+	}
+	if !strings.Contains(p.stderr.String(), "simulated models") {
+		t.Errorf("serve did not warn that its model is simulated:\n%s", p.stderr.String())
+	}
 }
 
 // TestQuantizedModelServesLikeFP32: `rerank quantize` writes a model

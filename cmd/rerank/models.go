@@ -8,6 +8,7 @@ import (
 
 	"github.com/rerank/rerank/inject"
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/simulated"
 	"github.com/rerank/rerank/pipeline"
 )
 
@@ -118,6 +119,36 @@ func loadModels(libPath string, specs []modelSpec, opts model.Options) (*loadedM
 			return nil, fmt.Errorf("loading model %s (%s): %w", name, s.dir, err)
 		}
 		l.served = append(l.served, pipeline.Model{Name: name, Scorer: m, Inject: ic, BatchPairs: m.Options().MaxBatchSize})
+	}
+	return l, nil
+}
+
+// simulatedModels serves the --test-simulated-model specs (NAME:PER_PAIR:PER_CALL):
+// stand-in models that wait instead of computing (model/simulated), for
+// scale tests and benchmarks. No ONNX Runtime is opened.
+func simulatedModels(specs []string, batchPairs int) (*loadedModels, error) {
+	l := &loadedModels{}
+	seen := map[string]bool{}
+	for _, spec := range specs {
+		name, cost, err := simulated.ParseSpec(spec)
+		if err != nil {
+			return nil, err
+		}
+		if !model.ValidName(name) {
+			return nil, fmt.Errorf("simulated model name %q: use 1-64 letters, digits, '-' or '_'", name)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("model name %q used twice", name)
+		}
+		seen[name] = true
+		ic, err := inject.Resolve("", nil)
+		if err != nil {
+			return nil, err
+		}
+		if batchPairs <= 0 {
+			batchPairs = model.DefaultMaxBatchSize
+		}
+		l.served = append(l.served, pipeline.Model{Name: name, Scorer: simulated.New(cost), Inject: ic, BatchPairs: batchPairs})
 	}
 	return l, nil
 }

@@ -211,6 +211,8 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	publishRetry := fs.Duration("publish-retry", worker.DefaultPublishRetry, "how long a finished job's result is retried (the job held) before the job is handed back")
 	memoryLimit := fs.String("memory-limit", "auto", "Go heap soft limit: auto (75% of the container's memory limit unless GOMEMLIMIT is set), off, or a size such as 1536MiB")
 	testPanicQuery := fs.String("test-panic-query", "", "fault tests only: a job whose query is exactly this panics while being answered")
+	var testSimulated multiFlag
+	fs.Var(&testSimulated, "test-simulated-model", "scale tests and benchmarks only: serve a simulated model NAME:PER_PAIR:PER_CALL (e.g. sim:500us:2ms) that waits instead of computing, instead of --model (repeatable)")
 	var sf serviceFlags
 	sf.register(fs)
 	metricsAddr := fs.String("metrics-addr", ":9464", "address of /metrics, /healthz and /readyz (empty: off)")
@@ -252,7 +254,17 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		log.Info("Go memory limit set", "bytes", memLimit)
 	}
 
-	models, err := mf.load()
+	var models *loadedModels
+	if len(testSimulated.values) > 0 {
+		if len(mf.models.values) > 0 {
+			return &exitError{2, fmt.Errorf("--test-simulated-model and --model exclude each other")}
+		}
+		if models, err = simulatedModels(testSimulated.values, mf.maxBatch); err != nil {
+			return &exitError{2, err}
+		}
+	} else {
+		models, err = mf.load()
+	}
 	if err != nil {
 		return err
 	}
@@ -261,7 +273,11 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	for i, m := range models.served {
 		names[i] = m.Name
 	}
-	log.Info("models loaded", "models", names, "onnxruntime", models.rt.Version(), "device", mf.device)
+	if models.rt == nil {
+		log.Warn("--test-simulated-model is set: serving simulated models that wait instead of scoring (scale tests only)", "models", testSimulated.values)
+	} else {
+		log.Info("models loaded", "models", names, "onnxruntime", models.rt.Version(), "device", mf.device)
+	}
 
 	var nc *nats.Conn // set below; the metrics read its state
 	met := metrics.New(func() float64 {

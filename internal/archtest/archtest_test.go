@@ -18,6 +18,7 @@ var allowed = map[string][]string{
 	"model":           {"internal/onnxpb"},
 	"model/quantize":  {"internal/onnxpb"},
 	"model/testmodel": {"internal/onnxpb"},
+	"model/simulated": {"model", "internal/onnxpb"},
 	"internal/onnxpb": {},
 	"pipeline/sched":  {"schemas"},
 	"pipeline":        {"schemas", "inject", "model", "pipeline/sched", "internal/onnxpb"},
