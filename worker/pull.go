@@ -85,14 +85,19 @@ func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.
 		w.settle(jobCtx, log, model, msg, md, nil, verdict{abandon: true}, start)
 		return
 	}
-	defer w.slots.release()
+	freeSlot := sync.OnceFunc(func() { w.slots.release(); w.obs.InFlight(-1) })
+	defer freeSlot()
 	w.obs.InFlight(1)
-	defer w.obs.InFlight(-1)
+	// Each verdict from here on may give the slot back before its ack.
+	settle := func(log *slog.Logger, job *schemas.Job, v verdict) {
+		v.freeSlot = freeSlot
+		w.settle(jobCtx, log, model, msg, md, job, v, start)
+	}
 
 	job, err := w.decode(storedJob{subject: msg.Subject(), data: msg.Data(), header: msg.Headers()})
 	if err != nil {
 		res := w.errorResult(model, job, md, schemas.AsError(err))
-		w.settle(jobCtx, log.With("job_id", job.ID), model, msg, md, job, verdict{result: res, permanent: res.Error}, start)
+		settle(log.With("job_id", job.ID), job, verdict{result: res, permanent: res.Error})
 		return
 	}
 	log = log.With("job_id", job.ID)
@@ -102,7 +107,7 @@ func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.
 		// (a worker died in between): recomputing would at best repeat
 		// it, at worst publish a visible duplicate after the dedup window.
 		log.Info("redelivered job already answered: acknowledging without recomputing")
-		w.settle(jobCtx, log, model, msg, md, job, verdict{stored: true}, start)
+		settle(log, job, verdict{stored: true})
 		return
 	}
 
@@ -129,7 +134,7 @@ func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.
 		w.stamp(res, md)
 		v.result = res
 	}
-	w.settle(jobCtx, log, model, msg, md, job, v, start)
+	settle(log, job, v)
 }
 
 // panicError is a Go panic recovered while answering one job.

@@ -38,6 +38,10 @@ type verdict struct {
 	retry     error           // transient: NakWithDelay
 	abandon   bool            // shutting down: Nak now for another worker
 	stored    bool            // already answered by an earlier delivery: Ack
+	// freeSlot, if set, gives back the job's slot. It is called once the
+	// answer is stored, before the ack's round trip: the ack is confirmed
+	// (DoubleAck) while the slot serves the next job.
+	freeSlot func()
 }
 
 // settle is the one place a message's fate is decided. ctx bounds the
@@ -60,7 +64,7 @@ func (w *Worker) settle(ctx context.Context, log *slog.Logger, model string, msg
 		}
 	case v.stored:
 		outcome = OutcomeStored
-		w.ack(ctx, log, msg)
+		w.ack(ctx, log, msg, v.freeSlot)
 	default:
 		outcome = w.answer(ctx, log, model, msg, md, job, v)
 	}
@@ -88,7 +92,7 @@ func (w *Worker) answer(ctx context.Context, log *slog.Logger, model string, msg
 			if err := w.retrying(ctx, log, "publishing result", func(ctx context.Context) error { return w.publish(ctx, out) }); err != nil {
 				return retry("publishing result", err)
 			}
-			w.ack(ctx, log, msg)
+			w.ack(ctx, log, msg, v.freeSlot)
 			log.Debug("job done", "candidates", len(job.Candidates), "total_ms", v.result.Timing.TotalMS)
 			return OutcomeOK
 		}
@@ -113,7 +117,13 @@ func (w *Worker) answer(ctx context.Context, log *slog.Logger, model string, msg
 	return OutcomeInvalid
 }
 
-func (w *Worker) ack(ctx context.Context, log *slog.Logger, msg jetstream.Msg) {
+// ack acknowledges a job whose answer is stored, after giving back its
+// slot (freeSlot, if set): the confirmation's round trip through the
+// consumer's replicas no longer holds a slot that the next job can use.
+func (w *Worker) ack(ctx context.Context, log *slog.Logger, msg jetstream.Msg, freeSlot func()) {
+	if freeSlot != nil {
+		freeSlot()
+	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishAttempt)
 	defer cancel()
 	if err := msg.DoubleAck(actx); err != nil {

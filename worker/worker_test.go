@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,12 +98,14 @@ type counter struct {
 	dead        map[string]int
 	backlog     map[string]uint64 // per lane, the most pending + unacked jobs reported
 	last        map[string]uint64 // per lane, the last reported
+	events      []string          // in-flight changes and outcomes, in order
 }
 
 func newCounter() *counter { return &counter{outcomes: map[string]int{}, dead: map[string]int{}} }
 func (c *counter) JobDone(_, outcome string, _ uint64, _, _ time.Duration) {
 	c.mu.Lock()
 	c.outcomes[outcome]++
+	c.events = append(c.events, "done:"+outcome)
 	c.mu.Unlock()
 }
 func (c *counter) Redelivered(string) { c.mu.Lock(); c.redelivered++; c.mu.Unlock() }
@@ -111,7 +114,11 @@ func (c *counter) DeadLettered(_, code string) {
 	c.dead[code]++
 	c.mu.Unlock()
 }
-func (c *counter) InFlight(int)    {}
+func (c *counter) InFlight(d int) {
+	c.mu.Lock()
+	c.events = append(c.events, fmt.Sprintf("in-flight%+d", d))
+	c.mu.Unlock()
+}
 func (c *counter) Panicked(string) { c.mu.Lock(); c.panics++; c.mu.Unlock() }
 func (c *counter) Backlog(_, lane string, pending, unacked uint64) {
 	c.mu.Lock()
@@ -400,6 +407,45 @@ func TestCrashedWorkerJobIsRedelivered(t *testing.T) {
 	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
 	if n := storedResults(t, js)["crash-1"]; n != 1 {
 		t.Fatalf("%d results", n)
+	}
+}
+
+// A job gives its slot back once its result is stored, before the ack's
+// round trip through the consumer's replicas: the slot serves the next job
+// meanwhile (with a fast model, the ack's confirmation held a quarter of
+// each slot's time). The ack is still confirmed: the stream drains.
+func TestSlotIsFreedBeforeTheAckRoundTrip(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	cfg := testConfig()
+	cfg.Concurrency = 1
+	w := startWorker(t, ns, &slowScorer{}, cfg)
+	for i := range 3 {
+		publishJob(t, js, makeJob(fmt.Sprintf("slot-%d", i), 3))
+	}
+	waitFor(t, 10*time.Second, "three results", func() bool { return len(storedResults(t, js)) == 3 })
+	waitFor(t, 5*time.Second, "three outcomes", func() bool { return w.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeOK] }) == 3 })
+	waitFor(t, 5*time.Second, "acks confirmed: jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	w.obs.mu.Lock()
+	events := slices.Clone(w.obs.events)
+	w.obs.mu.Unlock()
+	// Per job: taken (+1), slot given back (-1), then the acked outcome:
+	// the k-th outcome comes after the k-th slot was given back (the next
+	// job may already hold the slot by then).
+	var freed, done int
+	for i, e := range events {
+		switch e {
+		case "in-flight-1":
+			freed++
+		case "done:" + worker.OutcomeOK:
+			if done++; freed < done {
+				t.Fatalf("event %d of %q: outcome %d (after its ack) came before its slot was given back", i, events, done)
+			}
+		}
+	}
+	if freed != 3 || done != 3 {
+		t.Fatalf("events %q: %d slots given back, %d outcomes; want 3 each", events, freed, done)
 	}
 }
 

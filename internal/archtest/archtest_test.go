@@ -20,6 +20,7 @@ var allowed = map[string][]string{
 	"model/testmodel": {"internal/onnxpb"},
 	"model/simulated": {"model", "internal/onnxpb"},
 	"internal/onnxpb": {},
+	"internal/proc":   {},
 	"pipeline/sched":  {"schemas"},
 	"pipeline":        {"schemas", "inject", "model", "pipeline/sched", "internal/onnxpb"},
 	"worker":          {"schemas"},
