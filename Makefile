@@ -18,7 +18,7 @@ FUZZTIME ?= 100000x
 export ONNXRUNTIME_LIB ?= $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all build run demo test fuzz-short fuzz ort assets tokenizer tiny-model demo-model demo-int8 bench bench-js clean help deps
+.PHONY: all build run demo test fuzz-short fuzz ort assets tokenizer tiny-model demo-model demo-int8 bench bench-js bench-scale clean help deps
 
 all: build
 
@@ -27,6 +27,7 @@ help:
 	@echo "make test   the whole test suite (installs what it needs)"
 	@echo "make demo   start a worker, submit the examples, print the rankings, stop"
 	@echo "make bench  the benchmark figures (BENCHMARKS.md)"
+	@echo "make bench-scale  fleet scaling on a 3-node JetStream cluster, simulated model (docs/scaling.md)"
 	@echo "make fuzz   run every fuzz target for longer (FUZZTIME_LONG=$(FUZZTIME_LONG) each)"
 	@echo "make test-faults  fault injection at full load (RELIABILITY.md)"
 
@@ -135,6 +136,18 @@ $(BENCH_JS)/node_modules/@huggingface/transformers/package.json: bench/transform
 bench: build ort demo-model demo-int8 bench-js
 	@cp bench/transformersjs/bench.mjs $(BENCH_JS)/
 	$(GO) run ./bench --model $(DEMO_MODEL) --int8-model $(DEMO_INT8) --rerank $(BIN) --js $(BENCH_JS) $(BENCH_FLAGS)
+
+# make bench-scale: how a worker fleet scales on one 3-node JetStream cluster
+# (docs/scaling.md): nats-server processes built from the module in go.mod,
+# 1-32 `rerank serve` processes with a simulated model (no ONNX Runtime), a
+# table per fleet size. SCALE_FLAGS passes rerank-bench flags, e.g.
+# SCALE_FLAGS='--sizes 1,8 --partitions 3'.
+SCALE_FLAGS ?=
+.PHONY: bench-scale
+bench-scale: build
+	@$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
+	@$(GO) build -o bin/rerank-bench ./cmd/rerank-bench
+	bin/rerank-bench scale --rerank $(BIN) --nats-server bin/nats-server $(SCALE_FLAGS)
 
 # make gpu-bundle: the air-gapped GPU run (deploy/gpu/README.md).
 .PHONY: gpu-bundle

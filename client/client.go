@@ -45,6 +45,12 @@ type Options struct {
 	// rerank.jobs.<model>) or Bulk (rerank.jobs.<model>.bulk), for
 	// backfills and evaluations that must not delay interactive traffic.
 	Lane schemas.Lane
+	// Partitions is the workers' --partitions: when over 0, each job is
+	// published to its partition's subject, rerank.jobs.<model>.p<N> with N
+	// = schemas.PartitionOf(job id, Partitions), spreading jobs over that
+	// many streams. 0 publishes to rerank.jobs.<model>, which partitioned
+	// workers serve as well.
+	Partitions int
 	// Track records each submitted job in the AcceptedBucket (after it is
 	// published), for Accepted; ProvisionTracking creates the bucket.
 	Track bool
@@ -69,6 +75,9 @@ func (c *Client) Ignored() int64 { return c.ignored.Load() }
 
 // New returns a client on an open connection, which the caller owns.
 func New(nc *nats.Conn, opts Options) (*Client, error) {
+	if opts.Partitions < 0 || opts.Partitions > schemas.MaxPartitions {
+		return nil, fmt.Errorf("creating client: partitions %d (0 to %d)", opts.Partitions, schemas.MaxPartitions)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("creating JetStream context: %w", err)
@@ -132,7 +141,11 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to %s: %w", p.subject, err)
 	}
-	msg := nats.NewMsg(schemas.LaneSubject(model, c.opts.Lane))
+	subject := schemas.LaneSubject(model, c.opts.Lane)
+	if c.opts.Partitions > 0 {
+		subject = schemas.PartitionSubject(model, c.opts.Lane, schemas.PartitionOf(job.ID, c.opts.Partitions))
+	}
+	msg := nats.NewMsg(subject)
 	msg.Data = data
 	msg.Header.Set(schemas.HeaderContentType, c.opts.Format.ContentType())
 	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(job.ID))

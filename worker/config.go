@@ -112,6 +112,13 @@ type Config struct {
 	// BacklogInterval is how often the worker reads its consumers' backlog
 	// for the Observer (rerank_backlog_jobs); default 15 s, negative: never.
 	BacklogInterval time.Duration
+	// Partitions, when over 0, spread every model's jobs over that many
+	// more job streams (RERANK_JOBS_P0…), each with its own leader, beside
+	// RERANK_JOBS (which then holds only the unpartitioned subjects
+	// rerank.jobs.<model> and .bulk, still served). Producers that know the
+	// count publish to rerank.jobs.<model>.p<N> (client.Options.Partitions);
+	// the job limits apply to each stream. docs/scaling.md says when.
+	Partitions int
 	// WorkerID names this worker in results and headers; default host:pid.
 	WorkerID string
 	Limits   schemas.Limits
@@ -206,6 +213,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: heartbeat %s must be shorter than ack wait %s", ErrInvalidConfig, c.Heartbeat, c.AckWait)
 	case c.MaxAckPending < c.Concurrency:
 		return fmt.Errorf("%w: max ack pending %d is below concurrency %d", ErrInvalidConfig, c.MaxAckPending, c.Concurrency)
+	case c.Partitions < 0 || c.Partitions > schemas.MaxPartitions:
+		return fmt.Errorf("%w: partitions %d (0 to %d)", ErrInvalidConfig, c.Partitions, schemas.MaxPartitions)
 	case c.FetchWait < 100*time.Millisecond:
 		return fmt.Errorf("%w: fetch wait %s under 100ms", ErrInvalidConfig, c.FetchWait)
 	}

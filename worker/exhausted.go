@@ -19,11 +19,11 @@ import (
 // MaxDeliveriesAdvisory is the subject on which the server announces that a
 // job of model reached the consumer's MaxDeliver without being settled.
 func MaxDeliveriesAdvisory(model string) string {
-	return consumerMaxDeliveriesAdvisory(ConsumerName(model))
+	return streamMaxDeliveriesAdvisory(JobsStream, ConsumerName(model))
 }
 
-func consumerMaxDeliveriesAdvisory(consumer string) string {
-	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + JobsStream + "." + consumer
+func streamMaxDeliveriesAdvisory(stream, consumer string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
 }
 
 // exhaustedQueue is the queue group in which one worker of the pool takes
@@ -53,9 +53,8 @@ type maxDeliveriesAdvisory struct {
 // their consumer has nothing pending (see untracked).
 type exhaustedWatch struct {
 	w       *Worker
-	stream  jetstream.Stream
 	sources []*source
-	byName  map[string]*source // consumer name → its source
+	byName  map[string]*source // stream/consumer → its source
 	ch      chan *nats.Msg
 	subs    []*nats.Subscription
 	quit    chan struct{}
@@ -67,12 +66,12 @@ type exhaustedWatch struct {
 // is answered: an acknowledged job leaves the stream a moment after its ack.
 const sweepSettle = 2 * time.Second
 
-func (w *Worker) watchExhausted(stream jetstream.Stream, sources []*source) (*exhaustedWatch, error) {
-	x := &exhaustedWatch{w: w, stream: stream, sources: sources, byName: map[string]*source{},
+func (w *Worker) watchExhausted(sources []*source) (*exhaustedWatch, error) {
+	x := &exhaustedWatch{w: w, sources: sources, byName: map[string]*source{},
 		ch: make(chan *nats.Msg, 256), quit: make(chan struct{})}
 	for _, src := range sources {
-		x.byName[src.consumerName()] = src
-		sub, err := w.nc.ChanQueueSubscribe(consumerMaxDeliveriesAdvisory(src.consumerName()), exhaustedQueue, x.ch)
+		x.byName[src.streamName+"/"+src.consumerName()] = src
+		sub, err := w.nc.ChanQueueSubscribe(streamMaxDeliveriesAdvisory(src.streamName, src.consumerName()), exhaustedQueue, x.ch)
 		if err != nil {
 			x.stop()
 			return nil, fmt.Errorf("subscribing to max-deliveries advisories of %s: %w", src.consumerName(), err)
@@ -140,7 +139,7 @@ func (x *exhaustedWatch) sweep() {
 			if !slices.Contains(again, seq) {
 				continue // removed meanwhile: it was acknowledged
 			}
-			x.answerRetrying(src.model, maxDeliveriesAdvisory{Stream: JobsStream, Consumer: src.consumerName(),
+			x.answerRetrying(src, maxDeliveriesAdvisory{Stream: src.streamName, Consumer: src.consumerName(),
 				StreamSeq: seq, Deliveries: uint64(maxDeliver)}, "sweep")
 		}
 	}
@@ -167,7 +166,7 @@ func (x *exhaustedWatch) untracked(src *source, limit int) ([]uint64, int) {
 	last := ci.Delivered.Stream
 	var out []uint64
 	for seq := uint64(1); seq <= last && len(out) < limit; seq++ {
-		raw, err := x.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(src.subject()))
+		raw, err := src.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(src.subject()))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -191,19 +190,19 @@ func (x *exhaustedWatch) handle(m *nats.Msg) {
 		w.log.Warn("decoding max-deliveries advisory", "subject", m.Subject, "err", err)
 		return
 	}
-	src, ok := x.byName[adv.Consumer]
-	if !ok || adv.Stream != JobsStream || adv.StreamSeq == 0 {
+	src, ok := x.byName[adv.Stream+"/"+adv.Consumer]
+	if !ok || adv.StreamSeq == 0 {
 		w.log.Warn("ignoring max-deliveries advisory", "stream", adv.Stream, "consumer", adv.Consumer, "stream_seq", adv.StreamSeq)
 		return
 	}
-	x.answerRetrying(src.model, adv, "advisory")
+	x.answerRetrying(src, adv, "advisory")
 }
 
 // answerRetrying answers one exhausted job, with a few tries: the advisory
 // is not sent again (a later sweep would find the job, though).
-func (x *exhaustedWatch) answerRetrying(model string, adv maxDeliveriesAdvisory, via string) {
+func (x *exhaustedWatch) answerRetrying(src *source, adv maxDeliveriesAdvisory, via string) {
 	w := x.w
-	log := w.log.With("model", model, "stream_seq", adv.StreamSeq, "attempt", adv.Deliveries, "found_by", via)
+	log := w.log.With("model", src.model, "stream", src.streamName, "stream_seq", adv.StreamSeq, "attempt", adv.Deliveries, "found_by", via)
 	start := time.Now()
 	var err error
 	for try := range 3 {
@@ -214,7 +213,7 @@ func (x *exhaustedWatch) answerRetrying(model string, adv maxDeliveriesAdvisory,
 			}
 		}
 		var done bool
-		done, err = x.answer(log, model, adv, start)
+		done, err = x.answer(log, src, adv, start)
 		if done || err == nil {
 			return
 		}
@@ -225,11 +224,11 @@ func (x *exhaustedWatch) answerRetrying(model string, adv maxDeliveriesAdvisory,
 
 // answer settles one exhausted job; done reports that nothing is left to do
 // (answered, or already gone).
-func (x *exhaustedWatch) answer(log *slog.Logger, model string, adv maxDeliveriesAdvisory, start time.Time) (done bool, err error) {
-	w := x.w
+func (x *exhaustedWatch) answer(log *slog.Logger, src *source, adv maxDeliveriesAdvisory, start time.Time) (done bool, err error) {
+	w, model := x.w, src.model
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	raw, err := x.stream.GetMsg(ctx, adv.StreamSeq)
+	raw, err := src.stream.GetMsg(ctx, adv.StreamSeq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		log.Debug("job out of deliveries already settled")
 		return true, nil
@@ -244,7 +243,7 @@ func (x *exhaustedWatch) answer(log *slog.Logger, model string, adv maxDeliverie
 		Sequence:     jetstream.SequencePair{Stream: raw.Sequence},
 		NumDelivered: adv.Deliveries,
 		Timestamp:    raw.Time,
-		Stream:       JobsStream,
+		Stream:       src.streamName,
 		Consumer:     adv.Consumer,
 	}
 	ce := schemas.Errorf(schemas.CodeInternal,
@@ -254,7 +253,7 @@ func (x *exhaustedWatch) answer(log *slog.Logger, model string, adv maxDeliverie
 	if err := w.reject(ctx, log, model, stored, md, job, res, ce); err != nil {
 		return false, err
 	}
-	if err := x.stream.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if err := src.stream.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		log.Warn("deleting job out of deliveries", "err", err)
 	}
 	log.Warn("job out of deliveries: answered with an error and dead-lettered", "code", ce.Code)

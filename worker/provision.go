@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,7 +27,7 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 func streamConfigs(c Config) []jetstream.StreamConfig {
 	c = c.withDefaults()
 	replicas := c.Replicas
-	return []jetstream.StreamConfig{
+	out := []jetstream.StreamConfig{
 		{
 			Name:        JobsStream,
 			Description: "re-ranking jobs, one subject per model",
@@ -63,6 +65,45 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 			MaxMsgSize:  DefaultMaxMsgBytes + 64<<10,
 		},
 	}
+	if c.Partitions > 0 {
+		// The partitions' subjects must not overlap RERANK_JOBS's.
+		out[0].Subjects = []string{JobsPrefix + "*", JobsPrefix + "*" + schemas.BulkSuffix}
+		for p := range c.Partitions {
+			ps := out[0]
+			ps.Name = schemas.PartitionStream(p)
+			ps.Description = fmt.Sprintf("re-ranking jobs, partition %d of %d", p, c.Partitions)
+			suffix := ".p" + strconv.Itoa(p)
+			ps.Subjects = []string{JobsPrefix + "*" + suffix, JobsPrefix + "*" + schemas.BulkSuffix + suffix}
+			out = append(out, ps)
+		}
+	}
+	return out
+}
+
+// jobStreams names the job streams: RERANK_JOBS, then the partitions'.
+func jobStreams(c Config) []string {
+	out := []string{JobsStream}
+	for p := range c.Partitions {
+		out = append(out, schemas.PartitionStream(p))
+	}
+	return out
+}
+
+// partitionOf is the partition a job stream holds, -1 for RERANK_JOBS.
+func partitionOf(stream string) int {
+	p, err := strconv.Atoi(strings.TrimPrefix(stream, JobsStream+"_P"))
+	if err != nil || stream == JobsStream {
+		return -1
+	}
+	return p
+}
+
+// laneSubject is the subject of model's lane in partition p (-1: none).
+func laneSubject(model string, lane schemas.Lane, p int) string {
+	if p < 0 {
+		return schemas.LaneSubject(model, lane)
+	}
+	return schemas.PartitionSubject(model, lane, p)
 }
 
 // ConsumerConfig is the durable pull consumer all workers of model share
@@ -89,6 +130,17 @@ func LaneConsumerConfig(model string, lane schemas.Lane, c Config) jetstream.Con
 	}
 }
 
+// streamConsumerConfig is LaneConsumerConfig for the lane's subject in
+// job stream stream (a partition's, or RERANK_JOBS's).
+func streamConsumerConfig(stream, model string, lane schemas.Lane, c Config) jetstream.ConsumerConfig {
+	cc := LaneConsumerConfig(model, lane, c)
+	if p := partitionOf(stream); p >= 0 {
+		cc.FilterSubject = laneSubject(model, lane, p)
+		cc.Description += fmt.Sprintf(", partition %d", p)
+	}
+	return cc
+}
+
 // ErrNotProvisioned means a stream or consumer the worker needs is missing
 // and provisioning is off.
 var ErrNotProvisioned = errors.New("stream or consumer not provisioned")
@@ -107,13 +159,15 @@ func provision(ctx context.Context, js jetstream.JetStream, models []string, c C
 			return fmt.Errorf("provisioning stream %s: %w", sc.Name, err)
 		}
 	}
-	for _, m := range models {
-		for _, lane := range schemas.Lanes {
-			cctx, cancel := callCtx(ctx, perCall)
-			_, err := js.CreateOrUpdateConsumer(cctx, JobsStream, LaneConsumerConfig(m, lane, c))
-			cancel()
-			if err != nil {
-				return fmt.Errorf("provisioning consumer %s: %w", LaneConsumerName(m, lane), err)
+	for _, stream := range jobStreams(c) {
+		for _, m := range models {
+			for _, lane := range schemas.Lanes {
+				cctx, cancel := callCtx(ctx, perCall)
+				_, err := js.CreateOrUpdateConsumer(cctx, stream, streamConsumerConfig(stream, m, lane, c))
+				cancel()
+				if err != nil {
+					return fmt.Errorf("provisioning consumer %s on %s: %w", LaneConsumerName(m, lane), stream, err)
+				}
 			}
 		}
 	}
@@ -176,40 +230,61 @@ func provisionRetryable(err error) bool {
 	return false
 }
 
-// source is one consumer a worker pulls from: a model's lane.
+// source is one consumer a worker pulls from: a model's lane in one job
+// stream (RERANK_JOBS or a partition's).
 type source struct {
-	model    string
-	lane     schemas.Lane
-	cons     jetstream.Consumer
-	settings consumerSettings
+	model      string
+	lane       schemas.Lane
+	streamName string
+	stream     jetstream.Stream
+	cons       jetstream.Consumer
+	settings   consumerSettings
 }
 
 func (s *source) consumerName() string { return LaneConsumerName(s.model, s.lane) }
-func (s *source) subject() string      { return schemas.LaneSubject(s.model, s.lane) }
+func (s *source) subject() string      { return laneSubject(s.model, s.lane, partitionOf(s.streamName)) }
+
+// String names the source in logs: the consumer, after its stream when
+// that is a partition's.
+func (s *source) String() string {
+	if s.streamName == JobsStream {
+		return s.consumerName()
+	}
+	return s.streamName + "/" + s.consumerName()
+}
 
 // lookupConsumers binds every model's lane consumers. A missing interactive
 // consumer is an error; a missing bulk consumer (a deployment that
 // predates lanes, provisioning off) is logged and its lane not served.
 func lookupConsumers(ctx context.Context, js jetstream.JetStream, models []string, c Config, log *slog.Logger) ([]*source, error) {
 	var out []*source
-	for _, m := range models {
-		for _, lane := range schemas.Lanes {
-			name := LaneConsumerName(m, lane)
-			cons, err := js.Consumer(ctx, JobsStream, name)
-			if err != nil {
-				missing := errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
-				if missing && lane == schemas.Bulk {
-					log.Warn("no bulk consumer: this model's bulk lane is not served (run with --provision or apply deploy/nats definitions)",
-						"model", m, "consumer", name)
-					continue
-				}
-				if missing {
-					return nil, fmt.Errorf("binding consumer %s on stream %s: %w (run with --provision or apply deploy/nats definitions): %v",
-						name, JobsStream, ErrNotProvisioned, err)
-				}
-				return nil, fmt.Errorf("binding consumer %s: %w", name, err)
+	for _, sn := range jobStreams(c) {
+		stream, err := js.Stream(ctx, sn)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil, fmt.Errorf("binding stream %s: %w (run with --provision or apply deploy/nats definitions): %v", sn, ErrNotProvisioned, err)
 			}
-			out = append(out, &source{model: m, lane: lane, cons: cons, settings: settingsOf(cons, c)})
+			return nil, fmt.Errorf("binding stream %s: %w", sn, err)
+		}
+		for _, m := range models {
+			for _, lane := range schemas.Lanes {
+				name := LaneConsumerName(m, lane)
+				cons, err := stream.Consumer(ctx, name)
+				if err != nil {
+					missing := errors.Is(err, jetstream.ErrConsumerNotFound)
+					if missing && lane == schemas.Bulk {
+						log.Warn("no bulk consumer: this model's bulk lane is not served (run with --provision or apply deploy/nats definitions)",
+							"model", m, "consumer", name, "stream", sn)
+						continue
+					}
+					if missing {
+						return nil, fmt.Errorf("binding consumer %s on stream %s: %w (run with --provision or apply deploy/nats definitions): %v",
+							name, sn, ErrNotProvisioned, err)
+					}
+					return nil, fmt.Errorf("binding consumer %s: %w", name, err)
+				}
+				out = append(out, &source{model: m, lane: lane, streamName: sn, stream: stream, cons: cons, settings: settingsOf(cons, c)})
+			}
 		}
 	}
 	return out, nil

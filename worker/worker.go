@@ -84,24 +84,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	bctx, cancel := context.WithTimeout(ctx, w.cfg.ProvisionTimeout)
 	defer cancel()
 	var sources []*source
-	var jobsStream jetstream.Stream
 	err := retryTransient(bctx, w.log, "binding consumers", func(ctx context.Context) (err error) {
 		ctx, cancel := context.WithTimeout(ctx, provisionAttempt)
 		defer cancel()
 		sources, err = lookupConsumers(ctx, w.js, models, w.cfg, w.log)
 		return err
 	})
-	if err == nil {
-		err = retryTransient(bctx, w.log, "binding stream "+JobsStream, func(ctx context.Context) error {
-			ctx, cancel := context.WithTimeout(ctx, provisionAttempt)
-			defer cancel()
-			var err error
-			if jobsStream, err = w.js.Stream(ctx, JobsStream); err != nil {
-				return fmt.Errorf("binding stream %s: %w", JobsStream, err)
-			}
-			return nil
-		})
-	}
 	if err == nil {
 		// Read to skip recomputing redelivered jobs already answered; a
 		// worker that may not read it recomputes them (the dedup window
@@ -118,7 +106,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	// Jobs whose every delivery ended with a worker dying are announced by
 	// the server, not returned by any delivery: answer them here.
-	exhausted, err := w.watchExhausted(jobsStream, sources)
+	exhausted, err := w.watchExhausted(sources)
 	if err != nil {
 		return err
 	}
@@ -132,7 +120,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var pullers sync.WaitGroup
 	lanes := make([]string, 0, len(sources))
 	for _, src := range sources {
-		lanes = append(lanes, src.consumerName())
+		lanes = append(lanes, src.String())
 		pullers.Add(1)
 		go func() {
 			defer pullers.Done()
@@ -167,18 +155,33 @@ func (w *Worker) Run(ctx context.Context) error {
 // counts every BacklogInterval until ctx ends. Every worker of a pool
 // reports the same consumer: aggregate with max, not sum.
 func (w *Worker) reportBacklog(ctx context.Context, sources []*source) {
+	type laneKey struct {
+		model string
+		lane  schemas.Lane
+	}
 	for {
+		// A lane's consumers (one per job stream) add up.
+		pending, unacked := map[laneKey]uint64{}, map[laneKey]uint64{}
+		var order []laneKey
 		for _, src := range sources {
 			ictx, cancel := context.WithTimeout(ctx, provisionAttempt)
 			info, err := src.cons.Info(ictx)
 			cancel()
 			if err != nil {
 				if ctx.Err() == nil {
-					w.log.Debug("reading the consumer backlog", "consumer", src.consumerName(), "err", err)
+					w.log.Debug("reading the consumer backlog", "consumer", src.String(), "err", err)
 				}
 				continue
 			}
-			w.obs.Backlog(src.model, src.lane.String(), info.NumPending, uint64(info.NumAckPending))
+			k := laneKey{src.model, src.lane}
+			if _, seen := pending[k]; !seen {
+				order = append(order, k)
+			}
+			pending[k] += info.NumPending
+			unacked[k] += uint64(info.NumAckPending)
+		}
+		for _, k := range order {
+			w.obs.Backlog(k.model, k.lane.String(), pending[k], unacked[k])
 		}
 		if !sleep(ctx, w.cfg.BacklogInterval) {
 			return

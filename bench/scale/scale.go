@@ -42,8 +42,11 @@ type Config struct {
 	// it keeps (default 2: a queue as deep as the fleet's slots).
 	Depth          int
 	Warmup, Window time.Duration // per phase (default 3 s and 8 s; big jobs twice the window)
-	WorkerArgs     []string      // more `rerank serve` flags
-	Log            io.Writer     // progress (default stderr)
+	// Partitions spreads the jobs over that many streams (rerank serve
+	// --partitions; the producer hashes job ids as client.Options does).
+	Partitions int
+	WorkerArgs []string  // more `rerank serve` flags
+	Log        io.Writer // progress (default stderr)
 }
 
 func (c Config) withDefaults() Config {
@@ -100,6 +103,7 @@ type Row struct {
 	BytesPerJob         float64
 	Efficiency          float64 // throughput ÷ (workers × throughput of one worker)
 	Unanswered, PubErrs int64
+	Unmatched           int64 // results for no job waiting (duplicates), in the phase
 }
 
 // Run measures every fleet size and writes the table to out.
@@ -132,7 +136,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &bench{cfg: cfg, cl: cl, nc: nc, js: js, subject: schemas.JobSubject(model)}
+	b := &bench{cfg: cfg, cl: cl, nc: nc, js: js, model: model}
 	sub, err := nc.Subscribe(schemas.ResultsPrefix+">", b.onResult)
 	if err != nil {
 		return nil, err
@@ -141,8 +145,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) ([]Row, error) {
 	defer sub.Unsubscribe()
 	defer b.stopFleet()
 
-	fmt.Fprintf(out, "# scale: 3-node cluster (R3), simulated model %s, worker concurrency %d, producer depth %d × slots\n",
-		cfg.Model, cfg.Concurrency, cfg.Depth)
+	fmt.Fprintf(out, "# scale: 3-node cluster (R3), simulated model %s, worker concurrency %d, producer depth %d × slots, partitions %d\n",
+		cfg.Model, cfg.Concurrency, cfg.Depth, cfg.Partitions)
 	fmt.Fprintf(out, "# brokerCPU/k, workerCPU/k: CPU seconds per 1,000 jobs; broker, busiest, workers, producer: cores in use; busy: the machine's CPUs\n")
 	fmt.Fprintf(out, "%-5s %7s %8s %9s %9s %8s %8s %6s %11s %11s %6s %7s %7s %8s %5s %8s %6s\n",
 		"kind", "workers", "jobs/s", "results/s", "pairs/s", "p50_ms", "p99_ms", "eff", "brokerCPU/k", "workerCPU/k",
@@ -176,8 +180,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) ([]Row, error) {
 				r.Kind, r.Workers, r.JobsPerSec, r.ResultsPerSec, r.PairsPerSec, ms(r.P50), ms(r.P99), r.Efficiency,
 				r.BrokerCPUPer1000, r.WorkerCPUPer1000, r.BrokerCores, r.BusiestNodeCores, r.WorkerCores, r.ProducerCores,
 				100*r.MachineBusy, r.MsgsPerJob, r.BytesPerJob/1024)
-			if r.Unanswered > 0 || r.PubErrs > 0 {
-				fmt.Fprintf(out, "#   %s × %d: %d jobs unanswered after the drain, %d publish errors\n", kind, n, r.Unanswered, r.PubErrs)
+			if r.Unanswered > 0 || r.PubErrs > 0 || r.Unmatched > 0 {
+				fmt.Fprintf(out, "#   %s × %d: %d jobs unanswered after the drain, %d publish errors (retried), %d results of no job waiting (duplicates)\n",
+					kind, n, r.Unanswered, r.PubErrs, r.Unmatched)
 			}
 		}
 	}
@@ -228,16 +233,17 @@ func saturation(r Row) string {
 
 // bench is one run's shared state.
 type bench struct {
-	cfg     Config
-	cl      *cluster
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	subject string
-	fleet   []*worker
+	cfg   Config
+	cl    *cluster
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	model string
+	fleet []*worker
 
 	waiting   sync.Map // job id → chan struct{}
 	done      atomic.Int64
 	results   atomic.Int64
+	unmatched atomic.Int64 // results of no job waiting: duplicates, or a job whose publish timed out
 	recording atomic.Bool
 	mu        sync.Mutex
 	lat       []time.Duration
@@ -253,6 +259,8 @@ func (b *bench) onResult(m *nats.Msg) {
 	id := strings.TrimPrefix(m.Subject, schemas.ResultsPrefix)
 	if ch, ok := b.waiting.LoadAndDelete(id); ok {
 		ch.(chan struct{}) <- struct{}{}
+	} else {
+		b.unmatched.Add(1)
 	}
 }
 
@@ -299,7 +307,7 @@ func (b *bench) grow(n int) error {
 			args := append([]string{"serve", "--nats-url", b.cl.urls(), "--test-simulated-model", b.cfg.Model,
 				"--replicas", "3", "--http", "", "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port),
 				"--log-format", "text", "--worker-id", fmt.Sprintf("w%02d", i+1), "--concurrency", strconv.Itoa(b.cfg.Concurrency),
-				"--memory-limit", "off", "--shutdown-grace", "5s"}, b.cfg.WorkerArgs...)
+				"--memory-limit", "off", "--shutdown-grace", "5s", "--partitions", strconv.Itoa(b.cfg.Partitions)}, b.cfg.WorkerArgs...)
 			p, err := proc.Start(proc.Spec{Name: fmt.Sprintf("worker %d", i+1), Path: b.cfg.Rerank, Args: args,
 				Log: filepath.Join(b.cfg.Dir, "logs", fmt.Sprintf("w%02d.log", i+1)), Ready: "worker started", ReadyTimeout: 2 * time.Minute})
 			if err != nil {
@@ -406,20 +414,30 @@ func (b *bench) phase(ctx context.Context, kind string, n int) (Row, error) {
 	drain, stopDrain := context.WithTimeout(ctx, time.Hour)
 	defer stopDrain()
 	var unanswered, pubErrs atomic.Int64
+	unmatched := b.unmatched.Load()
 	var wg sync.WaitGroup
 	for u := range users {
 		wg.Go(func() {
 			for seq := 0; load.Err() == nil; seq++ {
 				job := *tmpl
 				job.ID = fmt.Sprintf("%s-%d-%d-%d", kind, n, u, seq)
-				ok, err := b.submit(load, drain, &job)
-				switch {
-				case err != nil && load.Err() == nil:
-					pubErrs.Add(1)
-					time.Sleep(100 * time.Millisecond)
-				case err == nil && !ok:
-					unanswered.Add(1)
-					return
+				for {
+					// A failed publish is retried with the same id, as a
+					// client would: JetStream's dedup keeps one copy.
+					ok, err := b.submit(load, drain, &job)
+					if err != nil {
+						if load.Err() != nil {
+							return
+						}
+						pubErrs.Add(1)
+						sleep(load, 100*time.Millisecond)
+						continue
+					}
+					if !ok {
+						unanswered.Add(1)
+						return
+					}
+					break
 				}
 			}
 		})
@@ -452,7 +470,9 @@ func (b *bench) phase(ctx context.Context, kind string, n int) (Row, error) {
 	b.mu.Lock()
 	lat := slices.Clone(b.lat)
 	b.mu.Unlock()
-	return row(kind, n, a, z, lat, unanswered.Load(), pubErrs.Load()), nil
+	r := row(kind, n, a, z, lat, unanswered.Load(), pubErrs.Load())
+	r.Unmatched = b.unmatched.Load() - unmatched
+	return r, nil
 }
 
 // submit publishes job and waits for its result until drain ends; ok is
@@ -464,7 +484,11 @@ func (b *bench) submit(load, drain context.Context, job *schemas.Job) (ok bool, 
 	}
 	ch := make(chan struct{}, 1)
 	b.waiting.Store(job.ID, ch)
-	msg := nats.NewMsg(b.subject)
+	subject := schemas.JobSubject(b.model)
+	if b.cfg.Partitions > 0 {
+		subject = schemas.PartitionSubject(b.model, schemas.Interactive, schemas.PartitionOf(job.ID, b.cfg.Partitions))
+	}
+	msg := nats.NewMsg(subject)
 	msg.Data = data
 	msg.Header.Set(schemas.HeaderContentType, schemas.Msgpack.ContentType())
 	start := time.Now()

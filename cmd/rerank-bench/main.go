@@ -37,6 +37,7 @@ func main() {
 	fs.IntVar(&c.Depth, "depth", 2, "jobs the producer keeps outstanding per worker slot")
 	fs.DurationVar(&c.Warmup, "warmup", 3*time.Second, "warm-up of each measurement")
 	fs.DurationVar(&c.Window, "window", 8*time.Second, "measurement window (big jobs: twice this)")
+	fs.IntVar(&c.Partitions, "partitions", 0, "job streams per model (rerank serve --partitions)")
 	workerArgs := fs.String("worker-args", "", "more rerank serve flags, space-separated")
 	fs.Parse(os.Args[2:])
 	for _, s := range strings.Split(*sizes, ",") {

@@ -34,6 +34,7 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	depth := fs.Int("depth", eval.DefaultDepth, "first-stage passages per query to re-rank and evaluate (trec_eval -M)")
 	relThreshold := fs.Int("rel-threshold", eval.DefaultRelThreshold, "lowest qrels level that counts as relevant for MRR, MAP and recall (trec_eval -l; MS MARCO dev: 1, TREC DL: 2)")
 	modelName := fs.String("model", "demo", "model to evaluate: NAME (the worker's model), or with --local NAME=DIR or DIR (default: the demo model)")
+	partitions := fs.Int("partitions", 0, "job streams per model beyond RERANK_JOBS, as the workers run (docs/scaling.md); 0: none")
 	laneFlag := fs.String("lane", "bulk", "lane of the evaluation's jobs: bulk (the default: an evaluation must not delay interactive traffic) or interactive")
 	local := fs.Bool("local", false, "re-rank in this process (model directory loaded like 'rerank run') instead of through NATS")
 	var nf natsFlags
@@ -151,7 +152,7 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		if err := checkServed(ctx, nc, name, lane); err != nil {
 			return err
 		}
-		c, err := client.New(nc, client.Options{Model: name, Lane: lane})
+		c, err := client.New(nc, client.Options{Model: name, Lane: lane, Partitions: *partitions})
 		if err != nil {
 			return err
 		}

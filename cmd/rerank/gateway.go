@@ -64,10 +64,10 @@ type natsQueue struct {
 	lanes map[schemas.Lane]*client.Client
 }
 
-func newNATSQueue(nc *nats.Conn, limits schemas.Limits) (*natsQueue, error) {
+func newNATSQueue(nc *nats.Conn, limits schemas.Limits, partitions int) (*natsQueue, error) {
 	q := &natsQueue{nc: nc, lanes: map[schemas.Lane]*client.Client{}}
 	for _, l := range schemas.Lanes {
-		c, err := client.New(nc, client.Options{Lane: l, Limits: limits, Track: true})
+		c, err := client.New(nc, client.Options{Lane: l, Limits: limits, Track: true, Partitions: partitions})
 		if err != nil {
 			return nil, err
 		}
@@ -132,8 +132,8 @@ func (q *natsQueue) Ready(ctx context.Context) error {
 
 // startGateway provisions the accepted-jobs bucket (when provision is set)
 // and returns the gateway server, for the caller to Run.
-func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config, provision bool, replicas int, obs gateway.Observer, log *slog.Logger) (*gateway.Server, error) {
-	q, err := newNATSQueue(nc, cfg.Limits)
+func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config, provision bool, replicas, partitions int, obs gateway.Observer, log *slog.Logger) (*gateway.Server, error) {
+	q, err := newNATSQueue(nc, cfg.Limits, partitions)
 	if err != nil {
 		return nil, err
 	}
@@ -157,6 +157,7 @@ func cmdGateway(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	addr := fs.String("http", ":8080", "listen address of the HTTP gateway")
 	provision := fs.Bool("provision", true, "create or update the bucket of accepted jobs at start")
 	replicas := fs.Int("replicas", 1, "replicas of that bucket (3 on a 3-node cluster)")
+	partitions := fs.Int("partitions", 0, "job streams per model beyond RERANK_JOBS, as the workers run (docs/scaling.md); 0: none")
 	maxCandidates := fs.Int("max-candidates", schemas.DefaultMaxCandidates, "largest candidate list of a request")
 	var sf serviceFlags
 	sf.register(fs)
@@ -186,7 +187,7 @@ func cmdGateway(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		return 0
 	})
 	cfg.Metrics = metrics.Handler(reg)
-	srv, err := startGateway(ctx, nc, cfg, *provision, *replicas, metrics.NewGateway(reg), log)
+	srv, err := startGateway(ctx, nc, cfg, *provision, *replicas, *partitions, metrics.NewGateway(reg), log)
 	if err != nil {
 		return err
 	}

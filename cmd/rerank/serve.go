@@ -198,6 +198,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	concurrency := fs.Int("concurrency", worker.DefaultConcurrency, "jobs this worker runs at once")
 	provision := fs.Bool("provision", true, "create or update the streams and consumers at start")
 	replicas := fs.Int("replicas", 1, "stream replicas (3 on a 3-node cluster)")
+	partitions := fs.Int("partitions", 0, "job streams per model beyond RERANK_JOBS (RERANK_JOBS_P0…, each with its own leader) for fleets one stream cannot carry; producers publish to rerank.jobs.<model>.p<N> with the same count (docs/scaling.md); 0: none")
 	ackWait := fs.Duration("ack-wait", worker.DefaultAckWait, "JetStream AckWait of the job consumers")
 	maxDeliver := fs.Int("max-deliver", worker.DefaultMaxDeliver, "deliveries of one job before it is dead-lettered")
 	maxAckPending := fs.Int("max-ack-pending", worker.DefaultMaxAckPending, "unacknowledged jobs per consumer across the worker pool")
@@ -229,7 +230,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	wcfg := worker.Config{
 		Provision: *provision, Replicas: *replicas, AckWait: *ackWait, MaxDeliver: *maxDeliver,
 		MaxAckPending: *maxAckPending, Concurrency: *concurrency, ShutdownGrace: *grace, WorkerID: *workerID,
-		PublishRetry: *publishRetry,
+		PublishRetry: *publishRetry, Partitions: *partitions,
 		Limits:       schemas.Limits{MaxCandidates: *maxCandidates, ReplyAllow: replyAllow.values},
 	}
 	if *jobsMaxBytes != "" {
@@ -363,7 +364,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 		gcfg.Limits.ReplyAllow = nil
 		gcfg.Metrics = metrics.Handler(met.Registry)
-		gw, err := startGateway(ctx, nc, gcfg, *provision, *replicas, metrics.NewGateway(met.Registry), log)
+		gw, err := startGateway(ctx, nc, gcfg, *provision, *replicas, *partitions, metrics.NewGateway(met.Registry), log)
 		if err != nil {
 			return err
 		}

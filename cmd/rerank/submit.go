@@ -23,6 +23,7 @@ func cmdSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	modelName := fs.String("model", "demo", "model to use when the job names none")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the result")
 	asJSON := fs.Bool("json", false, "print the raw result as JSON")
+	partitions := fs.Int("partitions", 0, "job streams per model beyond RERANK_JOBS, as the workers run (docs/scaling.md); 0: none")
 	laneFlag := fs.String("lane", "interactive", "interactive, or bulk (rerank.jobs.<model>.bulk: for backfills; interactive jobs go first)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -48,7 +49,7 @@ func cmdSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return &exitError{2, err}
 	}
-	c, err := client.New(nc, client.Options{Model: *modelName, Format: format, Lane: lane})
+	c, err := client.New(nc, client.Options{Model: *modelName, Format: format, Lane: lane, Partitions: *partitions})
 	if err != nil {
 		return err
 	}
