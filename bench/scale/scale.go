@@ -181,7 +181,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) ([]Row, error) {
 				r.BrokerCPUPer1000, r.WorkerCPUPer1000, r.BrokerCores, r.BusiestNodeCores, r.WorkerCores, r.ProducerCores,
 				100*r.MachineBusy, r.MsgsPerJob, r.BytesPerJob/1024)
 			if r.Unanswered > 0 || r.PubErrs > 0 || r.Unmatched > 0 {
-				fmt.Fprintf(out, "#   %s × %d: %d jobs unanswered after the drain, %d publish errors (retried), %d results of no job waiting (duplicates)\n",
+				fmt.Fprintf(out, "#   %s × %d: %d jobs unanswered after the drain, %d publish errors (retried), %d results of no job waiting (duplicates, or of a publish given up)\n",
 					kind, n, r.Unanswered, r.PubErrs, r.Unmatched)
 			}
 		}
@@ -424,7 +424,7 @@ func (b *bench) phase(ctx context.Context, kind string, n int) (Row, error) {
 				for {
 					// A failed publish is retried with the same id, as a
 					// client would: JetStream's dedup keeps one copy.
-					ok, err := b.submit(load, drain, &job)
+					ok, err := b.submit(drain, &job)
 					if err != nil {
 						if load.Err() != nil {
 							return
@@ -477,7 +477,7 @@ func (b *bench) phase(ctx context.Context, kind string, n int) (Row, error) {
 
 // submit publishes job and waits for its result until drain ends; ok is
 // false when it never came. A publish that fails is an error.
-func (b *bench) submit(load, drain context.Context, job *schemas.Job) (ok bool, err error) {
+func (b *bench) submit(drain context.Context, job *schemas.Job) (ok bool, err error) {
 	data, err := schemas.EncodeJob(job, schemas.Msgpack)
 	if err != nil {
 		return false, err
@@ -492,7 +492,9 @@ func (b *bench) submit(load, drain context.Context, job *schemas.Job) (ok bool, 
 	msg.Data = data
 	msg.Header.Set(schemas.HeaderContentType, schemas.Msgpack.ContentType())
 	start := time.Now()
-	pctx, cancel := context.WithTimeout(load, 10*time.Second)
+	// Not bound to load: a publish under way when the load stops completes
+	// and its result is awaited, so the phase accounts for every job.
+	pctx, cancel := context.WithTimeout(drain, 10*time.Second)
 	_, err = b.js.PublishMsg(pctx, msg, jetstream.WithMsgID(job.ID))
 	cancel()
 	if err != nil {

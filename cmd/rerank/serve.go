@@ -231,7 +231,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		Provision: *provision, Replicas: *replicas, AckWait: *ackWait, MaxDeliver: *maxDeliver,
 		MaxAckPending: *maxAckPending, Concurrency: *concurrency, ShutdownGrace: *grace, WorkerID: *workerID,
 		PublishRetry: *publishRetry, Partitions: *partitions,
-		Limits:       schemas.Limits{MaxCandidates: *maxCandidates, ReplyAllow: replyAllow.values},
+		Limits: schemas.Limits{MaxCandidates: *maxCandidates, ReplyAllow: replyAllow.values},
 	}
 	if *jobsMaxBytes != "" {
 		if wcfg.JobsMaxBytes, err = parseSize(*jobsMaxBytes); err != nil {
