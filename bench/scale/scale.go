@@ -21,7 +21,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rerank/rerank/eval"
-	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/internal/proc"
 	"github.com/rerank/rerank/schemas"
 )
@@ -299,13 +298,10 @@ func (b *bench) grow(n int) error {
 	started := make([]*worker, n)
 	for i := have; i < n; i++ {
 		wg.Go(func() {
-			port, err := natsembed.FreePort()
-			if err != nil {
-				errs[i] = err
-				return
-			}
+			// Port 0: a port picked ahead could be taken by another process
+			// meanwhile; the worker logs the one it bound.
 			args := append([]string{"serve", "--nats-url", b.cl.urls(), "--test-simulated-model", b.cfg.Model,
-				"--replicas", "3", "--http", "", "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port),
+				"--replicas", "3", "--http", "", "--metrics-addr", "127.0.0.1:0",
 				"--log-format", "text", "--worker-id", fmt.Sprintf("w%02d", i+1), "--concurrency", strconv.Itoa(b.cfg.Concurrency),
 				"--memory-limit", "off", "--shutdown-grace", "5s", "--partitions", strconv.Itoa(b.cfg.Partitions)}, b.cfg.WorkerArgs...)
 			p, err := proc.Start(proc.Spec{Name: fmt.Sprintf("worker %d", i+1), Path: b.cfg.Rerank, Args: args,
@@ -314,7 +310,13 @@ func (b *bench) grow(n int) error {
 				errs[i] = err
 				return
 			}
-			started[i] = &worker{Proc: p, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
+			m := metricsAddr.FindStringSubmatch(p.Log())
+			if m == nil {
+				p.Stop(10 * time.Second)
+				errs[i] = fmt.Errorf("worker %d logged no metrics address:\n%s", i+1, p.Tail(10))
+				return
+			}
+			started[i] = &worker{Proc: p, metrics: "http://" + m[1] + "/metrics"}
 		})
 	}
 	wg.Wait()
@@ -352,6 +354,9 @@ type snap struct {
 	done, results     int64
 	pairs             float64
 }
+
+// metricsAddr finds the address in the worker's `serving metrics` log line.
+var metricsAddr = regexp.MustCompile(`msg="serving metrics" addr=(\S+)`)
 
 var pairsScored = regexp.MustCompile(`(?m)^rerank_pairs_scored_total(?:\{[^}]*\})? ([0-9.e+-]+)$`)
 
@@ -413,7 +418,7 @@ func (b *bench) phase(ctx context.Context, kind string, n int) (Row, error) {
 	defer stopLoad()
 	drain, stopDrain := context.WithTimeout(ctx, time.Hour)
 	defer stopDrain()
-	var unanswered, pubErrs atomic.Int64
+	var noResult, pubErrs atomic.Int64
 	unmatched := b.unmatched.Load()
 	var wg sync.WaitGroup
 	for u := range users {
@@ -421,23 +426,12 @@ func (b *bench) phase(ctx context.Context, kind string, n int) (Row, error) {
 			for seq := 0; load.Err() == nil; seq++ {
 				job := *tmpl
 				job.ID = fmt.Sprintf("%s-%d-%d-%d", kind, n, u, seq)
-				for {
-					// A failed publish is retried with the same id, as a
-					// client would: JetStream's dedup keeps one copy.
-					ok, err := b.submit(drain, &job)
-					if err != nil {
-						if load.Err() != nil {
-							return
-						}
-						pubErrs.Add(1)
-						sleep(load, 100*time.Millisecond)
-						continue
-					}
-					if !ok {
-						unanswered.Add(1)
-						return
-					}
-					break
+				switch b.submit(load, drain, &job, &pubErrs) {
+				case unanswered:
+					noResult.Add(1)
+					return
+				case abandoned:
+					return
 				}
 			}
 		})
@@ -470,18 +464,31 @@ func (b *bench) phase(ctx context.Context, kind string, n int) (Row, error) {
 	b.mu.Lock()
 	lat := slices.Clone(b.lat)
 	b.mu.Unlock()
-	r := row(kind, n, a, z, lat, unanswered.Load(), pubErrs.Load())
+	r := row(kind, n, a, z, lat, noResult.Load(), pubErrs.Load())
 	r.Unmatched = b.unmatched.Load() - unmatched
 	return r, nil
 }
 
-// submit publishes job and waits for its result until drain ends; ok is
-// false when it never came. A publish that fails is an error.
-func (b *bench) submit(drain context.Context, job *schemas.Job) (ok bool, err error) {
+// outcome is how a submitted job ended.
+type outcome int
+
+const (
+	answered   outcome = iota
+	unanswered         // published, no result before the drain ended
+	abandoned          // never published: the load stopped while publishing failed
+)
+
+// submit publishes job, retrying a failed publish with the same id as a
+// client would (JetStream's dedup keeps one copy; a publish that timed out
+// may still have stored the job, whose result is then awaited), and waits
+// for its result until drain ends.
+func (b *bench) submit(load, drain context.Context, job *schemas.Job, pubErrs *atomic.Int64) outcome {
 	data, err := schemas.EncodeJob(job, schemas.Msgpack)
 	if err != nil {
-		return false, err
+		panic(err) // a synthetic job always encodes
 	}
+	// One waiter for every attempt: the result of an attempt that timed
+	// out but stored the job may come while a later attempt runs.
 	ch := make(chan struct{}, 1)
 	b.waiting.Store(job.ID, ch)
 	subject := schemas.JobSubject(b.model)
@@ -492,20 +499,33 @@ func (b *bench) submit(drain context.Context, job *schemas.Job) (ok bool, err er
 	msg.Data = data
 	msg.Header.Set(schemas.HeaderContentType, schemas.Msgpack.ContentType())
 	start := time.Now()
-	// Not bound to load: a publish under way when the load stops completes
-	// and its result is awaited, so the phase accounts for every job.
-	pctx, cancel := context.WithTimeout(drain, 10*time.Second)
-	_, err = b.js.PublishMsg(pctx, msg, jetstream.WithMsgID(job.ID))
-	cancel()
-	if err != nil {
-		b.waiting.Delete(job.ID)
-		return false, err
+	for {
+		// Not bound to load: a publish under way when the load stops
+		// completes and its result is awaited.
+		pctx, cancel := context.WithTimeout(drain, 10*time.Second)
+		_, err := b.js.PublishMsg(pctx, msg, jetstream.WithMsgID(job.ID))
+		cancel()
+		if err == nil {
+			break
+		}
+		pubErrs.Add(1)
+		if load.Err() != nil || drain.Err() != nil {
+			select {
+			case <-ch: // an earlier attempt had stored it
+				b.done.Add(1)
+				return answered
+			default:
+				b.waiting.Delete(job.ID)
+				return abandoned
+			}
+		}
+		sleep(load, 100*time.Millisecond)
 	}
 	select {
 	case <-ch:
 	case <-drain.Done():
 		b.waiting.Delete(job.ID)
-		return false, nil
+		return unanswered
 	}
 	b.done.Add(1)
 	if b.recording.Load() {
@@ -513,7 +533,7 @@ func (b *bench) submit(drain context.Context, job *schemas.Job) (ok bool, err er
 		b.lat = append(b.lat, time.Since(start))
 		b.mu.Unlock()
 	}
-	return true, nil
+	return answered
 }
 
 func row(kind string, n int, a, z snap, lat []time.Duration, unanswered, pubErrs int64) Row {
