@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,13 +8,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/internal/proc"
 	"github.com/rerank/rerank/schemas"
 )
 
@@ -114,21 +111,12 @@ func startGatewayProc(c config, natsURL string) (*workerProc, error) {
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(c.rerankBin, "gateway", "--nats-url", natsURL, "--http", addr, "--log-format", "text", "--log-level", "warn")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
+	p, err := proc.Start(proc.Spec{Name: "gateway", Path: c.rerankBin, Log: procLog("gateway"),
+		Args: []string{"gateway", "--nats-url", natsURL, "--http", addr, "--log-format", "text", "--log-level", "warn"}})
+	if err != nil {
 		return nil, fmt.Errorf("starting %s gateway: %w", c.rerankBin, err)
 	}
-	g := &workerProc{cmd: cmd, url: "http://" + addr, done: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if !strings.Contains(sc.Text(), "no bearer tokens") {
-				fmt.Fprintln(os.Stderr, sc.Text())
-			}
-		}
-	}()
-	go func() { cmd.Wait(); close(g.done) }()
+	g := &workerProc{Proc: p, url: "http://" + addr}
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		resp, err := http.Get(g.url + "/readyz")
 		if err == nil {

@@ -187,6 +187,6 @@ func coldStart(ctx context.Context, c config, dir string, job *schemas.Job, load
 	if err := submitAll(ctx, cl, load); err != nil {
 		return 0, 0, err
 	}
-	rss, err := peakRSS(w.cmd.Process.Pid)
+	rss, err := w.PeakRSSMB()
 	return cold, rss, err
 }

@@ -1,20 +1,21 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/rerank/rerank/client"
 	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/internal/proc"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
@@ -76,7 +77,7 @@ func benchNATS(ctx context.Context, c config, m *model.Model, r *rand.Rand) erro
 		}
 		viaNATS = append(viaNATS, float64(pairs)/time.Since(start).Seconds())
 	}
-	rss, err := peakRSS(w.cmd.Process.Pid)
+	rss, err := w.PeakRSSMB()
 	if err != nil {
 		return err
 	}
@@ -141,12 +142,18 @@ func submitAll(ctx context.Context, cl *client.Client, jobs []*schemas.Job) erro
 	return nil
 }
 
-// workerProc is a rerank process of the benchmark (`serve`, `gateway`);
-// stop ends it.
+// workerProc is a rerank process of the benchmark (`serve`, `gateway`),
+// run by internal/proc with its log in a file; stop ends it.
 type workerProc struct {
-	cmd  *exec.Cmd
-	url  string
-	done chan struct{}
+	*proc.Proc
+	url string
+}
+
+var procSeq atomic.Int64
+
+// procLog is where the n-th process of this run writes its log.
+func procLog(name string) string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("rerank-bench-%d", os.Getpid()), fmt.Sprintf("%s-%d.log", name, procSeq.Add(1)))
 }
 
 func startWorker(c config, url string, extra ...string) (*workerProc, error) {
@@ -158,60 +165,23 @@ func startWorker(c config, url string, extra ...string) (*workerProc, error) {
 	if c.ortLib != "" {
 		args = append(args, "--ort-lib", c.ortLib)
 	}
-	cmd := exec.Command(c.rerankBin, args...)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s (make build): %w", c.rerankBin, err)
-	}
-	w := &workerProc{cmd: cmd, url: url, done: make(chan struct{})}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		started := false
-		for sc.Scan() {
-			if !started && strings.Contains(sc.Text(), "worker started") {
-				started = true
-				close(ready)
-			}
-			if strings.Contains(sc.Text(), "level=WARN") || strings.Contains(sc.Text(), "level=ERROR") {
-				fmt.Fprintln(os.Stderr, sc.Text())
-			}
-		}
-	}()
-	go func() { cmd.Wait(); close(w.done) }()
-	select {
-	case <-ready:
-		return w, nil
-	case <-w.done:
-		return nil, fmt.Errorf("the worker exited before it was ready")
-	case <-time.After(2 * time.Minute):
-		w.stop()
-		return nil, fmt.Errorf("the worker was not ready after 2 minutes")
-	}
-}
-
-func (w *workerProc) stop() {
-	w.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-w.done:
-	case <-time.After(30 * time.Second):
-		w.cmd.Process.Kill()
-		<-w.done
-	}
-}
-
-// peakRSS reads VmHWM (peak resident set) of a process, in MB.
-func peakRSS(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	p, err := proc.Start(proc.Spec{Name: "worker", Path: c.rerankBin, Args: args, Log: procLog("worker"),
+		Ready: "worker started", ReadyTimeout: 2 * time.Minute})
 	if err != nil {
-		return 0, err
+		return nil, fmt.Errorf("starting %s serve (make build): %w", c.rerankBin, err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmHWM:") {
-			f := strings.Fields(l)
-			kb, err := strconv.ParseFloat(f[1], 64)
-			return kb / 1024, err
+	return &workerProc{Proc: p, url: url}, nil
+}
+
+// stop ends the process and shows its warnings and errors.
+func (w *workerProc) stop() {
+	err := w.Stop(30 * time.Second)
+	for _, l := range strings.Split(w.Log(), "\n") {
+		if (strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR")) && !strings.Contains(l, "no bearer tokens") {
+			fmt.Fprintln(os.Stderr, l)
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+	}
 }

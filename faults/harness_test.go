@@ -1,20 +1,17 @@
 package faults
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rerank/rerank/internal/natsembed"
+	iproc "github.com/rerank/rerank/internal/proc"
 	"github.com/rerank/rerank/internal/testenv"
 	"github.com/rerank/rerank/internal/testfixture"
 )
@@ -125,14 +123,12 @@ func connect(t testing.TB, urls string, opts ...nats.Option) (*nats.Conn, jetstr
 
 // --- worker processes --------------------------------------------------------
 
-// proc is one `rerank serve` process (one incarnation of a named worker).
+// proc is one `rerank serve` process (one incarnation of a named worker),
+// run by internal/proc.
 type proc struct {
+	*iproc.Proc
 	name    string
-	cmd     *exec.Cmd
-	logPath string
 	metrics string // http://127.0.0.1:PORT
-	done    chan struct{}
-	stopped bool // killed or stopped on purpose
 }
 
 var incarnations sync.Map // name → *int
@@ -148,38 +144,16 @@ func launch(t testing.TB, name, natsURL, modelDir string, extra ...string) (*pro
 	}
 	n, _ := incarnations.LoadOrStore(t.Name()+"/"+name, new(int))
 	*n.(*int)++
-	logDir := filepath.Join(buildDir, "logs", sanitize(t.Name()))
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return nil, err
-	}
-	p := &proc{name: name, logPath: filepath.Join(logDir, fmt.Sprintf("%s.%d.log", name, *n.(*int))),
-		metrics: fmt.Sprintf("http://127.0.0.1:%d", mport), done: make(chan struct{})}
 	args := append([]string{"serve", "--nats-url", natsURL, "--model", "demo=" + modelDir, "--ort-lib", ort,
 		"--log-format", "text", "--worker-id", fmt.Sprintf("%s.%d", name, *n.(*int)),
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", mport), "--intra-op-threads", "1"}, extra...)
-	lf, err := os.Create(p.logPath)
+	p, err := iproc.Start(iproc.Spec{Name: "worker " + name, Path: bin, Args: args,
+		Log:   filepath.Join(buildDir, "logs", sanitize(t.Name()), fmt.Sprintf("%s.%d.log", name, *n.(*int))),
+		Ready: `msg="worker started"`, ReadyTimeout: 90 * time.Second})
 	if err != nil {
 		return nil, err
 	}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = lf, lf
-	if err := p.cmd.Start(); err != nil {
-		lf.Close()
-		return nil, err
-	}
-	go func() { p.cmd.Wait(); lf.Close(); close(p.done) }()
-	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(p.log(), `msg="worker started"`) {
-		if p.exited() {
-			return nil, fmt.Errorf("worker %s exited at start (%v):\n%s", name, p.cmd.ProcessState, tail(p.log(), 40))
-		}
-		if time.Now().After(deadline) {
-			p.kill()
-			return nil, fmt.Errorf("worker %s not started after 90s:\n%s", name, tail(p.log(), 40))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return p, nil
+	return &proc{Proc: p, name: name, metrics: fmt.Sprintf("http://127.0.0.1:%d", mport)}, nil
 }
 
 // startWorker launches a worker and stops it at the end of the test.
@@ -193,66 +167,21 @@ func startWorker(t testing.TB, name, natsURL, modelDir string, extra ...string) 
 	return p
 }
 
-func (p *proc) log() string {
-	b, _ := os.ReadFile(p.logPath)
-	return string(b)
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *proc) kill() {
-	p.stopped = true
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
+func (p *proc) log() string  { return p.Log() }
+func (p *proc) exited() bool { return p.Exited() }
+func (p *proc) kill()        { p.Kill() }
 
 // stop sends SIGTERM and checks for a clean exit; a process that died on
 // its own is reported.
 func (p *proc) stop(t testing.TB) {
 	t.Helper()
-	if p.exited() {
-		if !p.stopped {
-			t.Errorf("worker %s had exited on its own (%v):\n%s", p.name, p.cmd.ProcessState, tail(p.log(), 40))
-		}
-		return
-	}
-	p.stopped = true
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-			t.Errorf("worker %s exited %d after SIGTERM:\n%s", p.name, code, tail(p.log(), 40))
-		}
-	case <-time.After(60 * time.Second):
-		p.kill()
-		t.Errorf("worker %s did not stop on SIGTERM:\n%s", p.name, tail(p.log(), 40))
+	if err := p.Stop(60 * time.Second); err != nil {
+		t.Errorf("worker %s: %v:\n%s", p.name, err, tail(p.log(), 40))
 	}
 }
 
 // procStatus reads a field of /proc/<pid>/status in kB (VmRSS, VmHWM).
-func (p *proc) procStatus(field string) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n
-		}
-	}
-	return -1
-}
+func (p *proc) procStatus(field string) int64 { return p.Status(field) }
 
 // metric returns the sum of the samples of a metric on the worker's
 // /metrics (all label sets), or -1 when unreachable.

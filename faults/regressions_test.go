@@ -6,8 +6,6 @@ package faults
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,21 +14,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rerank/rerank/internal/natsembed"
+	iproc "github.com/rerank/rerank/internal/proc"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/worker"
 )
 
 // cpuSeconds is the user+system CPU time of a process so far.
 func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := iproc.CPUSeconds(pid)
 	if err != nil {
 		return -1
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // after "pid (comm) "
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ
+	return s
 }
 
 // Fixed: worker/worker.go pull() backed off one second after an error from
@@ -56,10 +51,10 @@ func TestPullBacksOffAfterBatchError(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := strings.Count(w.log(), `msg="pulling jobs"`)
-	cpu0, t0 := cpuSeconds(w.cmd.Process.Pid), time.Now()
+	cpu0, t0 := cpuSeconds(w.Pid()), time.Now()
 	<-time.After(3 * time.Second) // the observation window itself
 	warnings := strings.Count(w.log(), `msg="pulling jobs"`) - before
-	cpu := (cpuSeconds(w.cmd.Process.Pid) - cpu0) / time.Since(t0).Seconds()
+	cpu := (cpuSeconds(w.Pid()) - cpu0) / time.Since(t0).Seconds()
 	t.Logf("consumer gone for 3s: %d \"pulling jobs\" warnings, worker CPU %.0f%% of a core", warnings, cpu*100)
 	if warnings > 10 || cpu > 0.25 {
 		t.Errorf("worker/worker.go pull(): no backoff after batch.Error(): %d \"pulling jobs\" warnings and %.0f%% CPU in 3s with the consumer gone (want a few, as after a Fetch error: one per second)\n%s",
