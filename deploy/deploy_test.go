@@ -309,7 +309,7 @@ func natsDefinitions() map[string]any {
 func marshalDefinition(v any) []byte {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // "rerank.jobs.>" as written
+	enc.SetEscapeHTML(false) // subjects and descriptions as written (no \u003e)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
 		panic(err)

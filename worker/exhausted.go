@@ -74,7 +74,7 @@ func (w *Worker) watchExhausted(sources []*source) (*exhaustedWatch, error) {
 		sub, err := w.nc.ChanQueueSubscribe(streamMaxDeliveriesAdvisory(src.streamName, src.consumerName()), exhaustedQueue, x.ch)
 		if err != nil {
 			x.stop()
-			return nil, fmt.Errorf("subscribing to max-deliveries advisories of %s: %w", src.consumerName(), err)
+			return nil, fmt.Errorf("subscribing to max-deliveries advisories of %s: %w", src, err)
 		}
 		x.subs = append(x.subs, sub)
 	}

@@ -160,3 +160,56 @@ func TestPartitionOf(t *testing.T) {
 		t.Error("worker accepted -1 partitions")
 	}
 }
+
+// Partitions do not multiply the jobs a worker holds: the pullers of one
+// lane's streams each ask for their share of the free slots (with 3
+// partitions and 4 slots, not 4 jobs each). And the backlog of a lane is
+// its consumers' sum over the streams.
+func TestPartitionsShareTheWorkersSlots(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	cfg := testConfig()
+	cfg.Partitions = 3
+	cfg.Concurrency = 4
+	cfg.BacklogInterval = 100 * time.Millisecond
+	hung := &slowScorer{}
+	hung.hang.Store(true)
+	w := startWorker(t, ns, hung, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := client.New(nc, client.Options{Model: "m", Partitions: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const jobs = 24
+	for i := range jobs {
+		p, err := cl.SubmitAsync(ctx, makeJob(fmt.Sprintf("share-%d", i), 2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Cancel()
+	}
+	waitFor(t, 10*time.Second, "the slots taken", func() bool { return hung.calls.Load() > 0 })
+	// The backlog counts every job once: delivered or not, in any partition.
+	waitFor(t, 10*time.Second, "the lane's backlog summed over its streams", func() bool {
+		return w.obs.get(func(c *counter) int { return int(c.backlog[schemas.Interactive.String()]) }) == jobs
+	})
+	// The pullers fetched when the slots were free, before the backlog
+	// report above: what they took is held now.
+	var held int
+	for p := range 3 {
+		c, err := js.Consumer(ctx, schemas.PartitionStream(p), worker.ConsumerName("m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ci, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held += ci.NumAckPending
+	}
+	if held == 0 || held > 2*cfg.Concurrency {
+		t.Errorf("the worker holds %d jobs for %d slots; want at most %d (each partition's puller asks for its share)", held, cfg.Concurrency, 2*cfg.Concurrency)
+	}
+}

@@ -31,15 +31,20 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 		{
 			Name:        JobsStream,
 			Description: "re-ranking jobs, one subject per model",
-			Subjects:    []string{JobsPrefix + ">"},
-			Retention:   jetstream.WorkQueuePolicy,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-			Duplicates:  DuplicateWindow,
-			MaxMsgSize:  DefaultMaxMsgBytes,
-			MaxBytes:    c.JobsMaxBytes,
-			MaxMsgs:     c.JobsMaxMsgs,
-			Discard:     jetstream.DiscardNew,
+			// Exactly the lanes' subjects (not rerank.jobs.>): a job on any
+			// other subject is refused at publish time instead of stored
+			// where no consumer reads it, and the partitions' subjects
+			// (rerank.jobs.<model>.p<k>) never overlap, whatever
+			// --partitions each worker of a rollout runs with.
+			Subjects:   []string{JobsPrefix + "*", JobsPrefix + "*" + schemas.BulkSuffix},
+			Retention:  jetstream.WorkQueuePolicy,
+			Storage:    jetstream.FileStorage,
+			Replicas:   replicas,
+			Duplicates: DuplicateWindow,
+			MaxMsgSize: DefaultMaxMsgBytes,
+			MaxBytes:   c.JobsMaxBytes,
+			MaxMsgs:    c.JobsMaxMsgs,
+			Discard:    jetstream.DiscardNew,
 		},
 		{
 			Name:        ResultsStream,
@@ -66,8 +71,6 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 		},
 	}
 	if c.Partitions > 0 {
-		// The partitions' subjects must not overlap RERANK_JOBS's.
-		out[0].Subjects = []string{JobsPrefix + "*", JobsPrefix + "*" + schemas.BulkSuffix}
 		for p := range c.Partitions {
 			ps := out[0]
 			ps.Name = schemas.PartitionStream(p)
@@ -233,8 +236,12 @@ func provisionRetryable(err error) bool {
 // source is one consumer a worker pulls from: a model's lane in one job
 // stream (RERANK_JOBS or a partition's).
 type source struct {
-	model      string
-	lane       schemas.Lane
+	model string
+	lane  schemas.Lane
+	// streams is how many job streams serve the lane (1 + partitions):
+	// each of their pullers asks for its share of the free slots, so that
+	// partitions do not multiply the jobs a worker holds waiting.
+	streams    int
 	streamName string
 	stream     jetstream.Stream
 	cons       jetstream.Consumer
@@ -283,7 +290,8 @@ func lookupConsumers(ctx context.Context, js jetstream.JetStream, models []strin
 					}
 					return nil, fmt.Errorf("binding consumer %s: %w", name, err)
 				}
-				out = append(out, &source{model: m, lane: lane, streamName: sn, stream: stream, cons: cons, settings: settingsOf(cons, c)})
+				out = append(out, &source{model: m, lane: lane, streams: len(jobStreams(c)), streamName: sn, stream: stream,
+					cons: cons, settings: settingsOf(cons, c)})
 			}
 		}
 	}

@@ -17,7 +17,7 @@ import (
 
 // pull fetches jobs of one source for as long as ctx lives. It asks only
 // for as many jobs as there are slots free beyond the jobs already waiting
-// for one, and holds no slot while its pull request waits: a job takes a
+// for one (its share of them, with partitions), and holds no slot while its pull request waits: a job takes a
 // slot once it is in hand (handle), so an idle source costs the busy ones
 // nothing. A job that must wait for its slot is held with InProgress.
 func (w *Worker) pull(ctx, jobCtx context.Context, src *source, jobs *sync.WaitGroup) {
@@ -26,18 +26,22 @@ func (w *Worker) pull(ctx, jobCtx context.Context, src *source, jobs *sync.WaitG
 		if n == 0 {
 			return
 		}
+		// The lane's other streams (partitions) pull at the same time:
+		// each asks for its share, rounded up.
+		n = (n + src.streams - 1) / max(src.streams, 1)
 		batch, err := src.cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.FetchWait))
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			w.log.Warn("fetching jobs", "consumer", src.consumerName(), "err", err)
+			w.log.Warn("fetching jobs", "consumer", src.String(), "err", err)
 			if !sleep(ctx, time.Second) {
 				return
 			}
 			continue
 		}
 		for msg := range batch.Messages() {
+			w.slots.arrive(1)
 			jobs.Add(1)
 			go func() {
 				defer jobs.Done()
@@ -48,7 +52,7 @@ func (w *Worker) pull(ctx, jobCtx context.Context, src *source, jobs *sync.WaitG
 			// Answered at once with an error (no responders: the consumer
 			// is gone or its leader is moving): wait as after a Fetch
 			// error instead of re-sending the request in a tight loop.
-			w.log.Warn("pulling jobs", "consumer", src.consumerName(), "err", err)
+			w.log.Warn("pulling jobs", "consumer", src.String(), "err", err)
 			if !sleep(ctx, time.Second) {
 				return
 			}
@@ -65,6 +69,7 @@ func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.
 	md, err := msg.Metadata()
 	if err != nil {
 		w.log.Error("reading message metadata", "subject", msg.Subject(), "err", err)
+		w.slots.landed()
 		_ = msg.Nak()
 		return
 	}
@@ -74,6 +79,7 @@ func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.
 	}
 	if ctx.Err() != nil {
 		// Pulled after shutdown began: hand it straight back.
+		w.slots.landed()
 		w.settle(jobCtx, log, model, msg, md, nil, verdict{abandon: true}, start)
 		return
 	}

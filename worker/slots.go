@@ -21,6 +21,7 @@ type slotPool struct {
 	order     [2][]string // models per lane in round-robin order
 	next      [2]int      // round-robin cursor per lane
 	waiting   [2]int      // waiters per lane
+	arriving  int         // jobs fetched that have not asked for a slot yet
 	sinceBulk int
 	bulkEvery int
 	changed   chan struct{} // closed (and replaced) when demand may have grown
@@ -50,10 +51,28 @@ func laneIndex(l schemas.Lane) int {
 	return 0
 }
 
+// arrive counts n jobs a puller received: until each asks for its slot
+// (acquire) or is handed back (landed), demand leaves room for it, so that
+// a puller looping back at once does not fetch the same free slots again.
+func (p *slotPool) arrive(n int) {
+	p.mu.Lock()
+	p.arriving += n
+	p.mu.Unlock()
+}
+
+// landed is a received job that will not ask for a slot (handed back first).
+func (p *slotPool) landed() {
+	p.mu.Lock()
+	p.arriving = max(p.arriving-1, 0)
+	p.broadcast()
+	p.mu.Unlock()
+}
+
 // acquire takes a slot for a job of model in lane, waiting in line when
 // none is free. It reports false, having taken nothing, when ctx ends first.
 func (p *slotPool) acquire(ctx context.Context, model string, lane schemas.Lane) bool {
 	p.mu.Lock()
+	p.arriving = max(p.arriving-1, 0) // now in line or served: counted there
 	if p.free > 0 && p.waiting[0]+p.waiting[1] == 0 {
 		p.free--
 		p.mu.Unlock()
@@ -138,7 +157,7 @@ func (p *slotPool) broadcast() {
 }
 
 // demand waits until slots are free beyond the jobs already waiting for
-// one, and returns how many: what a puller may fetch without making a job
+// one or on their way to ask (arrive), and returns how many: what a puller may fetch without making a job
 // wait. It returns 0 once ctx has ended.
 func (p *slotPool) demand(ctx context.Context) int {
 	for {
@@ -146,7 +165,7 @@ func (p *slotPool) demand(ctx context.Context) int {
 			return 0
 		}
 		p.mu.Lock()
-		n := p.free - p.waiting[0] - p.waiting[1]
+		n := p.free - p.waiting[0] - p.waiting[1] - p.arriving
 		ch := p.changed
 		p.mu.Unlock()
 		if n > 0 {

@@ -161,19 +161,20 @@ func (w *Worker) reportBacklog(ctx context.Context, sources []*source) {
 	}
 	for {
 		// A lane's consumers (one per job stream) add up.
-		pending, unacked := map[laneKey]uint64{}, map[laneKey]uint64{}
+		pending, unacked, failed := map[laneKey]uint64{}, map[laneKey]uint64{}, map[laneKey]bool{}
 		var order []laneKey
 		for _, src := range sources {
 			ictx, cancel := context.WithTimeout(ctx, provisionAttempt)
 			info, err := src.cons.Info(ictx)
 			cancel()
+			k := laneKey{src.model, src.lane}
 			if err != nil {
 				if ctx.Err() == nil {
 					w.log.Debug("reading the consumer backlog", "consumer", src.String(), "err", err)
 				}
+				failed[k] = true // a partial sum would under-report the lane
 				continue
 			}
-			k := laneKey{src.model, src.lane}
 			if _, seen := pending[k]; !seen {
 				order = append(order, k)
 			}
@@ -181,6 +182,9 @@ func (w *Worker) reportBacklog(ctx context.Context, sources []*source) {
 			unacked[k] += uint64(info.NumAckPending)
 		}
 		for _, k := range order {
+			if failed[k] {
+				continue
+			}
 			w.obs.Backlog(k.model, k.lane.String(), pending[k], unacked[k])
 		}
 		if !sleep(ctx, w.cfg.BacklogInterval) {

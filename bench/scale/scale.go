@@ -415,12 +415,13 @@ func (b *bench) phase(ctx context.Context, kind string, n int) (Row, error) {
 	users := n * b.cfg.Concurrency * b.cfg.Depth
 	fmt.Fprintf(b.cfg.Log, "scale: %s jobs (%d candidates), %d workers, %d jobs outstanding\n", kind, cands, n, users)
 	load, stopLoad := context.WithCancel(ctx)
-	defer stopLoad()
-	drain, stopDrain := context.WithTimeout(ctx, time.Hour)
-	defer stopDrain()
+	drain, stopDrain := context.WithCancel(ctx)
 	var noResult, pubErrs atomic.Int64
 	unmatched := b.unmatched.Load()
 	var wg sync.WaitGroup
+	// On every return the producers stop and are gone before the fleet
+	// and the cluster are.
+	defer func() { stopLoad(); stopDrain(); wg.Wait() }()
 	for u := range users {
 		wg.Go(func() {
 			for seq := 0; load.Err() == nil; seq++ {
@@ -458,9 +459,9 @@ func (b *bench) phase(ctx context.Context, kind string, n int) (Row, error) {
 	stopLoad()
 	// Every job published is answered before the next phase: a drain of
 	// at most 2 minutes, then the stragglers count as unanswered.
-	go func() { time.Sleep(2 * time.Minute); stopDrain() }()
+	giveUp := time.AfterFunc(2*time.Minute, stopDrain)
 	wg.Wait()
-	stopDrain()
+	giveUp.Stop()
 	b.mu.Lock()
 	lat := slices.Clone(b.lat)
 	b.mu.Unlock()

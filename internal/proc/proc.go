@@ -220,13 +220,17 @@ func MachineCPU() (busy, total float64, err error) {
 	if len(f) < 5 || f[0] != "cpu" {
 		return 0, 0, fmt.Errorf("reading machine CPU time: unexpected /proc/stat line %q", line)
 	}
-	for i, v := range f[1:] {
+	// user nice system idle iowait irq softirq steal guest guest_nice: guest
+	// time is already in user and nice; steal is time the hypervisor gave
+	// others, neither ours nor idle, so it counts in the total only.
+	for i, v := range f[1:min(len(f), 9)] {
 		n, err := strconv.ParseFloat(v, 64)
 		if err != nil {
 			return 0, 0, fmt.Errorf("reading machine CPU time: %w", err)
 		}
 		total += n
-		if i != 3 && i != 4 { // idle and iowait
+		switch i {
+		case 0, 1, 2, 5, 6: // user, nice, system, irq, softirq
 			busy += n
 		}
 	}

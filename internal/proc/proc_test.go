@@ -2,6 +2,7 @@ package proc_test
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,6 +68,25 @@ func TestStopKillsWhatIgnoresSIGTERM(t *testing.T) {
 	if !p.Exited() {
 		t.Error("still running after Stop")
 	}
+}
+
+// CPUSeconds reads utime and stime: this process's count grows by the CPU
+// time it burns.
+func TestCPUSecondsCountsWork(t *testing.T) {
+	before, err := proc.CPUSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 1.0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		for range 1_000_000 {
+			x = x*1.0000001 + 1e-9
+		}
+		if now, _ := proc.CPUSeconds(os.Getpid()); now-before >= 0.2 {
+			return
+		}
+	}
+	t.Errorf("200 ms of CPU not counted in 10 s of spinning (x=%v)", x)
 }
 
 func TestMachineCPU(t *testing.T) {
