@@ -4,6 +4,9 @@
 // place (Worker.settle): success → publish result, then Ack; invalid job →
 // error result, dead-letter copy, Term; transient failure → NakWithDelay
 // with exponential backoff; last delivery failed → dead-letter copy, Term.
+// With Config.Partitions a model's jobs also come from the partition
+// streams RERANK_JOBS_P<k>: every stream has its consumers, and the
+// worker's slots are shared by all of them (docs/scaling.md).
 //
 // It declares the Reranker interface it needs (package pipeline satisfies
 // it) and may import schemas; it never imports pipeline, model or cmd.
