@@ -70,8 +70,8 @@ func (w *Worker) watchExhausted(sources []*source) (*exhaustedWatch, error) {
 	x := &exhaustedWatch{w: w, sources: sources, byName: map[string]*source{},
 		ch: make(chan *nats.Msg, 256), quit: make(chan struct{})}
 	for _, src := range sources {
-		x.byName[src.streamName+"/"+src.consumerName()] = src
-		sub, err := w.nc.ChanQueueSubscribe(streamMaxDeliveriesAdvisory(src.streamName, src.consumerName()), exhaustedQueue, x.ch)
+		x.byName[src.jobStream.name+"/"+src.consumerName()] = src
+		sub, err := w.nc.ChanQueueSubscribe(streamMaxDeliveriesAdvisory(src.jobStream.name, src.consumerName()), exhaustedQueue, x.ch)
 		if err != nil {
 			x.stop()
 			return nil, fmt.Errorf("subscribing to max-deliveries advisories of %s: %w", src, err)
@@ -139,7 +139,7 @@ func (x *exhaustedWatch) sweep() {
 			if !slices.Contains(again, seq) {
 				continue // removed meanwhile: it was acknowledged
 			}
-			x.answerRetrying(src, maxDeliveriesAdvisory{Stream: src.streamName, Consumer: src.consumerName(),
+			x.answerRetrying(src, maxDeliveriesAdvisory{Stream: src.jobStream.name, Consumer: src.consumerName(),
 				StreamSeq: seq, Deliveries: uint64(maxDeliver)}, "sweep")
 		}
 	}
@@ -202,7 +202,7 @@ func (x *exhaustedWatch) handle(m *nats.Msg) {
 // is not sent again (a later sweep would find the job, though).
 func (x *exhaustedWatch) answerRetrying(src *source, adv maxDeliveriesAdvisory, via string) {
 	w := x.w
-	log := w.log.With("model", src.model, "stream", src.streamName, "stream_seq", adv.StreamSeq, "attempt", adv.Deliveries, "found_by", via)
+	log := w.log.With("model", src.model, "stream", src.jobStream.name, "stream_seq", adv.StreamSeq, "attempt", adv.Deliveries, "found_by", via)
 	start := time.Now()
 	var err error
 	for try := range 3 {
@@ -243,7 +243,7 @@ func (x *exhaustedWatch) answer(log *slog.Logger, src *source, adv maxDeliveries
 		Sequence:     jetstream.SequencePair{Stream: raw.Sequence},
 		NumDelivered: adv.Deliveries,
 		Timestamp:    raw.Time,
-		Stream:       src.streamName,
+		Stream:       src.jobStream.name,
 		Consumer:     adv.Consumer,
 	}
 	ce := schemas.Errorf(schemas.CodeInternal,

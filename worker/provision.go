@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,7 +34,7 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 			// where no consumer reads it, and the partitions' subjects
 			// (rerank.jobs.<model>.p<k>) never overlap, whatever
 			// --partitions each worker of a rollout runs with.
-			Subjects:   []string{JobsPrefix + "*", JobsPrefix + "*" + schemas.BulkSuffix},
+			Subjects:   mainStream.subjects(),
 			Retention:  jetstream.WorkQueuePolicy,
 			Storage:    jetstream.FileStorage,
 			Replicas:   replicas,
@@ -70,43 +68,45 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 			MaxMsgSize:  DefaultMaxMsgBytes + 64<<10,
 		},
 	}
-	if c.Partitions > 0 {
-		for p := range c.Partitions {
-			ps := out[0]
-			ps.Name = schemas.PartitionStream(p)
-			ps.Description = fmt.Sprintf("re-ranking jobs, partition %d of %d", p, c.Partitions)
-			suffix := ".p" + strconv.Itoa(p)
-			ps.Subjects = []string{JobsPrefix + "*" + suffix, JobsPrefix + "*" + schemas.BulkSuffix + suffix}
-			out = append(out, ps)
-		}
+	for _, part := range jobStreams(c)[1:] {
+		ps := out[0]
+		ps.Name = part.name
+		ps.Description = fmt.Sprintf("re-ranking jobs, partition %d of %d", part.partition, c.Partitions)
+		ps.Subjects = part.subjects()
+		out = append(out, ps)
 	}
 	return out
 }
 
-// jobStreams names the job streams: RERANK_JOBS, then the partitions'.
-func jobStreams(c Config) []string {
-	out := []string{JobsStream}
+// jobStream is one stream of jobs: RERANK_JOBS (partition -1) or a
+// partition's.
+type jobStream struct {
+	name      string
+	partition int
+}
+
+var mainStream = jobStream{name: JobsStream, partition: -1}
+
+// jobStreams lists the job streams: RERANK_JOBS, then the partitions'.
+func jobStreams(c Config) []jobStream {
+	out := []jobStream{mainStream}
 	for p := range c.Partitions {
-		out = append(out, schemas.PartitionStream(p))
+		out = append(out, jobStream{name: schemas.PartitionStream(p), partition: p})
 	}
 	return out
 }
 
-// partitionOf is the partition a job stream holds, -1 for RERANK_JOBS.
-func partitionOf(stream string) int {
-	p, err := strconv.Atoi(strings.TrimPrefix(stream, JobsStream+"_P"))
-	if err != nil || stream == JobsStream {
-		return -1
-	}
-	return p
-}
-
-// laneSubject is the subject of model's lane in partition p (-1: none).
-func laneSubject(model string, lane schemas.Lane, p int) string {
-	if p < 0 {
+// subject is the subject of model's lane in this stream.
+func (s jobStream) subject(model string, lane schemas.Lane) string {
+	if s.partition < 0 {
 		return schemas.LaneSubject(model, lane)
 	}
-	return schemas.PartitionSubject(model, lane, p)
+	return schemas.PartitionSubject(model, lane, s.partition)
+}
+
+// subjects are the stream's subjects: its lanes' for every model.
+func (s jobStream) subjects() []string {
+	return []string{s.subject("*", schemas.Interactive), s.subject("*", schemas.Bulk)}
 }
 
 // ConsumerConfig is the durable pull consumer all workers of model share
@@ -134,12 +134,12 @@ func LaneConsumerConfig(model string, lane schemas.Lane, c Config) jetstream.Con
 }
 
 // streamConsumerConfig is LaneConsumerConfig for the lane's subject in
-// job stream stream (a partition's, or RERANK_JOBS's).
-func streamConsumerConfig(stream, model string, lane schemas.Lane, c Config) jetstream.ConsumerConfig {
+// job stream s (a partition's, or RERANK_JOBS's).
+func streamConsumerConfig(s jobStream, model string, lane schemas.Lane, c Config) jetstream.ConsumerConfig {
 	cc := LaneConsumerConfig(model, lane, c)
-	if p := partitionOf(stream); p >= 0 {
-		cc.FilterSubject = laneSubject(model, lane, p)
-		cc.Description += fmt.Sprintf(", partition %d", p)
+	if s.partition >= 0 {
+		cc.FilterSubject = s.subject(model, lane)
+		cc.Description += fmt.Sprintf(", partition %d", s.partition)
 	}
 	return cc
 }
@@ -166,10 +166,10 @@ func provision(ctx context.Context, js jetstream.JetStream, models []string, c C
 		for _, m := range models {
 			for _, lane := range schemas.Lanes {
 				cctx, cancel := callCtx(ctx, perCall)
-				_, err := js.CreateOrUpdateConsumer(cctx, stream, streamConsumerConfig(stream, m, lane, c))
+				_, err := js.CreateOrUpdateConsumer(cctx, stream.name, streamConsumerConfig(stream, m, lane, c))
 				cancel()
 				if err != nil {
-					return fmt.Errorf("provisioning consumer %s on %s: %w", LaneConsumerName(m, lane), stream, err)
+					return fmt.Errorf("provisioning consumer %s on %s: %w", LaneConsumerName(m, lane), stream.name, err)
 				}
 			}
 		}
@@ -241,23 +241,23 @@ type source struct {
 	// streams is how many job streams serve the lane (1 + partitions):
 	// each of their pullers asks for its share of the free slots, so that
 	// partitions do not multiply the jobs a worker holds waiting.
-	streams    int
-	streamName string
-	stream     jetstream.Stream
-	cons       jetstream.Consumer
-	settings   consumerSettings
+	streams int
+	jobStream
+	stream   jetstream.Stream
+	cons     jetstream.Consumer
+	settings consumerSettings
 }
 
 func (s *source) consumerName() string { return LaneConsumerName(s.model, s.lane) }
-func (s *source) subject() string      { return laneSubject(s.model, s.lane, partitionOf(s.streamName)) }
+func (s *source) subject() string      { return s.jobStream.subject(s.model, s.lane) }
 
 // String names the source in logs: the consumer, after its stream when
 // that is a partition's.
 func (s *source) String() string {
-	if s.streamName == JobsStream {
+	if s.partition < 0 {
 		return s.consumerName()
 	}
-	return s.streamName + "/" + s.consumerName()
+	return s.jobStream.name + "/" + s.consumerName()
 }
 
 // lookupConsumers binds every model's lane consumers. A missing interactive
@@ -265,7 +265,9 @@ func (s *source) String() string {
 // predates lanes, provisioning off) is logged and its lane not served.
 func lookupConsumers(ctx context.Context, js jetstream.JetStream, models []string, c Config, log *slog.Logger) ([]*source, error) {
 	var out []*source
-	for _, sn := range jobStreams(c) {
+	streams := jobStreams(c)
+	for _, home := range streams {
+		sn := home.name
 		stream, err := js.Stream(ctx, sn)
 		if err != nil {
 			if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -290,7 +292,7 @@ func lookupConsumers(ctx context.Context, js jetstream.JetStream, models []strin
 					}
 					return nil, fmt.Errorf("binding consumer %s: %w", name, err)
 				}
-				out = append(out, &source{model: m, lane: lane, streams: len(jobStreams(c)), streamName: sn, stream: stream,
+				out = append(out, &source{model: m, lane: lane, streams: len(streams), jobStream: home, stream: stream,
 					cons: cons, settings: settingsOf(cons, c)})
 			}
 		}

@@ -17,9 +17,10 @@ import (
 
 // pull fetches jobs of one source for as long as ctx lives. It asks only
 // for as many jobs as there are slots free beyond the jobs already waiting
-// for one (its share of them, with partitions), and holds no slot while its pull request waits: a job takes a
-// slot once it is in hand (handle), so an idle source costs the busy ones
-// nothing. A job that must wait for its slot is held with InProgress.
+// for one (its share of them, with partitions), and holds no slot while its
+// pull request waits: a job takes a slot once it is in hand (handle), so an
+// idle source costs the busy ones nothing. A job that must wait for its
+// slot is held with InProgress.
 func (w *Worker) pull(ctx, jobCtx context.Context, src *source, jobs *sync.WaitGroup) {
 	for {
 		n := w.slots.demand(ctx)
@@ -41,7 +42,7 @@ func (w *Worker) pull(ctx, jobCtx context.Context, src *source, jobs *sync.WaitG
 			continue
 		}
 		for msg := range batch.Messages() {
-			w.slots.arrive(1)
+			w.slots.arrive()
 			jobs.Add(1)
 			go func() {
 				defer jobs.Done()

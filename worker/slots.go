@@ -51,12 +51,12 @@ func laneIndex(l schemas.Lane) int {
 	return 0
 }
 
-// arrive counts n jobs a puller received: until each asks for its slot
+// arrive counts a job a puller received: until it asks for its slot
 // (acquire) or is handed back (landed), demand leaves room for it, so that
 // a puller looping back at once does not fetch the same free slots again.
-func (p *slotPool) arrive(n int) {
+func (p *slotPool) arrive() {
 	p.mu.Lock()
-	p.arriving += n
+	p.arriving++
 	p.mu.Unlock()
 }
 
@@ -157,8 +157,8 @@ func (p *slotPool) broadcast() {
 }
 
 // demand waits until slots are free beyond the jobs already waiting for
-// one or on their way to ask (arrive), and returns how many: what a puller may fetch without making a job
-// wait. It returns 0 once ctx has ended.
+// one or on their way to ask (arrive), and returns how many: what a puller
+// may fetch without making a job wait. It returns 0 once ctx has ended.
 func (p *slotPool) demand(ctx context.Context) int {
 	for {
 		if ctx.Err() != nil {

@@ -155,37 +155,39 @@ func (w *Worker) Run(ctx context.Context) error {
 // counts every BacklogInterval until ctx ends. Every worker of a pool
 // reports the same consumer: aggregate with max, not sum.
 func (w *Worker) reportBacklog(ctx context.Context, sources []*source) {
-	type laneKey struct {
-		model string
-		lane  schemas.Lane
+	type backlog struct {
+		pending, unacked uint64
+		failed           bool // a partial sum would under-report the lane
 	}
 	for {
 		// A lane's consumers (one per job stream) add up.
-		pending, unacked, failed := map[laneKey]uint64{}, map[laneKey]uint64{}, map[laneKey]bool{}
-		var order []laneKey
+		lanes := map[laneModel]*backlog{}
+		var order []laneModel
 		for _, src := range sources {
+			k := laneModel{src.lane, src.model}
+			b := lanes[k]
+			if b == nil {
+				b = &backlog{}
+				lanes[k] = b
+				order = append(order, k)
+			}
 			ictx, cancel := context.WithTimeout(ctx, provisionAttempt)
 			info, err := src.cons.Info(ictx)
 			cancel()
-			k := laneKey{src.model, src.lane}
 			if err != nil {
 				if ctx.Err() == nil {
 					w.log.Debug("reading the consumer backlog", "consumer", src.String(), "err", err)
 				}
-				failed[k] = true // a partial sum would under-report the lane
+				b.failed = true
 				continue
 			}
-			if _, seen := pending[k]; !seen {
-				order = append(order, k)
-			}
-			pending[k] += info.NumPending
-			unacked[k] += uint64(info.NumAckPending)
+			b.pending += info.NumPending
+			b.unacked += uint64(info.NumAckPending)
 		}
 		for _, k := range order {
-			if failed[k] {
-				continue
+			if b := lanes[k]; !b.failed {
+				w.obs.Backlog(k.model, k.lane.String(), b.pending, b.unacked)
 			}
-			w.obs.Backlog(k.model, k.lane.String(), pending[k], unacked[k])
 		}
 		if !sleep(ctx, w.cfg.BacklogInterval) {
 			return
