@@ -2,6 +2,7 @@ package scale
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -32,7 +33,7 @@ func startCluster(natsServer, dir string) (*cluster, error) {
 		p, err1 := natsembed.FreePort()
 		m, err2 := natsembed.FreePort()
 		cports[i], err = natsembed.FreePort()
-		if err := firstErr(err, err1, err2); err != nil {
+		if err := errors.Join(err, err1, err2); err != nil {
 			return nil, err
 		}
 		c.ports, c.mon = append(c.ports, p), append(c.mon, m)
@@ -81,15 +82,6 @@ cluster { name: rerank-scale, host: 127.0.0.1, port: %d, routes: [%s] }
 		}
 	}
 	return c, nil
-}
-
-func firstErr(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
 }
 
 func (c *cluster) urls() string {

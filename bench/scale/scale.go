@@ -280,13 +280,9 @@ func (b *bench) idle(ctx context.Context, out io.Writer, n int) error {
 	if err != nil {
 		return err
 	}
-	dt := z.at.Sub(a.at).Seconds()
-	var broker float64
-	for i := range z.tr.cpu {
-		broker += z.tr.cpu[i] - a.tr.cpu[i]
-	}
+	r := row("idle", n, a, z, nil, 0, 0)
 	fmt.Fprintf(out, "#   idle, %d workers: %.0f msgs/s, servers %.2f cores, workers %.2f cores\n",
-		n, (z.tr.msgs-a.tr.msgs)/dt, broker/dt, (z.workers-a.workers)/dt)
+		n, (z.tr.msgs-a.tr.msgs)/z.at.Sub(a.at).Seconds(), r.BrokerCores, r.WorkerCores)
 	return nil
 }
 

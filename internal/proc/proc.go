@@ -111,10 +111,6 @@ func (p *Proc) Exited() bool {
 	}
 }
 
-// Stopped reports whether Stop or Kill was called (an exit without it is
-// the process's own doing).
-func (p *Proc) Stopped() bool { return p.stopped }
-
 // Kill sends SIGKILL and waits until the process is gone.
 func (p *Proc) Kill() {
 	p.stopped = true
