@@ -8,9 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	iproc "github.com/rerank/rerank/internal/proc"
 )
 
 var (
@@ -43,14 +44,14 @@ type processCluster struct {
 	t     testing.TB
 	dir   string
 	ports []int
-	procs []*exec.Cmd
-	done  []chan struct{}
+	procs []*iproc.Proc
+	runs  []int // starts per node, to name each incarnation's log
 }
 
 func newProcessCluster(t testing.TB) *processCluster {
 	t.Helper()
 	natsServer(t)
-	c := &processCluster{t: t, dir: t.TempDir(), procs: make([]*exec.Cmd, 3), done: make([]chan struct{}, 3)}
+	c := &processCluster{t: t, dir: t.TempDir(), procs: make([]*iproc.Proc, 3), runs: make([]int, 3)}
 	var routes []string
 	cports := make([]int, 3)
 	for i := range 3 {
@@ -79,13 +80,7 @@ cluster { name: rerank-faults-crash, host: 127.0.0.1, port: %d, routes: [%s] }
 	t.Cleanup(func() {
 		for i, p := range c.procs {
 			if p != nil && !c.exited(i) {
-				p.Process.Signal(syscall.SIGTERM)
-				select {
-				case <-c.done[i]:
-				case <-time.After(30 * time.Second):
-					p.Process.Kill()
-					<-c.done[i]
-				}
+				p.Stop(30 * time.Second)
 			}
 		}
 	})
@@ -102,47 +97,23 @@ func (c *processCluster) url() string {
 	return strings.Join(u, ",")
 }
 
-func (c *processCluster) exited(i int) bool {
-	select {
-	case <-c.done[i]:
-		return true
-	default:
-		return false
-	}
-}
+func (c *processCluster) exited(i int) bool { return c.procs[i].Exited() }
 
 // down kills node i with SIGKILL: no shutdown, no leadership hand-over.
-func (c *processCluster) down(i int) {
-	c.procs[i].Process.Signal(syscall.SIGKILL)
-	<-c.done[i]
-}
+func (c *processCluster) down(i int) { c.procs[i].Kill() }
 
 // up starts node i and waits until it accepts connections. It may run on a
 // goroutine of its own, so it reports trouble with Error, not Fatal.
 func (c *processCluster) up(i int) {
 	name := fmt.Sprintf("n%d", i+1)
-	lf, err := os.OpenFile(filepath.Join(buildDir, "logs", sanitize(c.t.Name()), "nats-"+name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	c.runs[i]++
+	p, err := iproc.Start(iproc.Spec{Name: "nats-server " + name, Path: natsBin, Args: []string{"-c", filepath.Join(c.dir, name+".conf")},
+		Log: filepath.Join(buildDir, "logs", sanitize(c.t.Name()), fmt.Sprintf("nats-%s.%d.log", name, c.runs[i]))})
 	if err != nil {
-		if err := os.MkdirAll(filepath.Join(buildDir, "logs", sanitize(c.t.Name())), 0o755); err != nil {
-			c.t.Error(err)
-			return
-		}
-		lf, err = os.OpenFile(filepath.Join(buildDir, "logs", sanitize(c.t.Name()), "nats-"+name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			c.t.Error(err)
-			return
-		}
-	}
-	cmd := exec.Command(natsBin, "-c", filepath.Join(c.dir, name+".conf"))
-	cmd.Stdout, cmd.Stderr = lf, lf
-	if err := cmd.Start(); err != nil {
-		lf.Close()
 		c.t.Error(err)
 		return
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); lf.Close(); close(done) }()
-	c.procs[i], c.done[i] = cmd, done
+	c.procs[i] = p
 	ok := waitFor(30*time.Second, func() bool {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.ports[i]), time.Second)
 		if err == nil {
