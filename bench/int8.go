@@ -13,10 +13,9 @@ import (
 )
 
 // benchInt8 compares the int8 copy of the model (`rerank quantize`) with
-// the fp32 model on the same 1,000-candidate job: pairs/s through the
-// pipeline, interleaved, and the agreement of their scores. The int8 model
-// runs as served (one pair per run: batch-independent scores) and, as
-// int8_batched, in batches of 16 like fp32.
+// the fp32 model on the same 1,000-candidate job, both as a worker serves
+// them: pairs/s through the pipeline, interleaved, and the agreement of
+// their scores.
 func benchInt8(ctx context.Context, c config, rt *model.Runtime, m *model.Model, job *schemas.Job) error {
 	opts, err := c.options()
 	if err != nil {
@@ -27,22 +26,6 @@ func benchInt8(ctx context.Context, c config, rt *model.Runtime, m *model.Model,
 		return fmt.Errorf("loading the int8 model (make bench writes it with rerank quantize): %w", err)
 	}
 	defer q.Close()
-	// The same graph in batches like fp32's: faster, but a pair's scores
-	// then depend on its batch neighbours (one activation scale per batch).
-	bopts := opts
-	if bopts.MaxBatchSize <= 0 {
-		bopts.MaxBatchSize = model.DefaultMaxBatchSize
-	}
-	qb, err := rt.Load(c.int8Dir, bopts)
-	if err != nil {
-		return err
-	}
-	defer qb.Close()
-	pb, err := newPipeline(qb, pipeline.Config{MaxBatchDelay: -1})
-	if err != nil {
-		return err
-	}
-	defer pb.Close()
 	pf, err := newPipeline(m, pipeline.Config{MaxBatchDelay: -1})
 	if err != nil {
 		return err
@@ -54,7 +37,7 @@ func benchInt8(ctx context.Context, c config, rt *model.Runtime, m *model.Model,
 	}
 	defer pq.Close()
 	n := len(job.Candidates)
-	var scores [3][]float64
+	var scores [2][]float64
 	rerank := func(p *pipeline.Pipeline, side int) func() error {
 		return func() error {
 			res, err := p.Rerank(ctx, "bench", job, time.Time{})
@@ -68,11 +51,11 @@ func benchInt8(ctx context.Context, c config, rt *model.Runtime, m *model.Model,
 			return nil
 		}
 	}
-	pipes := []*pipeline.Pipeline{pf, pq, pb}
+	pipes := []*pipeline.Pipeline{pf, pq}
 	rates := make([][]float64, len(pipes))
 	for k := range c.runs {
-		// Rotate which side goes first, so none always follows another's
-		// warm caches.
+		// Alternate which side goes first, so neither always follows the
+		// other's warm caches.
 		for i := range pipes {
 			s := (i + k) % len(pipes)
 			r, err := measure(1, n, rerank(pipes[s], s))
@@ -82,7 +65,7 @@ func benchInt8(ctx context.Context, c config, rt *model.Runtime, m *model.Model,
 			rates[s] = append(rates[s], r)
 		}
 	}
-	fp, i8, i8b := rates[0], rates[1], rates[2]
+	fp, i8 := rates[0], rates[1]
 	ag, err := eval.Compare(scores[0], scores[1])
 	if err != nil {
 		return err
@@ -93,13 +76,6 @@ func benchInt8(ctx context.Context, c config, rt *model.Runtime, m *model.Model,
 	line("int8_kendall_tau", ag.Kendall, "tau")
 	line("int8_spearman", ag.Spearman, "rho")
 	line("int8_max_abs_diff", ag.MaxDiff, "score")
-	agb, err := eval.Compare(scores[0], scores[2])
-	if err != nil {
-		return err
-	}
-	line("int8_batched_pairs_per_s", median(i8b), "pairs/s")
-	line("int8_batched_vs_fp32", median(i8b)/median(fp), "ratio")
-	line("int8_batched_kendall_tau", agb.Kendall, "tau")
 	return nil
 }
 

@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -65,8 +66,15 @@ type Model struct {
 	activation Activation
 	// dynamicQuant: the graph quantizes its activations per batch tensor.
 	dynamicQuant bool
+	// mapped: onnxruntime maps the weights from the model file.
+	mapped bool
 
 	runs chan struct{} // semaphore over concurrent ORT runs
+
+	// observed are extra graph outputs handed to observe after each run
+	// (LoadObserved).
+	observed []string
+	observe  Observer
 
 	mu     sync.RWMutex // guards sess against Close during a run
 	sess   *ort.DynamicAdvancedSession
@@ -85,6 +93,39 @@ const (
 // rerank.json): it checks the graph's inputs and outputs against the BERT
 // cross-encoder interface and creates the session.
 func (r *Runtime) Load(dir string, opts Options) (*Model, error) {
+	return r.load(dir, nil, opts)
+}
+
+// Observer receives, after each run of a model loaded with LoadObserved,
+// the shape and values of one observed output (ORT's buffer: valid during
+// the call only).
+type Observer func(name string, shape []int64, values []float32)
+
+// LoadObserved opens the model directory dir like Load but runs graph, a
+// copy of dir's graph with more float outputs (quantize.Observe), in its
+// place, and hands observe the values of the outputs named in observed
+// after every run: a calibration run that scores as the model does. Runs
+// are one at a time, one pair each (no padding rows among the values);
+// observe needs no locking.
+func (r *Runtime) LoadObserved(dir string, graph []byte, observed []string, opts Options, observe Observer) (*Model, error) {
+	if len(graph) == 0 || observe == nil {
+		return nil, errors.New("loading an observed model: no graph or no observer")
+	}
+	opts.ConcurrentRuns, opts.MaxBatchSize = 1, 1
+	m, err := r.load(dir, &observedGraph{graph, observed, observe}, opts)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+type observedGraph struct {
+	data    []byte
+	outputs []string
+	observe Observer
+}
+
+func (r *Runtime) load(dir string, og *observedGraph, opts Options) (*Model, error) {
 	cfg, err := ReadConfig(dir)
 	if err != nil {
 		return nil, fmt.Errorf("loading model %s: %w", dir, err)
@@ -106,8 +147,7 @@ func (r *Runtime) Load(dir string, opts Options) (*Model, error) {
 	}
 	if info.dynamicQuant && opts.MaxBatchSize <= 0 {
 		// One activation scale per batch tensor: scored one pair per run,
-		// a pair's score never depends on the pairs it arrived with (on
-		// CPU, as fast as batches: BENCHMARKS.md).
+		// a pair's score never depends on the pairs it arrived with.
 		opts.MaxBatchSize = 1
 	}
 	m := &Model{dir: dir, cfg: cfg, opts: opts.withDefaults(), tok: tok, positions: info.positions, dynamicQuant: info.dynamicQuant}
@@ -126,7 +166,12 @@ func (r *Runtime) Load(dir string, opts Options) (*Model, error) {
 		return nil, fmt.Errorf("loading model %s: %w", path, err)
 	}
 	defer so.Destroy()
-	m.sess, err = ort.NewDynamicAdvancedSession(path, m.inputs, []string{m.output}, so)
+	if og == nil {
+		m.sess, m.mapped, err = newSession(path, m.inputs, []string{m.output}, m.opts, so)
+	} else {
+		m.observed, m.observe = og.outputs, og.observe
+		m.sess, err = ort.NewDynamicAdvancedSessionWithONNXData(og.data, m.inputs, append([]string{m.output}, og.outputs...), so)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("loading model %s: creating session: %w", path, err)
 	}
@@ -263,6 +308,10 @@ func (m *Model) Positions() int { return m.positions }
 // at run time with one scale per tensor (an int8 export). Unless
 // Options.MaxBatchSize says otherwise, such a model scores one pair per run.
 func (m *Model) DynamicallyQuantized() bool { return m.dynamicQuant }
+
+// WeightsMapped reports whether onnxruntime maps the model's weights from
+// its file rather than holding a copy (Options.ReadWeights).
+func (m *Model) WeightsMapped() bool { return m.mapped }
 
 // Dir is the model directory.
 func (m *Model) Dir() string { return m.dir }
@@ -443,11 +492,24 @@ func (m *Model) runBatch(ctx context.Context, encs []Encoding, idx []int, scores
 	if m.closed {
 		return ErrClosed
 	}
-	outputs := []ort.Value{nil}
+	outputs := make([]ort.Value, 1+len(m.observed))
 	if err := m.sess.Run(inputs, outputs); err != nil {
 		return fmt.Errorf("running model %s on a batch of %d×%d: %w", m.cfg.Name, len(idx), seq, err)
 	}
-	defer outputs[0].Destroy()
+	defer func() {
+		for _, v := range outputs {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+	}()
+	for k, name := range m.observed {
+		t, ok := outputs[1+k].(*ort.Tensor[float32])
+		if !ok {
+			return fmt.Errorf("%w: observed output %q is not a float32 tensor", ErrModelMismatch, name)
+		}
+		m.observe(name, t.GetShape(), t.GetData())
+	}
 	out, ok := outputs[0].(*ort.Tensor[float32])
 	if !ok {
 		return fmt.Errorf("%w: output %q is not a float32 tensor", ErrModelMismatch, m.output)

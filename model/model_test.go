@@ -508,3 +508,27 @@ func TestExportDirectoryWithoutRerankJSON(t *testing.T) {
 		t.Fatalf("max_length over the positions: %v", err)
 	}
 }
+
+// TestMappedWeightsScoreTheSame: a model whose weights onnxruntime maps
+// from the file (the default) scores every pair bit for bit as one whose
+// weights it reads.
+func TestMappedWeightsScoreTheSame(t *testing.T) {
+	mapped, read := load(t, model.Options{}), load(t, model.Options{ReadWeights: true})
+	if !mapped.WeightsMapped() || read.WeightsMapped() {
+		t.Fatalf("weights mapped: %v by default, %v with ReadWeights", mapped.WeightsMapped(), read.WeightsMapped())
+	}
+	pairs := mixedPairs(24, 11)
+	a, _, err := mapped.Score(context.Background(), pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := read.Score(context.Background(), pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("pair %d: %v mapped, %v read", i, a[i], b[i])
+		}
+	}
+}

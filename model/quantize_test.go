@@ -3,27 +3,46 @@ package model_test
 import (
 	"context"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/rerank/rerank/eval"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/quantize"
+	"github.com/rerank/rerank/model/quantize/calibrate"
 )
 
 // TestQuantizedModelServes: `rerank quantize`'s output loads like any model
 // directory, scores close to its fp32 original, and scores a pair the same
-// whatever else is in its call (one pair per run, since the graph quantizes
-// activations per batch tensor). A transformers.js-style directory with only
-// onnx/model_quantized.onnx loads as it is.
+// whatever else is in its call: static int8 (calibrated) in batches like
+// fp32, per-batch int8 one pair per run. A transformers.js-style directory
+// with only onnx/model_quantized.onnx loads as it is.
 func TestQuantizedModelServes(t *testing.T) {
 	rt, tiny := fixture(t)
+	for _, acts := range []quantize.Activations{quantize.Static, quantize.PerBatch} {
+		t.Run(string(acts), func(t *testing.T) { testQuantizedModelServes(t, rt, tiny, acts) })
+	}
+}
+
+func testQuantizedModelServes(t *testing.T, rt *model.Runtime, tiny string, acts quantize.Activations) {
+	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "int8")
-	rep, info, err := quantize.Dir(tiny, dir, quantize.DefaultOptions())
+	opts := quantize.DefaultOptions()
+	opts.Activations = acts
+	if acts == quantize.Static {
+		job := eval.SyntheticJob(rand.New(rand.NewPCG(3, 3)), "calibration", 30, 40)
+		var err error
+		if opts.Ranges, err = calibrate.Ranges(ctx, rt, tiny, opts, model.Options{}, job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, info, err := quantize.Dir(tiny, dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Quantized) != 12 || info.Type != "int8-dynamic" || info.SourceSHA == "" {
+	if len(rep.Quantized) != 12 || info.Type != "int8" || info.Activations != acts || info.SourceSHA == "" {
 		t.Fatalf("report %+v, info %+v", rep, info)
 	}
 	q, err := rt.Load(dir, model.Options{})
@@ -31,14 +50,14 @@ func TestQuantizedModelServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	if !q.DynamicallyQuantized() || q.Options().MaxBatchSize != 1 {
+	perBatch := acts == quantize.PerBatch
+	if q.DynamicallyQuantized() != perBatch || perBatch != (q.Options().MaxBatchSize == 1) {
 		t.Fatalf("dynamically quantized %v, max batch size %d", q.DynamicallyQuantized(), q.Options().MaxBatchSize)
 	}
 	fp := load(t, model.Options{})
 	if fp.DynamicallyQuantized() || fp.Options().MaxBatchSize != model.DefaultMaxBatchSize {
 		t.Fatal("the fp32 model is taken for a quantized one")
 	}
-	ctx := context.Background()
 	pairs := mixedPairs(40, 5)
 	want, _, err := fp.Score(ctx, pairs)
 	if err != nil {
@@ -48,8 +67,8 @@ func TestQuantizedModelServes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Batches != 40 {
-		t.Fatalf("%d runs for 40 pairs, want one each", st.Batches)
+	if perBatch && st.Batches != 40 || !perBatch && st.Batches > 4 {
+		t.Fatalf("%d runs for 40 pairs (per batch: one each; static: batches of 16)", st.Batches)
 	}
 	var maxDiff, spread float64
 	for i := range got {
@@ -63,12 +82,17 @@ func TestQuantizedModelServes(t *testing.T) {
 			t.Errorf("pair %d: alone %v, among 40 %v", i, alone[0], got[i])
 		}
 	}
+	t.Logf("max |int8 − fp32| %.4g, score spread %.4g", maxDiff, spread)
 	// int8 is close to fp32: within a tenth of the scores' spread.
 	if maxDiff > spread/10 || maxDiff == 0 {
 		t.Fatalf("max |int8 − fp32| = %g for a score spread of %g", maxDiff, spread)
 	}
 
-	// transformers.js layout: onnx/model_quantized.onnx and the tokenizer.
+	if !perBatch {
+		return
+	}
+	// transformers.js layout: onnx/model_quantized.onnx and the tokenizer
+	// (its int8 graphs are quantize_dynamic's, per batch).
 	js := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(js, "onnx"), 0o755); err != nil {
 		t.Fatal(err)

@@ -378,6 +378,24 @@ func TestSimulatedModelServes(t *testing.T) {
 	}
 }
 
+// TestQuantizeRefusesBadFlags: usage errors exit 2 before anything is
+// written.
+func TestQuantizeRefusesBadFlags(t *testing.T) {
+	_, tiny := binary(t)
+	for _, args := range [][]string{
+		{"--smooth", "2"},
+		{"--activations", "per-token"},
+		{"--calibration", filepath.Join(t.TempDir(), "missing.json")},
+		{"--calibration-candidates", "0"},
+	} {
+		out := filepath.Join(t.TempDir(), "int8")
+		r := runCmd(t, "", append([]string{"quantize", "--in", tiny, "--out", out}, args...)...)
+		if _, err := os.Stat(out); r.code != 2 || err == nil {
+			t.Errorf("%q: %+v (output written: %v)", args, r, err == nil)
+		}
+	}
+}
+
 // TestQuantizedModelServesLikeFP32: `rerank quantize` writes a model
 // directory that a worker serves through NATS like the fp32 one: the same
 // candidates, well-formed results, and agreement printed on the way.
@@ -389,9 +407,9 @@ func TestQuantizedModelServesLikeFP32(t *testing.T) {
 		t.Fatalf("quantize: %+v", r)
 	}
 	var cfg struct {
-		Quantization struct{ Type, Source string } `json:"quantization"`
+		Quantization struct{ Type, Source, Activations, Calibration string } `json:"quantization"`
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "rerank.json")); err != nil || json.Unmarshal(b, &cfg) != nil || cfg.Quantization.Type != "int8-dynamic" {
+	if b, err := os.ReadFile(filepath.Join(dir, "rerank.json")); err != nil || json.Unmarshal(b, &cfg) != nil || cfg.Quantization.Type != "int8" || cfg.Quantization.Activations != "static" || !strings.Contains(cfg.Quantization.Calibration, "100 candidates") {
 		t.Fatalf("rerank.json: %v %+v", err, cfg)
 	}
 	// A second quantization of the output is refused.

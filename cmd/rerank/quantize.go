@@ -10,16 +10,22 @@ import (
 	"time"
 
 	"github.com/rerank/rerank/eval"
+	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/quantize"
+	"github.com/rerank/rerank/model/quantize/calibrate"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
 )
 
 func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("quantize", "--in DIR --out DIR [flags] (dynamic int8 quantization of a model directory, then an agreement check against it)", stderr)
+	fs := newFlags("quantize", "--in DIR --out DIR [flags] (int8 quantization of a model directory, calibrated on a job, then an agreement check against it)", stderr)
 	in := fs.String("in", "", "fp32 model directory (an ONNX export)")
 	out := fs.String("out", "", "model directory to write (model.onnx, the tokenizer and configs, rerank.json)")
 	gran := fs.String("granularity", string(quantize.PerChannel), "weight scales: per-channel (one per output column) or per-tensor")
+	acts := fs.String("activations", string(quantize.Static), "activation ranges: static (calibrated on a job before: batch-independent scores, served in batches) or per-batch (computed per run's tensor: no calibration, served one pair per run)")
+	calib := fs.String("calibration", "", "job (JSON or msgpack file) to calibrate static activation ranges on, as your traffic looks (default: a built-in synthetic job)")
+	calibN := fs.Int("calibration-candidates", 100, "candidates of the built-in calibration job")
+	smooth := fs.Float64("smooth", quantize.DefaultSmooth, "with static activations, move this share (0–1) of each activation channel's range into the weights (SmoothQuant's α; 0: off)")
 	ops := fs.String("ops", "MatMul,Gemm", "operators whose constant weights are quantized")
 	exclude := fs.String("exclude", quantize.DefaultExclude, "keep nodes whose name matches this regular expression in fp32 (empty: none)")
 	edges := fs.Bool("keep-edge-layers", false, "keep the first and last encoder layers in fp32")
@@ -34,7 +40,7 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	if *in == "" || *out == "" {
 		return &exitError{2, fmt.Errorf("--in and --out are required")}
 	}
-	opts := quantize.Options{Granularity: quantize.Granularity(*gran), KeepEdgeLayers: *edges, MinColumns: *minCols}
+	opts := quantize.Options{Granularity: quantize.Granularity(*gran), Activations: quantize.Activations(*acts), Smooth: *smooth, KeepEdgeLayers: *edges, MinColumns: *minCols}
 	for _, op := range strings.Split(*ops, ",") {
 		if op = strings.TrimSpace(op); op != "" {
 			opts.OpTypes = append(opts.OpTypes, op)
@@ -51,12 +57,41 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 		return &exitError{2, err}
 	}
 	start := time.Now()
+	// The runtime stays open for the calibration and the agreement check.
+	rt, err := model.OpenRuntime(mf.ortLib)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	if opts.Activations == quantize.Static {
+		job, src := (*schemas.Job)(nil), "built-in synthetic job"
+		if *calib != "" {
+			if job, err = readJobFile(*calib, "calibration"); err != nil {
+				return err
+			}
+			src = *calib
+		} else {
+			if *calibN < 1 {
+				return &exitError{2, fmt.Errorf("--calibration-candidates %d: want at least 1", *calibN)}
+			}
+			// Not the check job's seed: agreement is measured on other pairs.
+			job = eval.SyntheticJob(rand.New(rand.NewPCG(11, 11)), "quantize-calibration", *calibN, 60)
+		}
+		mopts, err := mf.options(1)
+		if err != nil {
+			return &exitError{2, err}
+		}
+		if opts.Ranges, err = calibrate.Ranges(ctx, rt, *in, opts, mopts, job); err != nil {
+			return err
+		}
+		opts.Calibration = fmt.Sprintf("%s, %d candidates", src, len(job.Candidates))
+	}
 	rep, _, err := quantize.Dir(*in, *out, opts)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "quantized %d nodes to int8 (%s), kept %d in fp32; weights %.1f MB → %.1f MB; wrote %s in %s\n",
-		len(rep.Quantized), opts.Granularity, len(rep.Kept), float64(rep.WeightBytes[0])/1e6, float64(rep.WeightBytes[1])/1e6,
+	fmt.Fprintf(stdout, "quantized %d nodes to int8 (%s weights, %s activations), kept %d in fp32; weights %.1f MB → %.1f MB; wrote %s in %s\n",
+		len(rep.Quantized), opts.Granularity, opts.Activations, len(rep.Kept), float64(rep.WeightBytes[0])/1e6, float64(rep.WeightBytes[1])/1e6,
 		*out, time.Since(start).Round(time.Millisecond))
 	for _, k := range rep.Kept {
 		fmt.Fprintf(stdout, "  fp32: %s\n", k)
@@ -65,12 +100,8 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	var job *schemas.Job
 	switch {
 	case *check != "":
-		data, src, err := readInput([]string{*check}, nil)
-		if err != nil {
-			return &exitError{2, fmt.Errorf("reading the check job: %w", err)}
-		}
-		if job, _, err = decodeJobInput(data, schemas.Limits{}); err != nil {
-			return codedExit(fmt.Errorf("check job from %s: %w", src, err))
+		if job, err = readJobFile(*check, "check"); err != nil {
+			return err
 		}
 	case *checkN > 0:
 		job = eval.SyntheticJob(rand.New(rand.NewPCG(7, 7)), "quantize-check", *checkN, 60)
@@ -84,6 +115,19 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fmt.Fprintf(stdout, "agreement with fp32 on %d candidates: spearman %.4f, kendall_tau %.4f, max_abs_diff %.3g, top10 overlap %d/10\n",
 		ag.N, ag.Spearman, ag.Kendall, ag.MaxDiff, ag.TopKSame)
 	return nil
+}
+
+// readJobFile reads the job in file (JSON or msgpack) for what.
+func readJobFile(file, what string) (*schemas.Job, error) {
+	data, src, err := readInput([]string{file}, nil)
+	if err != nil {
+		return nil, &exitError{2, fmt.Errorf("reading the %s job: %w", what, err)}
+	}
+	job, _, err := decodeJobInput(data, schemas.Limits{})
+	if err != nil {
+		return nil, codedExit(fmt.Errorf("%s job from %s: %w", what, src, err))
+	}
+	return job, nil
 }
 
 // checkAgreement scores job with both models and compares the scores.

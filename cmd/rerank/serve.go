@@ -277,7 +277,13 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if models.rt == nil {
 		log.Warn("--test-simulated-model is set: serving simulated models that wait instead of scoring (scale tests only)", "models", testSimulated.values)
 	} else {
-		log.Info("models loaded", "models", names, "onnxruntime", models.rt.Version(), "device", mf.device)
+		mapped := 0
+		for _, m := range models.models {
+			if m.WeightsMapped() {
+				mapped++
+			}
+		}
+		log.Info("models loaded", "models", names, "onnxruntime", models.rt.Version(), "device", mf.device, "weights_mapped", fmt.Sprintf("%d/%d", mapped, len(models.models)))
 	}
 
 	var nc *nats.Conn // set below; the metrics read its state

@@ -17,14 +17,17 @@ const (
 	modelFile     = "model.onnx"
 	exportFile    = "onnx/model.onnx"
 	rerankFile    = "rerank.json"
-	quantizedName = "int8-dynamic"
+	quantizedName = "int8"
 )
 
 // Info is what Dir records under "quantization" in the rerank.json it
 // writes.
 type Info struct {
-	Type        string      `json:"type"` // "int8-dynamic"
+	Type        string      `json:"type"` // "int8"
 	Granularity Granularity `json:"granularity"`
+	Activations Activations `json:"activations"`
+	Calibration string      `json:"calibration,omitempty"` // what the static ranges were measured on
+	Smooth      float64     `json:"smooth,omitempty"`
 	OpTypes     []string    `json:"op_types"`
 	Exclude     string      `json:"exclude,omitempty"`
 	EdgeLayers  bool        `json:"edge_layers_fp32,omitempty"`
@@ -52,17 +55,9 @@ func Dir(in, out string, opts Options) (Report, Info, error) {
 	if src == dst {
 		return Report{}, info, errors.New("quantize: the output directory is the input directory")
 	}
-	settings, err := readSettings(in)
+	data, graphRel, settings, err := readGraph(in)
 	if err != nil {
 		return Report{}, info, err
-	}
-	graphRel, err := sourceGraph(in, settings)
-	if err != nil {
-		return Report{}, info, err
-	}
-	data, err := os.ReadFile(filepath.Join(in, graphRel))
-	if err != nil {
-		return Report{}, info, fmt.Errorf("quantize: reading the graph: %w", err)
 	}
 	q, rep, err := Graph(data, opts)
 	if err != nil {
@@ -72,7 +67,11 @@ func Dir(in, out string, opts Options) (Report, Info, error) {
 		return rep, info, fmt.Errorf("quantize: %s: %w: no weight MatMul or Gemm to quantize", graphRel, ErrUnsupported)
 	}
 	sum := sha256.Sum256(data)
-	info = Info{Type: quantizedName, Granularity: opts.Granularity, OpTypes: opts.OpTypes, EdgeLayers: opts.KeepEdgeLayers,
+	smooth := opts.Smooth
+	if opts.Activations != Static {
+		smooth = 0
+	}
+	info = Info{Type: quantizedName, Granularity: opts.Granularity, Activations: opts.Activations, Calibration: opts.Calibration, Smooth: smooth, OpTypes: opts.OpTypes, EdgeLayers: opts.KeepEdgeLayers,
 		Quantized: len(rep.Quantized), Source: in, SourceGraph: filepath.ToSlash(graphRel), SourceSHA: hex.EncodeToString(sum[:])}
 	if opts.Exclude != nil {
 		info.Exclude = opts.Exclude.String()
@@ -93,6 +92,29 @@ func Dir(in, out string, opts Options) (Report, Info, error) {
 		return rep, info, err
 	}
 	return rep, info, writeAtomic(filepath.Join(out, rerankFile), append(js, '\n'))
+}
+
+// ReadGraph returns the fp32 graph of model directory dir (the one Dir
+// quantizes) and its path relative to dir.
+func ReadGraph(dir string) ([]byte, string, error) {
+	data, rel, _, err := readGraph(dir)
+	return data, rel, err
+}
+
+func readGraph(dir string) ([]byte, string, map[string]any, error) {
+	settings, err := readSettings(dir)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	rel, err := sourceGraph(dir, settings)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(dir, rel))
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("quantize: reading the graph: %w", err)
+	}
+	return data, rel, settings, nil
 }
 
 // readSettings reads in's rerank.json as a generic object ({} when absent).

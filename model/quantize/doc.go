@@ -1,10 +1,16 @@
-// Package quantize rewrites an exported BERT-family ONNX model into a
-// dynamically quantized int8 one: every selected weight MatMul (and Gemm)
-// becomes DynamicQuantizeLinear → MatMulInteger → Cast → Mul, the operator
-// form that ONNX Runtime's CPU provider fuses into DynamicQuantizeMatMul and
-// runs with VNNI on CPUs that have it. Weights are stored as int8 with
-// symmetric per-output-channel (or per-tensor) scales; activations are
-// quantized at run time, per tensor, to uint8.
+// Package quantize rewrites an exported BERT-family ONNX model into an int8
+// one: every selected weight MatMul (and Gemm) becomes an integer product
+// of uint8 activations and int8 weights (symmetric, per output channel or
+// per tensor) that ONNX Runtime's CPU provider runs with VNNI on CPUs that
+// have it, its bias folded in.
+//
+// Activations are quantized either with static ranges measured beforehand
+// on a calibration job (Static, the default: QuantizeLinear with constant
+// scales → MatMulIntegerToFloat; batch-independent scores, with per-channel
+// smoothing and bias correction from the same calibration) or per run's
+// tensor at run time (PerBatch: onnxruntime's quantize_dynamic form,
+// DynamicQuantizeMatMul). Observe writes the calibration graph;
+// model/quantize/calibrate runs it.
 //
 // It is an offline tool (`rerank quantize`): the runtime loads a quantized
 // model directory like any other. It owns the graph rewrite and the model

@@ -3,8 +3,11 @@ package quantize
 import (
 	"bytes"
 	"errors"
+	"maps"
 	"math"
+	"math/rand/v2"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -61,65 +64,257 @@ func tinyONNX(t testing.TB) []byte {
 	return b.Bytes()
 }
 
-func TestGraphQuantizesTheEncoderAndKeepsTheHead(t *testing.T) {
-	in := tinyONNX(t)
-	before, _, _ := graphOps(t, in)
-	out, rep, err := Graph(in, DefaultOptions())
+// calibrated returns opts with made-up ranges for every activation Graph
+// quantizes in model: [-4, 4], channel ranges and means included.
+func calibrated(t testing.TB, model []byte, opts Options) Options {
+	t.Helper()
+	_, names, err := Observe(model, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	after, nodes, inits := graphOps(t, out)
-	// 2 layers × (query, key, value, attention output, intermediate, output).
-	if len(rep.Quantized) != 12 {
-		t.Fatalf("quantized %d nodes: %q", len(rep.Quantized), rep.Quantized)
+	_, nodes, inits := graphOps(t, model)
+	opts.Ranges = map[string]Range{}
+	for _, n := range names {
+		k := 0 // the channels: the input size of a weight that reads n
+		for _, nd := range nodes {
+			if w := inits[nd.inputs[min(1, len(nd.inputs)-1)]]; nd.opType == "MatMul" && nd.inputs[0] == n && w != nil {
+				k = int(w.dims[0])
+			}
+		}
+		r := Range{Min: -4, Max: 4, Rows: 10}
+		for c := range k {
+			r.ChannelMin = append(r.ChannelMin, -1-float32(c%3))
+			r.ChannelMax = append(r.ChannelMax, 1+float32(c%4))
+			r.ChannelMean = append(r.ChannelMean, 0.1*float64(c%5))
+		}
+		opts.Ranges[n] = r
 	}
-	if len(rep.Kept) != 2 || !strings.Contains(rep.Kept[0], "pooler") || !strings.Contains(rep.Kept[1], "classifier") {
-		t.Fatalf("kept %q", rep.Kept)
-	}
-	// Query, key and value share one DynamicQuantizeLinear per layer; the
-	// other three quantize their own input; every bias Add is folded.
-	want := map[string]int{
-		"com.microsoft:MatMulIntegerToFloat":  6,
-		"com.microsoft:DynamicQuantizeMatMul": 6,
-		":DynamicQuantizeLinear":              2,
-		":MatMul":                             before[":MatMul"] - 12,
-		":Add":                                before[":Add"] - 12,
-	}
-	for op, n := range want {
-		if after[op] != n {
-			t.Errorf("%s: %d nodes, want %d (before %v, after %v)", op, after[op], n, before, after)
-		}
-	}
-	// No float weight of a quantized node is left; int8 weights with one
-	// scale per output column take their place.
-	for _, n := range nodes {
-		if n.domain != domainMicrosoft {
-			continue
-		}
-		wq := inits[n.inputs[1]]
-		if wq == nil || wq.dataType != onnxpb.DataTypeInt8 || len(wq.dims) != 2 {
-			t.Fatalf("%s: weight %q is %+v", n.name, n.inputs[1], wq)
-		}
-		scaleAt := 2
-		if n.opType == "MatMulIntegerToFloat" {
-			scaleAt = 3
-		}
-		if s := inits[n.inputs[scaleAt]]; s == nil || len(s.dims) != 1 || s.dims[0] != wq.dims[1] {
-			t.Fatalf("%s: scale %+v for weight dims %v", n.name, s, wq.dims)
-		}
-		if !strings.HasSuffix(n.inputs[len(n.inputs)-1], ".bias") {
-			t.Errorf("%s: inputs %q: the bias was not folded", n.name, n.inputs)
-		}
-	}
-	for name, tn := range inits {
-		if strings.HasSuffix(name, ".weight") && strings.Contains(name, "encoder") && tn.dataType == onnxpb.DataTypeFloat && len(tn.dims) == 2 {
-			t.Errorf("fp32 weight %s still in the graph", name)
-		}
-	}
-	if rep.WeightBytes[1]*3 > rep.WeightBytes[0] || len(out) >= len(in) {
-		t.Errorf("weights %d → %d bytes, model %d → %d", rep.WeightBytes[0], rep.WeightBytes[1], len(in), len(out))
+	return opts
+}
+
+func TestGraphQuantizesTheEncoderAndKeepsTheHead(t *testing.T) {
+	in := tinyONNX(t)
+	before, _, _ := graphOps(t, in)
+	for _, tc := range []struct {
+		acts Activations
+		want map[string]int
+		bias string // suffix of every quantized node's bias input
+	}{
+		// Query, key and value share one DynamicQuantizeLinear per layer;
+		// the other three quantize their own input; every bias Add is
+		// folded.
+		{PerBatch, map[string]int{
+			"com.microsoft:MatMulIntegerToFloat":  6,
+			"com.microsoft:DynamicQuantizeMatMul": 6,
+			":DynamicQuantizeLinear":              2,
+			":QuantizeLinear":                     0,
+			":MatMul":                             before[":MatMul"] - 12,
+			":Add":                                before[":Add"] - 12,
+			":Mul":                                before[":Mul"],
+		}, ".bias"},
+		// One smoothing Mul and one QuantizeLinear per distinct input (4 a
+		// layer); every bias is replaced by its corrected copy.
+		{Static, map[string]int{
+			"com.microsoft:MatMulIntegerToFloat":  12,
+			"com.microsoft:DynamicQuantizeMatMul": 0,
+			":DynamicQuantizeLinear":              0,
+			":QuantizeLinear":                     8,
+			":MatMul":                             before[":MatMul"] - 12,
+			":Add":                                before[":Add"] - 12,
+			":Mul":                                before[":Mul"] + 8,
+		}, "_bias_corrected"},
+	} {
+		t.Run(string(tc.acts), func(t *testing.T) {
+			opts := DefaultOptions()
+			opts.Activations = tc.acts
+			if tc.acts == Static {
+				opts = calibrated(t, in, opts)
+			}
+			out, rep, err := Graph(in, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, nodes, inits := graphOps(t, out)
+			// 2 layers × (query, key, value, attention output, intermediate, output).
+			if len(rep.Quantized) != 12 {
+				t.Fatalf("quantized %d nodes: %q", len(rep.Quantized), rep.Quantized)
+			}
+			if len(rep.Kept) != 2 || !strings.Contains(rep.Kept[0], "pooler") || !strings.Contains(rep.Kept[1], "classifier") {
+				t.Fatalf("kept %q", rep.Kept)
+			}
+			for op, n := range tc.want {
+				if after[op] != n {
+					t.Errorf("%s: %d nodes, want %d (before %v, after %v)", op, after[op], n, before, after)
+				}
+			}
+			// No float weight of a quantized node is left; int8 weights with
+			// one scale per output column take their place.
+			for _, n := range nodes {
+				if n.domain != domainMicrosoft {
+					continue
+				}
+				wq := inits[n.inputs[1]]
+				if wq == nil || wq.dataType != onnxpb.DataTypeInt8 || len(wq.dims) != 2 {
+					t.Fatalf("%s: weight %q is %+v", n.name, n.inputs[1], wq)
+				}
+				scaleAt := 2
+				if n.opType == "MatMulIntegerToFloat" {
+					scaleAt = 3
+				}
+				if s := inits[n.inputs[scaleAt]]; s == nil || len(s.dims) != 1 || s.dims[0] != wq.dims[1] {
+					t.Fatalf("%s: scale %+v for weight dims %v", n.name, s, wq.dims)
+				}
+				if !strings.HasSuffix(n.inputs[len(n.inputs)-1], tc.bias) {
+					t.Errorf("%s: inputs %q: the bias was not folded", n.name, n.inputs)
+				}
+				if tc.acts == Static {
+					// The activation's scale and zero point are constants.
+					if s, z := inits[n.inputs[2]], inits[n.inputs[4]]; s == nil || z == nil || z.dataType != onnxpb.DataTypeUint8 {
+						t.Errorf("%s: activation scale %+v, zero point %+v", n.name, s, z)
+					}
+				}
+			}
+			for name, tn := range inits {
+				if strings.HasSuffix(name, ".weight") && strings.Contains(name, "encoder") && tn.dataType == onnxpb.DataTypeFloat && len(tn.dims) == 2 {
+					t.Errorf("fp32 weight %s still in the graph", name)
+				}
+			}
+			if rep.WeightBytes[1]*3 > rep.WeightBytes[0] || len(out) >= len(in) {
+				t.Errorf("weights %d → %d bytes, model %d → %d", rep.WeightBytes[0], rep.WeightBytes[1], len(in), len(out))
+			}
+		})
 	}
 }
+
+// TestObserveAddsTheQuantizedInputsAsOutputs: the calibration graph is the
+// model with the inputs of the nodes Graph quantizes (4 distinct ones a
+// layer) added to its outputs, typed float; nothing else changes.
+func TestObserveAddsTheQuantizedInputsAsOutputs(t *testing.T) {
+	in := tinyONNX(t)
+	out, names, err := Observe(in, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 8 || names[0] != "/bert/embeddings/LayerNorm/LayerNormalization_output_0" {
+		t.Fatalf("names %q", names)
+	}
+	outputs := func(model []byte) []string {
+		top, _ := fields(model)
+		var got []string
+		for _, f := range top {
+			if f.Num != onnxpb.ModelGraph {
+				continue
+			}
+			gf, _ := fields(f.Val)
+			for _, g := range gf {
+				if g.Num != onnxpb.GraphOutput {
+					continue
+				}
+				vf, _ := fields(g.Val)
+				for _, v := range vf {
+					if v.Num == onnxpb.ValueInfoName {
+						got = append(got, string(v.Val))
+					}
+				}
+			}
+		}
+		return got
+	}
+	if got := outputs(out); !slices.Equal(got, append(outputs(in), names...)) {
+		t.Fatalf("outputs %q", got)
+	}
+	b, _, _ := graphOps(t, in)
+	a, _, _ := graphOps(t, out)
+	if !maps.Equal(a, b) || len(out) <= len(in) {
+		t.Fatalf("ops %v → %v", b, a)
+	}
+	// Static quantization needs every one of them.
+	opts := calibrated(t, in, DefaultOptions())
+	delete(opts.Ranges, names[3])
+	if _, _, err := Graph(in, opts); !errors.Is(err, ErrUncalibrated) || !strings.Contains(err.Error(), names[3]) {
+		t.Fatalf("err = %v, want %v for %q", err, ErrUncalibrated, names[3])
+	}
+}
+
+func TestActivationParams(t *testing.T) {
+	for _, tc := range []struct {
+		rg    Range
+		scale float32
+		zp    byte
+	}{
+		{Range{Min: -1, Max: 3}, 4.0 / 255, 64},   // zero at 63.75 → 64
+		{Range{Min: 0.5, Max: 2}, 2.0 / 255, 0},   // widened to hold zero
+		{Range{Min: -2, Max: -1}, 2.0 / 255, 255}, // all negative
+		{Range{Min: 0, Max: 0}, 1, 0},
+		{Range{Min: float32(math.NaN()), Max: 1}, 1, 0},
+		{Range{Min: float32(math.Inf(-1)), Max: 1}, 1, 0},
+	} {
+		scale, zp := activationParams(tc.rg)
+		if math.Abs(float64(scale-tc.scale)) > 1e-7 || zp != tc.zp {
+			t.Errorf("%+v: scale %v, zero point %d; want %v, %d", tc.rg, scale, zp, tc.scale, tc.zp)
+		}
+	}
+}
+
+// TestBiasCorrectionRestoresTheMeanOutput: over rows whose channel means
+// are the calibration's, the int8 weight's product plus the corrected bias
+// has the fp32 product's mean, column by column, with or without
+// smoothing; without the correction it does not.
+func TestBiasCorrectionRestoresTheMeanOutput(t *testing.T) {
+	const rows, cols, n = 24, 6, 50
+	r := rand.New(rand.NewPCG(1, 2))
+	w := make([]float32, rows*cols)
+	for i := range w {
+		w[i] = float32(r.NormFloat64())
+	}
+	x := make([][]float64, n) // activations with nonzero channel means
+	mean := make([]float64, rows)
+	for i := range x {
+		x[i] = make([]float64, rows)
+		for k := range rows {
+			x[i][k] = r.NormFloat64() + float64(k%4)
+			mean[k] += x[i][k] / n
+		}
+	}
+	for _, smooth := range [][]float64{nil, func() []float64 {
+		s := make([]float64, rows)
+		for k := range s {
+			s[k] = 0.5 + float64(k%3)
+		}
+		return s
+	}()} {
+		ws := slices.Clone(w)
+		for i := range ws {
+			if smooth != nil {
+				ws[i] *= float32(smooth[i/cols])
+			}
+		}
+		wq, scales := quantizeWeight(ws, rows, cols, PerChannel)
+		corr := biasCorrection(ws, wq, scales, rows, cols, mean, smooth)
+		for c := range cols {
+			var exact, int8, plain float64
+			for _, row := range x {
+				for k := range rows {
+					xs := row[k]
+					if smooth != nil {
+						xs /= smooth[k]
+					}
+					exact += xs * float64(ws[k*cols+c])
+					int8 += xs * float64(int8Of(wq[k*cols+c])) * float64(scales[c])
+				}
+			}
+			exact, plain = exact/n, int8/n
+			if got := plain + float64(corr[c]); math.Abs(got-exact) > 1e-4 {
+				t.Errorf("smooth %v, column %d: corrected mean %v, fp32 %v", smooth != nil, c, got, exact)
+			}
+			if math.Abs(plain-exact) < 1e-3 {
+				t.Errorf("column %d: the uncorrected mean is already exact (%v): the test shows nothing", c, plain)
+			}
+		}
+	}
+}
+
+func int8Of(b byte) int8 { return int8(b) }
 
 func TestGraphOptions(t *testing.T) {
 	in := tinyONNX(t)
@@ -136,6 +331,7 @@ func TestGraphOptions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := DefaultOptions()
+			o.Activations = PerBatch // which nodes, not how
 			tc.opts(&o)
 			out, rep, err := Graph(in, o)
 			if err != nil {
@@ -210,7 +406,9 @@ func handModel(op string, opset int, dims []int64, attrs [][]byte, withC bool) [
 func TestGemmWithTransposedWeight(t *testing.T) {
 	// Gemm(x, w[32,24]ᵀ, c[32]): the int8 weight is stored [24,32], C is the bias.
 	in := handModel("Gemm", 13, []int64{32, 24}, [][]byte{intAttr("transB", 1)}, true)
-	out, rep, err := Graph(in, DefaultOptions())
+	opts := DefaultOptions()
+	opts.Activations = PerBatch
+	out, rep, err := Graph(in, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
