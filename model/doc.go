@@ -2,10 +2,13 @@
 // environment, model directories (model.onnx, tokenizer.json, rerank.json),
 // Hugging Face-exact BERT WordPiece tokenization, and batched scoring that
 // sorts pairs by length, pads each batch only to its own longest sequence
-// and returns scores in the caller's order.
+// and returns scores in the caller's order. Weights are mapped from the
+// model file rather than copied (mapped.go), and LoadObserved runs a graph
+// with extra outputs for calibration.
 //
 // From this repository it imports only internal/onnxpb (onnx.proto's field
 // numbers, to read a graph's interface without loading it). The subpackage
 // testmodel writes the random-weight models that tests and demos use;
-// quantize writes int8 copies of model directories.
+// quantize writes int8 copies of model directories, and quantize/calibrate
+// measures the activation ranges they need.
 package model

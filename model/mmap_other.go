@@ -2,9 +2,12 @@
 
 package model
 
-import "errors"
+import (
+	"errors"
+	"os"
+)
 
 // mapFile is unavailable here: models load the plain way.
-func mapFile(string) ([]byte, func(), error) {
-	return nil, nil, errors.New("no memory mapping on this platform")
+func mapFile(string) ([]byte, os.FileInfo, func(), error) {
+	return nil, nil, nil, errors.New("no memory mapping on this platform")
 }

@@ -66,8 +66,8 @@ type Model struct {
 	activation Activation
 	// dynamicQuant: the graph quantizes its activations per batch tensor.
 	dynamicQuant bool
-	// mapped: onnxruntime maps the weights from the model file.
-	mapped bool
+	// prepared: what the graph handed to onnxruntime changed (prepare.go).
+	prepared prepared
 
 	runs chan struct{} // semaphore over concurrent ORT runs
 
@@ -167,10 +167,17 @@ func (r *Runtime) load(dir string, og *observedGraph, opts Options) (*Model, err
 	}
 	defer so.Destroy()
 	if og == nil {
-		m.sess, m.mapped, err = newSession(path, m.inputs, []string{m.output}, m.opts, so)
+		m.sess, m.prepared, err = newSession(path, m.inputs, []string{m.output}, m.opts, so)
 	} else {
+		// External data of the graph's is relative to its file's folder.
 		m.observed, m.observe = og.outputs, og.observe
-		m.sess, err = ort.NewDynamicAdvancedSessionWithONNXData(og.data, m.inputs, append([]string{m.output}, og.outputs...), so)
+		var dir string
+		if dir, err = filepath.Abs(filepath.Dir(path)); err == nil {
+			err = so.AddSessionConfigEntry(externalFolderKey, dir)
+		}
+		if err == nil {
+			m.sess, err = ort.NewDynamicAdvancedSessionWithONNXData(og.data, m.inputs, append([]string{m.output}, og.outputs...), so)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading model %s: creating session: %w", path, err)
@@ -310,8 +317,12 @@ func (m *Model) Positions() int { return m.positions }
 func (m *Model) DynamicallyQuantized() bool { return m.dynamicQuant }
 
 // WeightsMapped reports whether onnxruntime maps the model's weights from
-// its file rather than holding a copy (Options.ReadWeights).
-func (m *Model) WeightsMapped() bool { return m.mapped }
+// its file rather than holding a copy (Options.LoadAsIs).
+func (m *Model) WeightsMapped() bool { return m.prepared.mapped > 0 }
+
+// FusedNorms is the number of residual Add + LayerNormalization pairs run
+// as one SkipLayerNormalization (Options.LoadAsIs).
+func (m *Model) FusedNorms() int { return m.prepared.fused }
 
 // Dir is the model directory.
 func (m *Model) Dir() string { return m.dir }

@@ -509,26 +509,72 @@ func TestExportDirectoryWithoutRerankJSON(t *testing.T) {
 	}
 }
 
-// TestMappedWeightsScoreTheSame: a model whose weights onnxruntime maps
-// from the file (the default) scores every pair bit for bit as one whose
-// weights it reads.
-func TestMappedWeightsScoreTheSame(t *testing.T) {
-	mapped, read := load(t, model.Options{}), load(t, model.Options{ReadWeights: true})
-	if !mapped.WeightsMapped() || read.WeightsMapped() {
-		t.Fatalf("weights mapped: %v by default, %v with ReadWeights", mapped.WeightsMapped(), read.WeightsMapped())
+// TestPreparedGraphScoresTheSame: a model loaded with its weights mapped
+// and its residual LayerNormalizations fused (the default) scores every
+// pair within float rounding of the file loaded as it is; mapping alone
+// changes no bit.
+func TestPreparedGraphScoresTheSame(t *testing.T) {
+	prep, asIs := load(t, model.Options{}), load(t, model.Options{LoadAsIs: true})
+	if !prep.WeightsMapped() || prep.FusedNorms() != 4 || asIs.WeightsMapped() || asIs.FusedNorms() != 0 {
+		t.Fatalf("mapped %v, fused %d by default; %v, %d as is", prep.WeightsMapped(), prep.FusedNorms(), asIs.WeightsMapped(), asIs.FusedNorms())
 	}
+	ctx := context.Background()
 	pairs := mixedPairs(24, 11)
-	a, _, err := mapped.Score(context.Background(), pairs)
+	a, _, err := prep.Score(ctx, pairs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _, err := read.Score(context.Background(), pairs)
+	b, _, err := asIs.Score(ctx, pairs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range a {
-		if a[i] != b[i] {
-			t.Fatalf("pair %d: %v mapped, %v read", i, a[i], b[i])
+		if math.Abs(float64(a[i]-b[i])) > 1e-5 {
+			t.Fatalf("pair %d: %v prepared, %v as is", i, a[i], b[i])
+		}
+	}
+	// The graph mapped alone (its weights then external data into the
+	// model file), loaded as it is, scores the same bits; loaded the
+	// default way, its weights are external already and it is fused.
+	_, src := fixture(t)
+	dir := t.TempDir() // the fixture's files, linked
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			if err := os.Link(filepath.Join(src, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(src, model.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, mapped, fused, err := model.PrepareGraphForTest(filepath.Join(dir, model.ModelFile), data, true, false)
+	if err != nil || mapped < 10 || fused != 0 {
+		t.Fatal(err, mapped, fused)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "external.onnx"), g, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rt, _ := fixture(t)
+	for _, opts := range []model.Options{{ModelFile: "external.onnx", LoadAsIs: true}, {ModelFile: "external.onnx"}} {
+		ext, err := rt.Load(dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ext.Close()
+		c, _, err := ext.Score(ctx, pairs)
+		if err != nil || ext.WeightsMapped() || ext.FusedNorms() != map[bool]int{true: 0, false: 4}[opts.LoadAsIs] {
+			t.Fatalf("%+v: err %v, mapped %v, fused %d", opts, err, ext.WeightsMapped(), ext.FusedNorms())
+		}
+		for i := range c {
+			if opts.LoadAsIs && c[i] != b[i] || math.Abs(float64(c[i]-b[i])) > 1e-5 {
+				t.Fatalf("%+v, pair %d: %v from external data, %v from the file", opts, i, c[i], b[i])
+			}
 		}
 	}
 }

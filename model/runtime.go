@@ -169,11 +169,13 @@ type Options struct {
 	// directory's own (for example onnx/model_quantized.onnx), relative to
 	// the model directory or absolute.
 	ModelFile string
-	// ReadWeights has onnxruntime read the weights into memory instead of
-	// mapping them from the model file (the default: a cold start 0.7 s
-	// shorter for the L12 model; a served model file must then be replaced
-	// by renaming a new one over it, never rewritten in place).
-	ReadWeights bool
+	// LoadAsIs hands onnxruntime the model file as it is. By default it
+	// gets a prepared copy of the graph (prepare.go): weights mapped from
+	// the file (a cold start 0.6 s shorter for the L12 model, a lower
+	// peak; a served file must then never be rewritten in place, only
+	// renamed over) and, on CPU, residual LayerNormalizations fused (12 %
+	// of an fp32 L12 run).
+	LoadAsIs bool
 }
 
 // Default batch limits on CPU, where a worker's memory matters more than

@@ -57,34 +57,17 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 		return &exitError{2, err}
 	}
 	start := time.Now()
-	// The runtime stays open for the calibration and the agreement check.
-	rt, err := model.OpenRuntime(mf.ortLib)
-	if err != nil {
-		return err
-	}
-	defer rt.Close()
-	if opts.Activations == quantize.Static {
-		job, src := (*schemas.Job)(nil), "built-in synthetic job"
-		if *calib != "" {
-			if job, err = readJobFile(*calib, "calibration"); err != nil {
-				return err
-			}
-			src = *calib
-		} else {
-			if *calibN < 1 {
-				return &exitError{2, fmt.Errorf("--calibration-candidates %d: want at least 1", *calibN)}
-			}
-			// Not the check job's seed: agreement is measured on other pairs.
-			job = eval.SyntheticJob(rand.New(rand.NewPCG(11, 11)), "quantize-calibration", *calibN, 60)
-		}
-		mopts, err := mf.options(1)
+	// The runtime, opened for the calibration, stays open for the agreement
+	// check; a per-batch rewrite without a check needs none.
+	if opts.Activations == quantize.Static || *check != "" || *checkN > 0 {
+		rt, err := model.OpenRuntime(mf.ortLib)
 		if err != nil {
-			return &exitError{2, err}
+			return fmt.Errorf("opening ONNX Runtime: %w", err)
 		}
-		if opts.Ranges, err = calibrate.Ranges(ctx, rt, *in, opts, mopts, job); err != nil {
+		defer rt.Close()
+		if err := calibrateRanges(ctx, rt, &mf, *in, *calib, *calibN, &opts); err != nil {
 			return err
 		}
-		opts.Calibration = fmt.Sprintf("%s, %d candidates", src, len(job.Candidates))
 	}
 	rep, _, err := quantize.Dir(*in, *out, opts)
 	if err != nil {
@@ -93,6 +76,9 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fmt.Fprintf(stdout, "quantized %d nodes to int8 (%s weights, %s activations), kept %d in fp32; weights %.1f MB → %.1f MB; wrote %s in %s\n",
 		len(rep.Quantized), opts.Granularity, opts.Activations, len(rep.Kept), float64(rep.WeightBytes[0])/1e6, float64(rep.WeightBytes[1])/1e6,
 		*out, time.Since(start).Round(time.Millisecond))
+	if opts.Activations == quantize.Static {
+		fmt.Fprintf(stdout, "calibrated on %s; smoothed %d activations, corrected %d biases\n", opts.Calibration, rep.Smoothed, rep.Corrected)
+	}
 	for _, k := range rep.Kept {
 		fmt.Fprintf(stdout, "  fp32: %s\n", k)
 	}
@@ -114,6 +100,38 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	}
 	fmt.Fprintf(stdout, "agreement with fp32 on %d candidates: spearman %.4f, kendall_tau %.4f, max_abs_diff %.3g, top10 overlap %d/10\n",
 		ag.N, ag.Spearman, ag.Kendall, ag.MaxDiff, ag.TopKSame)
+	return nil
+}
+
+// calibrateRanges measures opts' static activation ranges on the fp32
+// model in, over the job in file calib (else a synthetic job of calibN
+// candidates); per-batch activations need none.
+func calibrateRanges(ctx context.Context, rt *model.Runtime, mf *modelFlags, in, calib string, calibN int, opts *quantize.Options) error {
+	if opts.Activations != quantize.Static {
+		return nil
+	}
+	job, src := (*schemas.Job)(nil), "built-in synthetic job"
+	if calib != "" {
+		var err error
+		if job, err = readJobFile(calib, "calibration"); err != nil {
+			return err
+		}
+		src = calib
+	} else {
+		if calibN < 1 {
+			return &exitError{2, fmt.Errorf("--calibration-candidates %d: want at least 1", calibN)}
+		}
+		// Not the check job's seed: agreement is measured on other pairs.
+		job = eval.SyntheticJob(rand.New(rand.NewPCG(11, 11)), "quantize-calibration", calibN, 60)
+	}
+	mopts, err := mf.options(1)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	if opts.Ranges, err = calibrate.Ranges(ctx, rt, in, *opts, mopts, job); err != nil {
+		return err
+	}
+	opts.Calibration = fmt.Sprintf("%s, %d candidates", src, len(job.Candidates))
 	return nil
 }
 

@@ -128,6 +128,7 @@ type modelFlags struct {
 	intraOp, interOp, runs   int
 	maxBatch, maxBatchTokens int
 	maxBatchCells            int
+	loadAsIs                 bool
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
@@ -140,6 +141,7 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&m.runs, "concurrent-runs", 1, "ONNX Runtime runs in flight per model")
 	fs.IntVar(&m.maxBatch, "max-batch-size", 0, fmt.Sprintf("pairs per inference batch (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchSize, model.DefaultCUDAMaxBatchSize))
 	fs.IntVar(&m.maxBatchTokens, "max-batch-tokens", 0, fmt.Sprintf("batch size × longest sequence per inference batch (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchTokens, model.DefaultCUDAMaxBatchTokens))
+	fs.BoolVar(&m.loadAsIs, "load-as-is", false, "hand ONNX Runtime the model files as they are: weights read into memory, no fused LayerNormalizations (by default weights are mapped from the files, which must then never be rewritten in place)")
 	fs.IntVar(&m.maxBatchCells, "max-batch-cells", 0, fmt.Sprintf("batch size × longest sequence² per inference batch, bounds attention memory (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchCells, model.DefaultCUDAMaxBatchCells))
 }
 
@@ -172,7 +174,7 @@ func (m *modelFlags) options(n int) (model.Options, error) {
 		return model.Options{}, fmt.Errorf("--intra-op-spin %q: want on, off or auto", m.spin)
 	}
 	return model.Options{Device: dev, IntraOpThreads: intra, InterOpThreads: m.interOp, Spin: spin,
-		ConcurrentRuns: m.runs, MaxBatchSize: m.maxBatch, MaxBatchTokens: m.maxBatchTokens, MaxBatchCells: m.maxBatchCells}, nil
+		ConcurrentRuns: m.runs, MaxBatchSize: m.maxBatch, MaxBatchTokens: m.maxBatchTokens, MaxBatchCells: m.maxBatchCells, LoadAsIs: m.loadAsIs}, nil
 }
 
 func (m *modelFlags) load() (*loadedModels, error) {
@@ -277,13 +279,15 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if models.rt == nil {
 		log.Warn("--test-simulated-model is set: serving simulated models that wait instead of scoring (scale tests only)", "models", testSimulated.values)
 	} else {
-		mapped := 0
+		mapped, fused := 0, 0
 		for _, m := range models.models {
 			if m.WeightsMapped() {
 				mapped++
 			}
+			fused += m.FusedNorms()
 		}
-		log.Info("models loaded", "models", names, "onnxruntime", models.rt.Version(), "device", mf.device, "weights_mapped", fmt.Sprintf("%d/%d", mapped, len(models.models)))
+		log.Info("models loaded", "models", names, "onnxruntime", models.rt.Version(), "device", mf.device,
+			"weights_mapped", fmt.Sprintf("%d/%d", mapped, len(models.models)), "fused_norms", fused)
 	}
 
 	var nc *nats.Conn // set below; the metrics read its state

@@ -168,3 +168,106 @@ func Fields(b []byte) ([]Field, error) {
 	}
 	return out, nil
 }
+
+// Node is a parsed NodeProto: its encoding (Raw), and the parts readers
+// use; Attrs holds each attribute's value field (i or f) by name.
+type Node struct {
+	Raw                  []byte
+	Inputs, Outputs      []string
+	Name, OpType, Domain string
+	Attrs                map[string]Field
+}
+
+// ParseNode parses a NodeProto without copying its encoding.
+func ParseNode(b []byte) (*Node, error) {
+	fs, err := Fields(b)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{Raw: b, Attrs: map[string]Field{}}
+	for _, f := range fs {
+		switch f.Num {
+		case NodeInput:
+			n.Inputs = append(n.Inputs, string(f.Val))
+		case NodeOutput:
+			n.Outputs = append(n.Outputs, string(f.Val))
+		case NodeName:
+			n.Name = string(f.Val)
+		case NodeOpType:
+			n.OpType = string(f.Val)
+		case NodeDomain:
+			n.Domain = string(f.Val)
+		case NodeAttribute:
+			afs, err := Fields(f.Val)
+			if err != nil {
+				return nil, err
+			}
+			var name string
+			var value Field
+			for _, af := range afs {
+				switch af.Num {
+				case AttrName:
+					name = string(af.Val)
+				case AttrI, AttrF:
+					value = af
+				}
+			}
+			n.Attrs[name] = value
+		}
+	}
+	return n, nil
+}
+
+// AttrInt is an integer attribute, or def when the node has none.
+func (n *Node) AttrInt(name string, def int64) int64 {
+	if f, ok := n.Attrs[name]; ok && f.Num == AttrI {
+		return int64(f.V)
+	}
+	return def
+}
+
+// AttrFloat is a float attribute, or def when the node has none.
+func (n *Node) AttrFloat(name string, def float32) float32 {
+	if f, ok := n.Attrs[name]; ok && f.Num == AttrF {
+		return math.Float32frombits(uint32(f.V))
+	}
+	return def
+}
+
+// EncodeNode writes a NodeProto in an operator domain ("": the default),
+// optional inputs at the end left out when empty.
+func EncodeNode(domain, name, op string, inputs, outputs []string, attrs ...[]byte) []byte {
+	for len(inputs) > 0 && inputs[len(inputs)-1] == "" {
+		inputs = inputs[:len(inputs)-1]
+	}
+	var b []byte
+	for _, in := range inputs {
+		b = AppendString(b, NodeInput, in)
+	}
+	for _, out := range outputs {
+		b = AppendString(b, NodeOutput, out)
+	}
+	b = AppendString(b, NodeName, name)
+	b = AppendString(b, NodeOpType, op)
+	for _, a := range attrs {
+		b = AppendBytes(b, NodeAttribute, a)
+	}
+	if domain != "" {
+		b = AppendString(b, NodeDomain, domain)
+	}
+	return b
+}
+
+// IntAttr encodes an integer AttributeProto.
+func IntAttr(name string, v int64) []byte {
+	b := AppendString(nil, AttrName, name)
+	b = AppendVarint(b, AttrI, uint64(v))
+	return AppendVarint(b, AttrType, AttrTypeInt)
+}
+
+// FloatAttr encodes a float AttributeProto.
+func FloatAttr(name string, v float32) []byte {
+	b := AppendString(nil, AttrName, name)
+	b = AppendFloat(b, AttrF, v)
+	return AppendVarint(b, AttrType, AttrTypeFloat)
+}

@@ -68,7 +68,7 @@ func Dir(in, out string, opts Options) (Report, Info, error) {
 	}
 	sum := sha256.Sum256(data)
 	smooth := opts.Smooth
-	if opts.Activations != Static {
+	if rep.Smoothed == 0 {
 		smooth = 0
 	}
 	info = Info{Type: quantizedName, Granularity: opts.Granularity, Activations: opts.Activations, Calibration: opts.Calibration, Smooth: smooth, OpTypes: opts.OpTypes, EdgeLayers: opts.KeepEdgeLayers,

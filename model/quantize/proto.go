@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -33,97 +34,34 @@ type node struct {
 	raw                  []byte
 	inputs, outputs      []string
 	name, opType, domain string
-	attrs                map[string]field // by name: the value field (i or f)
+	pb                   *onnxpb.Node
 }
 
 func parseNode(b []byte) (*node, error) {
-	fs, err := fields(b)
+	n, err := onnxpb.ParseNode(b)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	n := &node{raw: b, attrs: map[string]field{}}
-	for _, f := range fs {
-		switch f.Num {
-		case onnxpb.NodeInput:
-			n.inputs = append(n.inputs, string(f.Val))
-		case onnxpb.NodeOutput:
-			n.outputs = append(n.outputs, string(f.Val))
-		case onnxpb.NodeName:
-			n.name = string(f.Val)
-		case onnxpb.NodeOpType:
-			n.opType = string(f.Val)
-		case onnxpb.NodeDomain:
-			n.domain = string(f.Val)
-		case onnxpb.NodeAttribute:
-			afs, err := fields(f.Val)
-			if err != nil {
-				return nil, err
-			}
-			var name string
-			var value field
-			for _, af := range afs {
-				switch af.Num {
-				case onnxpb.AttrName:
-					name = string(af.Val)
-				case onnxpb.AttrI, onnxpb.AttrF:
-					value = af
-				}
-			}
-			n.attrs[name] = value
-		}
-	}
-	return n, nil
+	return &node{raw: n.Raw, inputs: n.Inputs, outputs: n.Outputs, name: n.Name, opType: n.OpType, domain: n.Domain, pb: n}, nil
 }
 
 // attrInt is an integer attribute, or def when the node has none.
-func (n *node) attrInt(name string, def int64) int64 {
-	if f, ok := n.attrs[name]; ok && f.Num == onnxpb.AttrI {
-		return int64(f.V)
-	}
-	return def
-}
+func (n *node) attrInt(name string, def int64) int64 { return n.pb.AttrInt(name, def) }
 
 // attrFloat is a float attribute, or def when the node has none.
-func (n *node) attrFloat(name string, def float32) float32 {
-	if f, ok := n.attrs[name]; ok && f.Num == onnxpb.AttrF {
-		return math.Float32frombits(uint32(f.V))
-	}
-	return def
-}
+func (n *node) attrFloat(name string, def float32) float32 { return n.pb.AttrFloat(name, def) }
 
 // encodeNode writes a new NodeProto in the default domain.
 func encodeNode(name, op string, inputs, outputs []string, attrs ...[]byte) []byte {
-	return encodeNodeIn("", name, op, inputs, outputs, attrs...)
+	return onnxpb.EncodeNode("", name, op, inputs, outputs, attrs...)
 }
 
 // encodeNodeIn writes a new NodeProto in an operator domain.
 func encodeNodeIn(domain, name, op string, inputs, outputs []string, attrs ...[]byte) []byte {
-	for len(inputs) > 0 && inputs[len(inputs)-1] == "" {
-		inputs = inputs[:len(inputs)-1] // omitted optional inputs
-	}
-	var b []byte
-	for _, in := range inputs {
-		b = onnxpb.AppendString(b, onnxpb.NodeInput, in)
-	}
-	for _, out := range outputs {
-		b = onnxpb.AppendString(b, onnxpb.NodeOutput, out)
-	}
-	b = onnxpb.AppendString(b, onnxpb.NodeName, name)
-	b = onnxpb.AppendString(b, onnxpb.NodeOpType, op)
-	for _, a := range attrs {
-		b = onnxpb.AppendBytes(b, onnxpb.NodeAttribute, a)
-	}
-	if domain != "" {
-		b = onnxpb.AppendString(b, onnxpb.NodeDomain, domain)
-	}
-	return b
+	return onnxpb.EncodeNode(domain, name, op, inputs, outputs, attrs...)
 }
 
-func intAttr(name string, v int64) []byte {
-	b := onnxpb.AppendString(nil, onnxpb.AttrName, name)
-	b = onnxpb.AppendVarint(b, onnxpb.AttrI, uint64(v))
-	return onnxpb.AppendVarint(b, onnxpb.AttrType, onnxpb.AttrTypeInt)
-}
+func intAttr(name string, v int64) []byte { return onnxpb.IntAttr(name, v) }
 
 // tensor is a TensorProto initializer.
 type tensor struct {
@@ -188,14 +126,15 @@ func (t *tensor) numel() int64 {
 	return n
 }
 
-// float32s returns the values of a float tensor.
+// float32s returns a copy of the values of a float tensor (its callers
+// scale them in place).
 func (t *tensor) float32s() ([]float32, error) {
 	n := t.numel()
 	if t.floats != nil {
 		if int64(len(t.floats)) != n {
 			return nil, fmt.Errorf("%w: %s has %d floats for %d elements", ErrMalformed, t.name, len(t.floats), n)
 		}
-		return t.floats, nil
+		return slices.Clone(t.floats), nil
 	}
 	if int64(len(t.raw)) != 4*n {
 		return nil, fmt.Errorf("%w: %s has %d bytes for %d floats", ErrMalformed, t.name, len(t.raw), n)

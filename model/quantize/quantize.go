@@ -56,6 +56,30 @@ type Range struct {
 	Rows        int
 }
 
+// finite reports whether every figure of the range is a finite number.
+func (rg Range) finite() bool {
+	ok := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	if !ok(float64(rg.Min)) || !ok(float64(rg.Max)) || rg.Min > rg.Max {
+		return false
+	}
+	for i := range rg.ChannelMin {
+		if !ok(float64(rg.ChannelMin[i])) {
+			return false
+		}
+	}
+	for i := range rg.ChannelMax {
+		if !ok(float64(rg.ChannelMax[i])) {
+			return false
+		}
+	}
+	for _, v := range rg.ChannelMean {
+		if !ok(v) {
+			return false
+		}
+	}
+	return true
+}
+
 // DefaultExclude matches the nodes of a sequence-classification head (the
 // pooler and the classifier): they run on one row per pair, so quantizing
 // them saves no time and costs agreement.
@@ -141,6 +165,8 @@ type Report struct {
 	Quantized   []string // names of the quantized nodes
 	Kept        []string // weight MatMul/Gemm nodes left in fp32, with why
 	WeightBytes [2]int64 // bytes of the quantized weights before and after
+	Smoothed    int      // activations smoothed
+	Corrected   int      // biases corrected
 }
 
 // ErrUnsupported reports a model the rewrite cannot handle.
@@ -234,6 +260,9 @@ func parseModel(model []byte) (*modelProto, error) {
 	for i, f := range top {
 		switch f.Num {
 		case onnxpb.ModelGraph:
+			if m.graphAt >= 0 {
+				return nil, fmt.Errorf("%w: two graph fields", ErrMalformed)
+			}
 			m.graphAt = i
 		case onnxpb.ModelOpsetImport:
 			fs, err := fields(f.Val)
@@ -375,6 +404,7 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 
 	if opts.Activations == Static && opts.Smooth > 0 {
 		r.smooth = smoothing(g, opts)
+		rep.Smoothed = len(r.smooth)
 	}
 
 	// Which bias Adds fold into the quantized node (one activation
@@ -611,13 +641,14 @@ func (r *rewriter) quantize(n *node, w *tensor, biasAdd *node, shared bool) erro
 			bias = biasAdd.inputs[1]
 		}
 	case n.opType == "Gemm" && len(n.inputs) > 2 && n.inputs[2] != "":
-		if c := r.inits[n.inputs[2]]; c != nil && c.dataType == onnxpb.DataTypeFloat && len(c.dims) == 1 && c.dims[0] == cols {
+		if c := r.inits[n.inputs[2]]; c != nil && c.dataType == onnxpb.DataTypeFloat && len(c.dims) == 1 && c.dims[0] == cols && !c.external {
 			bias = n.inputs[2]
 		} else {
 			after, y = n, r.fresh(n.name+"_output_nobias")
 		}
 	}
 	if correction != nil {
+		r.rep.Corrected++
 		b := make([]float32, cols)
 		if bias != "" {
 			bv, err := r.inits[bias].float32s()
@@ -640,6 +671,9 @@ func (r *rewriter) quantize(n *node, w *tensor, biasAdd *node, shared bool) erro
 			rg, ok := r.opts.Ranges[x]
 			if !ok {
 				return fmt.Errorf("%w: %q (read by %s)", ErrUncalibrated, x, n.name)
+			}
+			if !rg.finite() {
+				return fmt.Errorf("%w: %q has a range or channel figure that is not finite", ErrUncalibrated, x)
 			}
 			in := x
 			if f := r.smooth[x]; f != nil {

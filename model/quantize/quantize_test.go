@@ -441,6 +441,109 @@ func TestGemmWithTransposedWeight(t *testing.T) {
 	}
 }
 
+// TestStaticGemmWithTransposedWeight: smoothing and bias correction follow
+// a Gemm's transposed weight [N, K]: with the activation divided by the
+// graph's smoothing factors and multiplied exactly (no activation
+// rounding), the int8 weight and the corrected bias give x·Wᵀ + c within
+// the weights' rounding, and the corrected bias restores the mean output
+// over rows of the calibrated channel means.
+func TestStaticGemmWithTransposedWeight(t *testing.T) {
+	const n, k = 32, 24
+	in := handModel("Gemm", 13, []int64{n, k}, [][]byte{intAttr("transB", 1)}, true)
+	rg := Range{Min: -6, Max: 6, Rows: 100}
+	for c := range k {
+		rg.ChannelMin = append(rg.ChannelMin, -1-float32(c%5))
+		rg.ChannelMax = append(rg.ChannelMax, 1+float32(c%3))
+		rg.ChannelMean = append(rg.ChannelMean, 0.5+0.1*float64(c%4))
+	}
+	opts := DefaultOptions()
+	opts.Ranges = map[string]Range{"x": rg}
+	out, rep, err := Graph(in, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Smoothed != 1 || rep.Corrected != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+	_, nodes, inits := graphOps(t, out)
+	var inv, wq, ws, bias []float32
+	var wqDims []int64
+	for _, nd := range nodes {
+		switch nd.opType {
+		case "Mul":
+			inv, _ = inits[nd.inputs[1]].float32s()
+		case "MatMulIntegerToFloat":
+			q := inits[nd.inputs[1]]
+			wqDims = q.dims
+			for _, b := range q.raw {
+				wq = append(wq, float32(int8(b)))
+			}
+			ws, _ = inits[nd.inputs[3]].float32s()
+			bias, _ = inits[nd.inputs[6]].float32s()
+		}
+	}
+	if len(inv) != k || len(wqDims) != 2 || wqDims[0] != k || wqDims[1] != n || len(ws) != n || len(bias) != n {
+		t.Fatalf("smoothing %d, weight %v, scales %d, bias %d", len(inv), wqDims, len(ws), len(bias))
+	}
+	w := make([]float32, n*k) // handModel's weight, [N, K]
+	for i := range w {
+		w[i] = float32(i%7) - 3
+	}
+	yq := func(x []float64) []float64 { // the rewritten node, exact activations
+		y := make([]float64, n)
+		for j := range n {
+			y[j] = float64(bias[j])
+			for c := range k {
+				y[j] += x[c] * float64(inv[c]) * float64(wq[c*n+j]) * float64(ws[j])
+			}
+		}
+		return y
+	}
+	yf := func(x []float64) []float64 { // Gemm(x, w, c) with transB, c = 0
+		y := make([]float64, n)
+		for j := range n {
+			for c := range k {
+				y[j] += x[c] * float64(w[j*k+c])
+			}
+		}
+		return y
+	}
+	r := rand.New(rand.NewPCG(5, 5))
+	var sum [2][n]float64
+	const rows = 64
+	for range rows {
+		x := make([]float64, k)
+		for c := range x {
+			x[c] = rg.ChannelMean[c] + r.NormFloat64()
+		}
+		a, b := yq(x), yf(x)
+		for j := range n {
+			// Rounding s·W to int8 moves each weight by at most half a
+			// step of its column: the bound on the output's error.
+			var peak, l1 float64
+			for c := range k {
+				peak = max(peak, math.Abs(float64(w[j*k+c])/float64(inv[c])))
+				l1 += math.Abs(x[c] * float64(inv[c]))
+			}
+			if d := math.Abs(a[j] - b[j]); d > l1*peak/127/2*1.001+1e-4 {
+				t.Fatalf("column %d: int8 %v, fp32 %v: off by %v, bound %v", j, a[j], b[j], d, l1*peak/127/2)
+			}
+			sum[0][j] += a[j] / rows
+			sum[1][j] += b[j] / rows
+		}
+	}
+	// The mean input is the calibrated one: the means agree far closer
+	// than single outputs.
+	mean := make([]float64, k)
+	copy(mean, rg.ChannelMean)
+	a, b := yq(mean), yf(mean)
+	for j := range n {
+		if math.Abs(a[j]-b[j]) > 1e-3 {
+			t.Fatalf("column %d at the mean input: int8 %v, fp32 %v", j, a[j], b[j])
+		}
+	}
+}
+
 func TestGraphErrors(t *testing.T) {
 	valid := handModel("MatMul", 13, []int64{24, 32}, nil, false)
 	for _, tc := range []struct {
@@ -453,6 +556,7 @@ func TestGraphErrors(t *testing.T) {
 		{"garbage", []byte{0xff, 0xff}, nil, ErrMalformed, ""},
 		{"truncated", valid[:len(valid)-3], nil, ErrMalformed, ""},
 		{"no graph", onnxpb.AppendVarint(nil, 1, 8), nil, ErrMalformed, "no graph"},
+		{"two graphs", append(slices.Clone(valid), onnxpb.AppendBytes(nil, onnxpb.ModelGraph, nil)...), nil, ErrMalformed, "two graph"},
 		{"old opset", handModel("MatMul", 10, []int64{24, 32}, nil, false), nil, ErrUnsupported, "opset 10"},
 		{"bad granularity", valid, func(o *Options) { o.Granularity = "per-row" }, nil, "granularity"},
 		{"bad op", valid, func(o *Options) { o.OpTypes = []string{"Conv"} }, nil, "Conv"},
@@ -469,6 +573,15 @@ func TestGraphErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %v containing %q", err, tc.want, tc.match)
 			}
 		})
+	}
+	// A range that is not finite is no calibration.
+	for _, bad := range []Range{{Min: float32(math.NaN()), Max: 1}, {Min: 0, Max: float32(math.Inf(1))}, {Min: 1, Max: -1},
+		{Min: -1, Max: 1, ChannelMean: []float64{math.NaN()}}} {
+		o := DefaultOptions()
+		o.Ranges = map[string]Range{"x": bad}
+		if _, _, err := Graph(valid, o); !errors.Is(err, ErrUncalibrated) {
+			t.Errorf("range %+v: err = %v, want %v", bad, err, ErrUncalibrated)
+		}
 	}
 	// A weight of too few columns is kept, and said so.
 	_, rep, err := Graph(handModel("MatMul", 13, []int64{24, 8}, nil, false), DefaultOptions())

@@ -25,13 +25,13 @@ var ErrNoValues = errors.New("calibration saw no finite value")
 func Ranges(ctx context.Context, rt *model.Runtime, dir string, opts quantize.Options, mopts model.Options, job *schemas.Job) (map[string]quantize.Range, error) {
 	graph, _, err := quantize.ReadGraph(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("calibrating: %w", err)
 	}
 	observed, names, err := quantize.Observe(graph, opts)
 	if err != nil {
 		return nil, fmt.Errorf("calibrating: %w", err)
 	}
-	s := &stats{ranges: make(map[string]*quantize.Range, len(names))}
+	s := &stats{ranges: make(map[string]*quantize.Range, len(names)), counts: map[string][]int{}}
 	m, err := rt.LoadObserved(dir, observed, names, mopts, s.observe)
 	if err != nil {
 		return nil, fmt.Errorf("calibrating: %w", err)
@@ -67,7 +67,7 @@ func Ranges(ctx context.Context, rt *model.Runtime, dir string, opts quantize.Op
 		}
 		r.Min, r.Max = float32(math.Inf(1)), float32(math.Inf(-1))
 		for c := range r.ChannelMin {
-			r.ChannelMean[c] /= float64(max(r.Rows, 1))
+			r.ChannelMean[c] /= float64(max(s.counts[n][c], 1))
 			if r.ChannelMin[c] > r.ChannelMax[c] { // a channel never finite
 				r.ChannelMin[c], r.ChannelMax[c] = 0, 0
 				continue
@@ -85,15 +85,16 @@ func Ranges(ctx context.Context, rt *model.Runtime, dir string, opts quantize.Op
 // stats accumulates the observed activations.
 type stats struct {
 	ranges map[string]*quantize.Range
-	bad    error // an output of an unusable shape
+	counts map[string][]int // finite values seen per channel
+	bad    error            // an output of an unusable shape
 }
 
 func (s *stats) observe(name string, shape []int64, vs []float32) {
-	if len(shape) == 0 || shape[len(shape)-1] < 1 || len(vs)%int(shape[len(shape)-1]) != 0 {
-		s.bad = fmt.Errorf("%q has shape %v", name, shape)
+	if len(shape) == 0 || shape[len(shape)-1] < 1 || len(vs) == 0 || int64(len(vs))%shape[len(shape)-1] != 0 {
+		s.bad = fmt.Errorf("%q has shape %v for %d values", name, shape, len(vs))
 		return
 	}
-	k := int(shape[len(shape)-1])
+	k := int(shape[len(shape)-1]) // ≤ len(vs)
 	r := s.ranges[name]
 	if r == nil {
 		r = &quantize.Range{ChannelMin: make([]float32, k), ChannelMax: make([]float32, k), ChannelMean: make([]float64, k)}
@@ -101,6 +102,7 @@ func (s *stats) observe(name string, shape []int64, vs []float32) {
 			r.ChannelMin[c], r.ChannelMax[c] = float32(math.Inf(1)), float32(math.Inf(-1))
 		}
 		s.ranges[name] = r
+		s.counts[name] = make([]int, k)
 	}
 	if len(r.ChannelMin) != k {
 		s.bad = fmt.Errorf("%q changed its last dimension to %d", name, k)
@@ -113,6 +115,7 @@ func (s *stats) observe(name string, shape []int64, vs []float32) {
 			continue
 		}
 		c := i % k
+		s.counts[name][c]++
 		r.ChannelMean[c] += float64(v)
 		r.ChannelMin[c] = min(r.ChannelMin[c], v)
 		r.ChannelMax[c] = max(r.ChannelMax[c], v)

@@ -1,0 +1,333 @@
+package model
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	ort "github.com/yalue/onnxruntime_go"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/rerank/rerank/internal/onnxpb"
+)
+
+// A worker does not hand onnxruntime the model file as it is but a
+// prepared copy of its graph (prepareGraph), built in memory:
+//
+//   - mapped weights: every large inline initializer refers, as external
+//     data, to its own bytes in the model file, so that onnxruntime maps
+//     the weights instead of reading and copying them several times. For
+//     the 133 MB L12 model, session creation took 0.4–0.5 s instead of
+//     1.1–1.4 s, and the peak resident memory fell by ~100 MB;
+//   - on CPU, each encoder residual Add feeding a LayerNormalization
+//     becomes one SkipLayerNormalization, onnxruntime's fused kernel, which
+//     its own optimizer does not apply to these graphs. ONNX Runtime 1.29's
+//     CPU LayerNormalization took ~1.8 ms per [16, 110, 384] tensor here,
+//     its SkipLayerNormalization ~0.33 ms with the Add included: 12 % of an
+//     fp32 L12 run, 25 % of an int8 one (BENCHMARKS.md).
+//
+// Scores stay within float rounding of the file's own (the mapping changes
+// no bit, the fusion sums in another order); Options.LoadAsIs loads the
+// file as it is.
+
+// mapThreshold is the smallest initializer whose bytes onnxruntime maps
+// from the model file instead of copying (smaller ones stay inline).
+const mapThreshold = 4096
+
+// errUnprepared reports a graph that neither mapping nor fusion changes.
+var errUnprepared = errors.New("nothing to prepare in the graph")
+
+// prepared counts what prepareGraph changed.
+type prepared struct {
+	mapped int // initializers mapped from the file
+	fused  int // Add + LayerNormalization pairs fused
+}
+
+// prepareGraph returns the ONNX model in file (its bytes, data) with its
+// large initializers mapped (mapWeights) and its residual Add +
+// LayerNormalization pairs fused (fuse).
+func prepareGraph(file string, data []byte, mapWeights, fuse bool) ([]byte, prepared, error) {
+	var st prepared
+	top, err := onnxpb.Fields(data)
+	if err != nil {
+		return nil, st, err
+	}
+	location := filepath.Base(file)
+	out := make([]byte, 0, 1<<20)
+	hasMicrosoft := false
+	at := 0 // offset of the current top-level field in data
+	for _, f := range top {
+		if f.Num == onnxpb.ModelOpsetImport {
+			if fs, err := onnxpb.Fields(f.Val); err == nil {
+				for _, o := range fs {
+					if o.Num == onnxpb.OpsetDomain && string(o.Val) == msDomain {
+						hasMicrosoft = true
+					}
+				}
+			}
+		}
+		if f.Num != onnxpb.ModelGraph || f.Typ != protowire.BytesType {
+			out = append(out, f.Raw...)
+			at += len(f.Raw)
+			continue
+		}
+		g, err := prepareNodes(f.Val, at+len(f.Raw)-len(f.Val), location, mapWeights, fuse, &st)
+		if err != nil {
+			return nil, st, err
+		}
+		out = onnxpb.AppendBytes(out, onnxpb.ModelGraph, g)
+		at += len(f.Raw)
+	}
+	if st.mapped == 0 && st.fused == 0 {
+		return nil, st, errUnprepared
+	}
+	if st.fused > 0 && !hasMicrosoft {
+		op := onnxpb.AppendString(nil, onnxpb.OpsetDomain, msDomain)
+		out = onnxpb.AppendBytes(out, onnxpb.ModelOpsetImport, onnxpb.AppendVarint(op, onnxpb.OpsetVersion, 1))
+	}
+	return out, st, nil
+}
+
+const msDomain = "com.microsoft"
+
+// prepareNodes rewrites one GraphProto whose bytes start at offset at of
+// the file.
+func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, st *prepared) ([]byte, error) {
+	gf, err := onnxpb.Fields(graph)
+	if err != nil {
+		return nil, err
+	}
+	var skip map[int]bool          // graph field index of a fused Add
+	var fused map[int]*onnxpb.Node // graph field index of a LayerNormalization → its Add
+	if fuse {
+		if skip, fused, err = residualNorms(gf); err != nil {
+			return nil, err
+		}
+	}
+	var g []byte
+	for i, x := range gf {
+		switch {
+		case skip[i]:
+		case fused[i] != nil:
+			ln, err := onnxpb.ParseNode(x.Val)
+			if err != nil {
+				return nil, err
+			}
+			add := fused[i]
+			g = onnxpb.AppendBytes(g, onnxpb.GraphNode, onnxpb.EncodeNode(msDomain, ln.Name+"_skip", "SkipLayerNormalization",
+				[]string{add.Inputs[0], add.Inputs[1], ln.Inputs[1], ln.Inputs[2]}, ln.Outputs[:1],
+				onnxpb.FloatAttr("epsilon", ln.AttrFloat("epsilon", 1e-5))))
+			st.fused++
+		case x.Num == onnxpb.GraphInitializer && mapWeights:
+			t, ok, err := mapTensor(x, at+len(x.Raw)-len(x.Val), location)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				st.mapped++
+				g = onnxpb.AppendBytes(g, onnxpb.GraphInitializer, t)
+			} else {
+				g = append(g, x.Raw...)
+			}
+		default:
+			g = append(g, x.Raw...)
+		}
+		at += len(x.Raw)
+	}
+	return g, nil
+}
+
+// residualNorms finds the encoder's residual connections: a
+// LayerNormalization over the last axis, with 1-D initializers as scale and
+// bias and only its first output used, of an Add read by nothing else,
+// whose inputs are a dense layer's output (a MatMul's or an integer
+// product's, bias added or not) and the output of a previous (Skip)
+// LayerNormalization. Both are then [batch, sequence, hidden], the shapes
+// SkipLayerNormalization takes; anything else (the embeddings' sums, with
+// broadcast position tables) is left alone.
+func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.Node, err error) {
+	type at struct {
+		field int
+		node  *onnxpb.Node
+	}
+	producer := map[string]at{}
+	uses := map[string]int{}
+	vectors := map[string]bool{} // 1-D initializers
+	var nodes []at
+	for i, x := range gf {
+		switch x.Num {
+		case onnxpb.GraphNode:
+			n, err := onnxpb.ParseNode(x.Val)
+			if err != nil {
+				return nil, nil, err
+			}
+			nodes = append(nodes, at{i, n})
+			for _, in := range n.Inputs {
+				uses[in]++
+			}
+			for _, o := range n.Outputs {
+				producer[o] = at{i, n}
+			}
+		case onnxpb.GraphInitializer:
+			tf, err := onnxpb.Fields(x.Val)
+			if err != nil {
+				return nil, nil, err
+			}
+			name, dims := "", 0
+			for _, y := range tf {
+				switch y.Num {
+				case onnxpb.TensorName:
+					name = string(y.Val)
+				case onnxpb.TensorDims:
+					dims++
+				}
+			}
+			if dims == 1 {
+				vectors[name] = true
+			}
+		case onnxpb.GraphOutput:
+			if vf, err := onnxpb.Fields(x.Val); err == nil {
+				for _, v := range vf {
+					if v.Num == onnxpb.ValueInfoName {
+						uses[string(v.Val)]++
+					}
+				}
+			}
+		}
+	}
+	std := func(n *onnxpb.Node) bool { return n.Domain == "" || n.Domain == "ai.onnx" }
+	isNorm := func(v string) bool {
+		p, ok := producer[v]
+		return ok && (std(p.node) && p.node.OpType == "LayerNormalization" || p.node.Domain == msDomain && p.node.OpType == "SkipLayerNormalization")
+	}
+	isDense := func(v string) bool {
+		p, ok := producer[v]
+		if !ok {
+			return false
+		}
+		n := p.node
+		if std(n) && n.OpType == "Add" && len(n.Inputs) == 2 {
+			// A bias added to a product.
+			for k, in := range n.Inputs {
+				if q, ok := producer[in]; ok && vectors[n.Inputs[1-k]] && (std(q.node) && q.node.OpType == "MatMul" || q.node.Domain == msDomain && (q.node.OpType == "MatMulIntegerToFloat" || q.node.OpType == "DynamicQuantizeMatMul")) {
+					return true
+				}
+			}
+			return false
+		}
+		return std(n) && n.OpType == "MatMul" || n.Domain == msDomain && (n.OpType == "MatMulIntegerToFloat" || n.OpType == "DynamicQuantizeMatMul")
+	}
+	skip, fused = map[int]bool{}, map[int]*onnxpb.Node{}
+	for _, l := range nodes {
+		ln := l.node
+		if !std(ln) || ln.OpType != "LayerNormalization" || len(ln.Inputs) != 3 || ln.AttrInt("axis", -1) != -1 ||
+			!vectors[ln.Inputs[1]] || !vectors[ln.Inputs[2]] || len(ln.Outputs) == 0 {
+			continue
+		}
+		extra := false
+		for _, o := range ln.Outputs[1:] {
+			extra = extra || o != "" && uses[o] > 0
+		}
+		a, ok := producer[ln.Inputs[0]]
+		if extra || !ok || uses[ln.Inputs[0]] != 1 || !std(a.node) || a.node.OpType != "Add" || len(a.node.Inputs) != 2 || len(a.node.Outputs) != 1 {
+			continue
+		}
+		p, q := a.node.Inputs[0], a.node.Inputs[1]
+		if !(isDense(p) && isNorm(q) || isDense(q) && isNorm(p)) {
+			continue
+		}
+		skip[a.field] = true
+		fused[l.field] = a.node
+	}
+	return skip, fused, nil
+}
+
+// mapTensor rewrites one TensorProto, whose bytes start at offset at of the
+// file, to refer to its raw data in place; ok is false for a tensor to
+// leave as it is (small, already external, or without raw data).
+func mapTensor(x onnxpb.Field, at int, location string) ([]byte, bool, error) {
+	tf, err := onnxpb.Fields(x.Val)
+	if err != nil {
+		return nil, false, err
+	}
+	rawAt, rawLen := -1, 0
+	for _, y := range tf {
+		switch y.Num {
+		case onnxpb.TensorRawData:
+			rawAt, rawLen = at+len(y.Raw)-len(y.Val), len(y.Val)
+		case onnxpb.TensorExternalData, onnxpb.TensorDataLocation:
+			return nil, false, nil
+		}
+		at += len(y.Raw)
+	}
+	if rawAt < 0 || rawLen < mapThreshold {
+		return nil, false, nil
+	}
+	var t []byte
+	for _, y := range tf {
+		if y.Num != onnxpb.TensorRawData {
+			t = append(t, y.Raw...)
+		}
+	}
+	entry := func(k, v string) []byte {
+		return onnxpb.AppendString(onnxpb.AppendString(nil, 1, k), 2, v) // StringStringEntryProto
+	}
+	t = onnxpb.AppendBytes(t, onnxpb.TensorExternalData, entry("location", location))
+	t = onnxpb.AppendBytes(t, onnxpb.TensorExternalData, entry("offset", strconv.Itoa(rawAt)))
+	t = onnxpb.AppendBytes(t, onnxpb.TensorExternalData, entry("length", strconv.Itoa(rawLen)))
+	t = onnxpb.AppendVarint(t, onnxpb.TensorDataLocation, 1) // EXTERNAL
+	return t, true, nil
+}
+
+// newSession creates the session of the graph file path from its prepared
+// graph where there is something to prepare, else from the file.
+func newSession(path string, inputs, outputs []string, opts Options, so *ort.SessionOptions) (*ort.DynamicAdvancedSession, prepared, error) {
+	if !opts.LoadAsIs {
+		if s, st, err := preparedSession(path, inputs, outputs, !opts.Device.CUDA, so); err == nil {
+			return s, st, nil
+		}
+	}
+	// As it is: asked for, nothing to prepare, not mappable here, or the
+	// file changed meanwhile (the plain load also reports what is wrong
+	// with a broken file).
+	s, err := ort.NewDynamicAdvancedSession(path, inputs, outputs, so)
+	return s, prepared{}, err
+}
+
+// preparedSession creates the session from the prepareGraph of the file
+// at path. onnxruntime opens the file again by name to map the weights: if
+// the path no longer names the file the offsets were read from (renamed
+// over meanwhile), the session is dropped.
+func preparedSession(path string, inputs, outputs []string, fuse bool, so *ort.SessionOptions) (*ort.DynamicAdvancedSession, prepared, error) {
+	data, fi, unmap, err := mapFile(path)
+	if err != nil {
+		return nil, prepared{}, err
+	}
+	g, st, err := prepareGraph(path, data, true, fuse)
+	unmap()
+	if err != nil {
+		return nil, st, err
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, st, err
+	}
+	if err := so.AddSessionConfigEntry(externalFolderKey, dir); err != nil {
+		return nil, st, err
+	}
+	s, err := ort.NewDynamicAdvancedSessionWithONNXData(g, inputs, outputs, so)
+	if err != nil {
+		return nil, st, err
+	}
+	now, err := os.Stat(path)
+	if err != nil || !os.SameFile(fi, now) || now.Size() != fi.Size() || !now.ModTime().Equal(fi.ModTime()) {
+		s.Destroy()
+		return nil, st, errors.New("the model file changed while it was loaded")
+	}
+	return s, st, nil
+}
+
+// externalFolderKey is the session option naming the folder that external
+// data locations of a graph created from bytes are relative to.
+const externalFolderKey = "session.model_external_initializers_file_folder_path"
