@@ -2,9 +2,10 @@
 // environment, model directories (model.onnx, tokenizer.json, rerank.json),
 // Hugging Face-exact BERT WordPiece tokenization, and batched scoring that
 // sorts pairs by length, pads each batch only to its own longest sequence
-// and returns scores in the caller's order. Weights are mapped from the
-// model file rather than copied (mapped.go), and LoadObserved runs a graph
-// with extra outputs for calibration.
+// and returns scores in the caller's order. ONNX Runtime gets a
+// prepared copy of the graph (prepare.go: weights mapped from the model
+// file, residual LayerNormalizations fused on CPU), and LoadObserved runs a
+// graph with extra outputs for calibration.
 //
 // From this repository it imports only internal/onnxpb (onnx.proto's field
 // numbers, to read a graph's interface without loading it). The subpackage

@@ -38,6 +38,9 @@ const mapThreshold = 4096
 // errUnprepared reports a graph that neither mapping nor fusion changes.
 var errUnprepared = errors.New("nothing to prepare in the graph")
 
+// errChanged reports a model file replaced while it was being loaded.
+var errChanged = errors.New("the model file changed while it was loaded")
+
 // prepared counts what prepareGraph changed.
 type prepared struct {
 	mapped int // initializers mapped from the file
@@ -100,8 +103,9 @@ func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, 
 	}
 	var skip map[int]bool          // graph field index of a fused Add
 	var fused map[int]*onnxpb.Node // graph field index of a LayerNormalization → its Add
+	var names map[string]bool      // node names in use
 	if fuse {
-		if skip, fused, err = residualNorms(gf); err != nil {
+		if skip, fused, names, err = residualNorms(gf); err != nil {
 			return nil, err
 		}
 	}
@@ -115,7 +119,8 @@ func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, 
 				return nil, err
 			}
 			add := fused[i]
-			g = onnxpb.AppendBytes(g, onnxpb.GraphNode, onnxpb.EncodeNode(msDomain, ln.Name+"_skip", "SkipLayerNormalization",
+			name := fresh(names, ln.Name+"_skip")
+			g = onnxpb.AppendBytes(g, onnxpb.GraphNode, onnxpb.EncodeNode(msDomain, name, "SkipLayerNormalization",
 				[]string{add.Inputs[0], add.Inputs[1], ln.Inputs[1], ln.Inputs[2]}, ln.Outputs[:1],
 				onnxpb.FloatAttr("epsilon", ln.AttrFloat("epsilon", 1e-5))))
 			st.fused++
@@ -146,22 +151,24 @@ func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, 
 // LayerNormalization. Both are then [batch, sequence, hidden], the shapes
 // SkipLayerNormalization takes; anything else (the embeddings' sums, with
 // broadcast position tables) is left alone.
-func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.Node, err error) {
+func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.Node, names map[string]bool, err error) {
 	type at struct {
 		field int
 		node  *onnxpb.Node
 	}
 	producer := map[string]at{}
 	uses := map[string]int{}
-	vectors := map[string]bool{} // 1-D initializers
+	names = map[string]bool{}
+	vectors := map[string]bool{} // 1-D float initializers
 	var nodes []at
 	for i, x := range gf {
 		switch x.Num {
 		case onnxpb.GraphNode:
 			n, err := onnxpb.ParseNode(x.Val)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
+			names[n.Name] = true
 			nodes = append(nodes, at{i, n})
 			for _, in := range n.Inputs {
 				uses[in]++
@@ -172,18 +179,30 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.
 		case onnxpb.GraphInitializer:
 			tf, err := onnxpb.Fields(x.Val)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
-			name, dims := "", 0
+			name, dims, float := "", 0, false
 			for _, y := range tf {
-				switch y.Num {
-				case onnxpb.TensorName:
+				switch {
+				case y.Num == onnxpb.TensorName:
 					name = string(y.Val)
-				case onnxpb.TensorDims:
+				case y.Num == onnxpb.TensorDims && y.Typ == protowire.BytesType: // packed
+					for b := y.Val; len(b) > 0; dims++ {
+						_, n := protowire.ConsumeVarint(b)
+						if n < 0 {
+							return nil, nil, nil, protowire.ParseError(n)
+						}
+						b = b[n:]
+					}
+				case y.Num == onnxpb.TensorDims:
 					dims++
+				case y.Num == onnxpb.TensorDataType:
+					float = y.V == onnxpb.DataTypeFloat
 				}
 			}
-			if dims == 1 {
+			// Only float32 norms are fused: the CPU kernel's float16 path is
+			// another code path, not measured here.
+			if dims == 1 && float {
 				vectors[name] = true
 			}
 		case onnxpb.GraphOutput:
@@ -197,9 +216,10 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.
 		}
 	}
 	std := func(n *onnxpb.Node) bool { return n.Domain == "" || n.Domain == "ai.onnx" }
-	isNorm := func(v string) bool {
+	isNorm := func(v string) bool { // a norm's normalized output, not its mean or deviation
 		p, ok := producer[v]
-		return ok && (std(p.node) && p.node.OpType == "LayerNormalization" || p.node.Domain == msDomain && p.node.OpType == "SkipLayerNormalization")
+		return ok && p.node.Outputs[0] == v &&
+			(std(p.node) && p.node.OpType == "LayerNormalization" || p.node.Domain == msDomain && p.node.OpType == "SkipLayerNormalization")
 	}
 	isDense := func(v string) bool {
 		p, ok := producer[v]
@@ -240,7 +260,18 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.
 		skip[a.field] = true
 		fused[l.field] = a.node
 	}
-	return skip, fused, nil
+	return skip, fused, names, nil
+}
+
+// fresh returns name, or name with a numeric suffix, unused in names, and
+// marks it used.
+func fresh(names map[string]bool, name string) string {
+	s := name
+	for k := 1; names[s]; k++ {
+		s = name + "_" + strconv.Itoa(k)
+	}
+	names[s] = true
+	return s
 }
 
 // mapTensor rewrites one TensorProto, whose bytes start at offset at of the
@@ -284,8 +315,14 @@ func mapTensor(x onnxpb.Field, at int, location string) ([]byte, bool, error) {
 // graph where there is something to prepare, else from the file.
 func newSession(path string, inputs, outputs []string, opts Options, so *ort.SessionOptions) (*ort.DynamicAdvancedSession, prepared, error) {
 	if !opts.LoadAsIs {
-		if s, st, err := preparedSession(path, inputs, outputs, !opts.Device.CUDA, so); err == nil {
-			return s, st, nil
+		// Fused and mapped; else mapped only (a fusion onnxruntime
+		// refuses); else as it is.
+		for _, fuse := range []bool{!opts.Device.CUDA, false} {
+			if s, st, err := preparedSession(path, inputs, outputs, fuse, so); err == nil {
+				return s, st, nil
+			} else if !fuse || errors.Is(err, errUnprepared) || errors.Is(err, errChanged) {
+				break
+			}
 		}
 	}
 	// As it is: asked for, nothing to prepare, not mappable here, or the
@@ -300,6 +337,12 @@ func newSession(path string, inputs, outputs []string, opts Options, so *ort.Ses
 // the path no longer names the file the offsets were read from (renamed
 // over meanwhile), the session is dropped.
 func preparedSession(path string, inputs, outputs []string, fuse bool, so *ort.SessionOptions) (*ort.DynamicAdvancedSession, prepared, error) {
+	// The file itself, not a link to it: external data must lie in the
+	// folder it is resolved from (Hugging Face caches link to blobs).
+	path, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil, prepared{}, err
+	}
 	data, fi, unmap, err := mapFile(path)
 	if err != nil {
 		return nil, prepared{}, err
@@ -313,8 +356,12 @@ func preparedSession(path string, inputs, outputs []string, fuse bool, so *ort.S
 	if err != nil {
 		return nil, st, err
 	}
-	if err := so.AddSessionConfigEntry(externalFolderKey, dir); err != nil {
+	if has, err := so.HasSessionConfigEntry(externalFolderKey); err != nil {
 		return nil, st, err
+	} else if !has { // set by an earlier try of this load: the same folder
+		if err := so.AddSessionConfigEntry(externalFolderKey, dir); err != nil {
+			return nil, st, err
+		}
 	}
 	s, err := ort.NewDynamicAdvancedSessionWithONNXData(g, inputs, outputs, so)
 	if err != nil {
@@ -323,7 +370,7 @@ func preparedSession(path string, inputs, outputs []string, fuse bool, so *ort.S
 	now, err := os.Stat(path)
 	if err != nil || !os.SameFile(fi, now) || now.Size() != fi.Size() || !now.ModTime().Equal(fi.ModTime()) {
 		s.Destroy()
-		return nil, st, errors.New("the model file changed while it was loaded")
+		return nil, st, errChanged
 	}
 	return s, st, nil
 }

@@ -51,6 +51,9 @@ func testQuantizedModelServes(t *testing.T, rt *model.Runtime, tiny string, acts
 	}
 	defer q.Close()
 	perBatch := acts == quantize.PerBatch
+	if q.FusedNorms() != 4 || !q.WeightsMapped() {
+		t.Fatalf("fused %d norms, weights mapped %v: the int8 graph was not prepared", q.FusedNorms(), q.WeightsMapped())
+	}
 	if q.DynamicallyQuantized() != perBatch || perBatch != (q.Options().MaxBatchSize == 1) {
 		t.Fatalf("dynamically quantized %v, max batch size %d", q.DynamicallyQuantized(), q.Options().MaxBatchSize)
 	}
