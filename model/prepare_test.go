@@ -12,34 +12,41 @@ import (
 	"github.com/rerank/rerank/model/testmodel"
 )
 
-// initializers returns a model's initializers by name: their fields.
-func initializers(t *testing.T, model []byte) map[string][]onnxpb.Field {
+// graphFields are the fields of a model's graph.
+func graphFields(t *testing.T, model []byte) []onnxpb.Field {
 	t.Helper()
-	out := map[string][]onnxpb.Field{}
 	top, err := onnxpb.Fields(model)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range top {
-		if f.Num != onnxpb.ModelGraph {
-			continue
-		}
-		gf, err := onnxpb.Fields(f.Val)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, g := range gf {
-			if g.Num != onnxpb.GraphInitializer {
-				continue
-			}
-			tf, err := onnxpb.Fields(g.Val)
+		if f.Num == onnxpb.ModelGraph {
+			gf, err := onnxpb.Fields(f.Val)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, x := range tf {
-				if x.Num == onnxpb.TensorName {
-					out[string(x.Val)] = tf
-				}
+			return gf
+		}
+	}
+	t.Fatal("no graph")
+	return nil
+}
+
+// initializers returns a model's initializers by name: their fields.
+func initializers(t *testing.T, model []byte) map[string][]onnxpb.Field {
+	t.Helper()
+	out := map[string][]onnxpb.Field{}
+	for _, g := range graphFields(t, model) {
+		if g.Num != onnxpb.GraphInitializer {
+			continue
+		}
+		tf, err := onnxpb.Fields(g.Val)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range tf {
+			if x.Num == onnxpb.TensorName {
+				out[string(x.Val)] = tf
 			}
 		}
 	}
@@ -77,27 +84,14 @@ func nodeOps(t *testing.T, model []byte) (map[string]int, []*onnxpb.Node) {
 	t.Helper()
 	ops := map[string]int{}
 	var nodes []*onnxpb.Node
-	top, err := onnxpb.Fields(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range top {
-		if f.Num != onnxpb.ModelGraph {
-			continue
-		}
-		gf, err := onnxpb.Fields(f.Val)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, g := range gf {
-			if g.Num == onnxpb.GraphNode {
-				n, err := onnxpb.ParseNode(g.Val)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ops[n.Domain+":"+n.OpType]++
-				nodes = append(nodes, n)
+	for _, g := range graphFields(t, model) {
+		if g.Num == onnxpb.GraphNode {
+			n, err := onnxpb.ParseNode(g.Val)
+			if err != nil {
+				t.Fatal(err)
 			}
+			ops[n.Domain+":"+n.OpType]++
+			nodes = append(nodes, n)
 		}
 	}
 	return ops, nodes
