@@ -112,11 +112,7 @@ func (r *Runtime) LoadObserved(dir string, graph []byte, observed []string, opts
 		return nil, errors.New("loading an observed model: no graph or no observer")
 	}
 	opts.ConcurrentRuns, opts.MaxBatchSize = 1, 1
-	m, err := r.load(dir, &observedGraph{graph, observed, observe}, opts)
-	if err != nil {
-		return nil, err
-	}
-	return m, nil
+	return r.load(dir, &observedGraph{graph, observed, observe}, opts)
 }
 
 type observedGraph struct {
@@ -171,11 +167,7 @@ func (r *Runtime) load(dir string, og *observedGraph, opts Options) (*Model, err
 	} else {
 		// External data of the graph's is relative to its file's folder.
 		m.observed, m.observe = og.outputs, og.observe
-		var dir string
-		if dir, err = filepath.Abs(filepath.Dir(path)); err == nil {
-			err = so.AddSessionConfigEntry(externalFolderKey, dir)
-		}
-		if err == nil {
+		if err = setExternalFolder(so, path); err == nil {
 			m.sess, err = ort.NewDynamicAdvancedSessionWithONNXData(og.data, m.inputs, append([]string{m.output}, og.outputs...), so)
 		}
 	}

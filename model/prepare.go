@@ -58,18 +58,8 @@ func prepareGraph(file string, data []byte, mapWeights, fuse bool) ([]byte, prep
 	}
 	location := filepath.Base(file)
 	out := make([]byte, 0, 1<<20)
-	hasMicrosoft := false
 	at := 0 // offset of the current top-level field in data
 	for _, f := range top {
-		if f.Num == onnxpb.ModelOpsetImport {
-			if fs, err := onnxpb.Fields(f.Val); err == nil {
-				for _, o := range fs {
-					if o.Num == onnxpb.OpsetDomain && string(o.Val) == msDomain {
-						hasMicrosoft = true
-					}
-				}
-			}
-		}
 		if f.Num != onnxpb.ModelGraph || f.Typ != protowire.BytesType {
 			out = append(out, f.Raw...)
 			at += len(f.Raw)
@@ -85,9 +75,11 @@ func prepareGraph(file string, data []byte, mapWeights, fuse bool) ([]byte, prep
 	if st.mapped == 0 && st.fused == 0 {
 		return nil, st, errUnprepared
 	}
-	if st.fused > 0 && !hasMicrosoft {
-		op := onnxpb.AppendString(nil, onnxpb.OpsetDomain, msDomain)
-		out = onnxpb.AppendBytes(out, onnxpb.ModelOpsetImport, onnxpb.AppendVarint(op, onnxpb.OpsetVersion, 1))
+	if st.fused > 0 {
+		imports, _ := onnxpb.OpsetImports(top) // a malformed one is onnxruntime's to report
+		if _, ok := imports[msDomain]; !ok {
+			out = onnxpb.AppendOpsetImport(out, msDomain, 1)
+		}
 	}
 	return out, st, nil
 }
@@ -119,7 +111,7 @@ func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, 
 				return nil, err
 			}
 			add := fused[i]
-			name := fresh(names, ln.Name+"_skip")
+			name := onnxpb.FreshName(names, ln.Name+"_skip")
 			g = onnxpb.AppendBytes(g, onnxpb.GraphNode, onnxpb.EncodeNode(msDomain, name, "SkipLayerNormalization",
 				[]string{add.Inputs[0], add.Inputs[1], ln.Inputs[1], ln.Inputs[2]}, ln.Outputs[:1],
 				onnxpb.FloatAttr("epsilon", ln.AttrFloat("epsilon", 1e-5))))
@@ -263,17 +255,6 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.
 	return skip, fused, names, nil
 }
 
-// fresh returns name, or name with a numeric suffix, unused in names, and
-// marks it used.
-func fresh(names map[string]bool, name string) string {
-	s := name
-	for k := 1; names[s]; k++ {
-		s = name + "_" + strconv.Itoa(k)
-	}
-	names[s] = true
-	return s
-}
-
 // mapTensor rewrites one TensorProto, whose bytes start at offset at of the
 // file, to refer to its raw data in place; ok is false for a tensor to
 // leave as it is (small, already external, or without raw data).
@@ -352,16 +333,8 @@ func preparedSession(path string, inputs, outputs []string, fuse bool, so *ort.S
 	if err != nil {
 		return nil, st, err
 	}
-	dir, err := filepath.Abs(filepath.Dir(path))
-	if err != nil {
+	if err := setExternalFolder(so, path); err != nil {
 		return nil, st, err
-	}
-	if has, err := so.HasSessionConfigEntry(externalFolderKey); err != nil {
-		return nil, st, err
-	} else if !has { // set by an earlier try of this load: the same folder
-		if err := so.AddSessionConfigEntry(externalFolderKey, dir); err != nil {
-			return nil, st, err
-		}
 	}
 	s, err := ort.NewDynamicAdvancedSessionWithONNXData(g, inputs, outputs, so)
 	if err != nil {
@@ -375,6 +348,17 @@ func preparedSession(path string, inputs, outputs []string, fuse bool, so *ort.S
 	return s, st, nil
 }
 
-// externalFolderKey is the session option naming the folder that external
-// data locations of a graph created from bytes are relative to.
-const externalFolderKey = "session.model_external_initializers_file_folder_path"
+// setExternalFolder has the external data locations of a graph created
+// from bytes resolved from the folder of the graph file path, unless an
+// earlier try of the same load set it (to the same folder).
+func setExternalFolder(so *ort.SessionOptions, path string) error {
+	const key = "session.model_external_initializers_file_folder_path"
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	if has, err := so.HasSessionConfigEntry(key); err != nil || has {
+		return err
+	}
+	return so.AddSessionConfigEntry(key, dir)
+}

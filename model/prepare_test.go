@@ -170,7 +170,7 @@ func TestResidualNormsAreFused(t *testing.T) {
 		seen[n.Name] = true
 	}
 	names := map[string]bool{"": true, "_skip": true}
-	if a, b := fresh(names, "_skip"), fresh(names, "_skip"); a != "_skip_1" || b != "_skip_2" {
+	if a, b := onnxpb.FreshName(names, "_skip"), onnxpb.FreshName(names, "_skip"); a != "_skip_1" || b != "_skip_2" {
 		t.Fatalf("fresh names %q, %q", a, b)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -270,4 +271,47 @@ func FloatAttr(name string, v float32) []byte {
 	b := AppendString(nil, AttrName, name)
 	b = AppendFloat(b, AttrF, v)
 	return AppendVarint(b, AttrType, AttrTypeFloat)
+}
+
+// FreshName returns name, or name with a numeric suffix, that is not in
+// names, and adds it there.
+func FreshName(names map[string]bool, name string) string {
+	s := name
+	for k := 1; names[s]; k++ {
+		s = name + "_" + strconv.Itoa(k)
+	}
+	names[s] = true
+	return s
+}
+
+// OpsetImports returns the opset imports among a ModelProto's fields:
+// domain ("" for the default) → version.
+func OpsetImports(top []Field) (map[string]int64, error) {
+	imports := map[string]int64{}
+	for _, f := range top {
+		if f.Num != ModelOpsetImport {
+			continue
+		}
+		fs, err := Fields(f.Val)
+		if err != nil {
+			return nil, err
+		}
+		domain, version := "", int64(0)
+		for _, g := range fs {
+			switch g.Num {
+			case OpsetDomain:
+				domain = string(g.Val)
+			case OpsetVersion:
+				version = int64(g.V)
+			}
+		}
+		imports[domain] = version
+	}
+	return imports, nil
+}
+
+// AppendOpsetImport appends an opset import to a ModelProto's bytes.
+func AppendOpsetImport(model []byte, domain string, version uint64) []byte {
+	op := AppendString(nil, OpsetDomain, domain)
+	return AppendBytes(model, ModelOpsetImport, AppendVarint(op, OpsetVersion, version))
 }

@@ -197,8 +197,7 @@ func Graph(model []byte, opts Options) ([]byte, Report, error) {
 	}
 	out := m.with(graph)
 	if microsoft && !m.hasMicrosoft {
-		op := onnxpb.AppendString(nil, onnxpb.OpsetDomain, domainMicrosoft)
-		out = onnxpb.AppendBytes(out, onnxpb.ModelOpsetImport, onnxpb.AppendVarint(op, onnxpb.OpsetVersion, 1))
+		out = onnxpb.AppendOpsetImport(out, domainMicrosoft, 1)
 	}
 	return out, rep, nil
 }
@@ -256,36 +255,26 @@ func parseModel(model []byte) (*modelProto, error) {
 		return nil, err
 	}
 	m := &modelProto{top: top, graphAt: -1}
-	opset := int64(-1)
 	for i, f := range top {
-		switch f.Num {
-		case onnxpb.ModelGraph:
-			if m.graphAt >= 0 {
-				return nil, fmt.Errorf("%w: two graph fields", ErrMalformed)
-			}
-			m.graphAt = i
-		case onnxpb.ModelOpsetImport:
-			fs, err := fields(f.Val)
-			if err != nil {
-				return nil, err
-			}
-			domain, version := "", int64(0)
-			for _, g := range fs {
-				switch g.Num {
-				case onnxpb.OpsetDomain:
-					domain = string(g.Val)
-				case onnxpb.OpsetVersion:
-					version = int64(g.V)
-				}
-			}
-			switch domain {
-			case "", "ai.onnx":
-				opset = version
-			case domainMicrosoft:
-				m.hasMicrosoft = true
-			}
+		if f.Num != onnxpb.ModelGraph {
+			continue
+		}
+		if m.graphAt >= 0 {
+			return nil, fmt.Errorf("%w: two graph fields", ErrMalformed)
+		}
+		m.graphAt = i
+	}
+	imports, err := onnxpb.OpsetImports(top)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	opset, ok := imports[""]
+	if !ok {
+		if opset, ok = imports["ai.onnx"]; !ok {
+			opset = -1
 		}
 	}
+	_, m.hasMicrosoft = imports[domainMicrosoft]
 	if m.graphAt < 0 {
 		return nil, fmt.Errorf("%w: no graph", ErrMalformed)
 	}
@@ -315,7 +304,6 @@ type rewriter struct {
 	inits   map[string]*tensor
 	names   map[string]bool      // every value and node name in the graph
 	quantOf map[string][3]string // activation → its quantized value, scale and zero point
-	consts  map[string]string    // key → name of a shared constant initializer
 	smooth  map[string][]float64 // activation → its smoothing factors
 	nodes   [][]byte
 	extra   [][]byte // new initializers
@@ -399,7 +387,7 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	rep.Kept = append(rep.Kept, g.kept...)
-	r := &rewriter{opts: opts, rep: rep, inits: g.inits, names: g.names, quantOf: map[string][3]string{}, consts: map[string]string{}}
+	r := &rewriter{opts: opts, rep: rep, inits: g.inits, names: g.names, quantOf: map[string][3]string{}}
 	nodes, weights, readers, uses, initName := g.nodes, g.weights, g.readers, g.uses, g.initName
 
 	if opts.Activations == Static && opts.Smooth > 0 {
@@ -551,14 +539,7 @@ func (g *graphProto) candidate(n *node, opts Options, first, last int) (*tensor,
 }
 
 // fresh returns name, or name with a numeric suffix, unused in the graph.
-func (r *rewriter) fresh(name string) string {
-	s := name
-	for k := 1; r.names[s]; k++ {
-		s = name + "_" + strconv.Itoa(k)
-	}
-	r.names[s] = true
-	return s
-}
+func (r *rewriter) fresh(name string) string { return onnxpb.FreshName(r.names, name) }
 
 // isBias reports whether add is Add(y, b) or Add(b, y) with b a float
 // initializer of n elements: a bias the quantized node can add itself.
