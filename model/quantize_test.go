@@ -120,3 +120,62 @@ func testQuantizedModelServes(t *testing.T, rt *model.Runtime, tiny string, acts
 		}
 	}
 }
+
+// TestFusedAttentionScoresAsTheUnfusedGraph: QAttention (the default) runs
+// the same integer products as the three separate projections and the same
+// float attention, padding masked out: scores of pairs of mixed lengths in
+// batches agree with the unfused int8 graph's to float rounding, and a
+// padded pair scores as it does alone.
+func TestFusedAttentionScoresAsTheUnfusedGraph(t *testing.T) {
+	rt, tiny := fixture(t)
+	ctx := context.Background()
+	opts := quantize.DefaultOptions()
+	job := eval.SyntheticJob(rand.New(rand.NewPCG(5, 5)), "calibration", 30, 40)
+	var err error
+	if opts.Ranges, err = calibrate.Ranges(ctx, rt, tiny, opts, model.Options{}, job); err != nil {
+		t.Fatal(err)
+	}
+	pairs := mixedPairs(40, 9)
+	var scores [2][]float32
+	for k, keep := range []bool{false, true} {
+		o := opts
+		o.KeepAttention = keep
+		dir := filepath.Join(t.TempDir(), "int8")
+		rep, info, err := quantize.Dir(tiny, dir, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{false: 2, true: 0}[keep]; rep.Attentions != want || info.Attentions != want {
+			t.Fatalf("keep attention %v: %d attentions fused, %d recorded", keep, rep.Attentions, info.Attentions)
+		}
+		q, err := rt.Load(dir, model.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		scores[k], _, err = q.Score(ctx, pairs)
+		if err != nil {
+			q.Close()
+			t.Fatal(err)
+		}
+		if !keep {
+			for _, i := range []int{0, 17, 39} {
+				alone, _, err := q.Score(ctx, pairs[i:i+1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := math.Abs(float64(alone[0] - scores[k][i])); d > 1e-4 {
+					t.Errorf("fused: pair %d alone %v, among 40 %v", i, alone[0], scores[k][i])
+				}
+			}
+		}
+		q.Close()
+	}
+	var maxDiff float64
+	for i := range pairs {
+		maxDiff = max(maxDiff, math.Abs(float64(scores[0][i]-scores[1][i])))
+	}
+	t.Logf("max |fused − unfused| %.3g", maxDiff)
+	if maxDiff > 1e-4 {
+		t.Fatalf("max |fused − unfused| = %g", maxDiff)
+	}
+}

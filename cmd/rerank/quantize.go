@@ -30,6 +30,7 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	exclude := fs.String("exclude", quantize.DefaultExclude, "keep nodes whose name matches this regular expression in fp32 (empty: none)")
 	edges := fs.Bool("keep-edge-layers", false, "keep the first and last encoder layers in fp32")
 	minCols := fs.Int64("min-columns", 16, "keep weights with fewer output columns in fp32")
+	keepAttn := fs.Bool("keep-attention", false, "leave each self-attention block as exported (its projections quantized one by one) instead of one com.microsoft QAttention")
 	check := fs.String("check", "", "job (JSON or msgpack file) for the agreement check (default: a built-in synthetic job)")
 	checkN := fs.Int("check-candidates", 200, "candidates of the built-in check job (0: no check)")
 	var mf modelFlags
@@ -40,7 +41,7 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	if *in == "" || *out == "" {
 		return &exitError{2, fmt.Errorf("--in and --out are required")}
 	}
-	opts := quantize.Options{Granularity: quantize.Granularity(*gran), Activations: quantize.Activations(*acts), Smooth: *smooth, KeepEdgeLayers: *edges, MinColumns: *minCols}
+	opts := quantize.Options{Granularity: quantize.Granularity(*gran), Activations: quantize.Activations(*acts), Smooth: *smooth, KeepEdgeLayers: *edges, MinColumns: *minCols, KeepAttention: *keepAttn}
 	for _, op := range strings.Split(*ops, ",") {
 		if op = strings.TrimSpace(op); op != "" {
 			opts.OpTypes = append(opts.OpTypes, op)
@@ -76,6 +77,9 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fmt.Fprintf(stdout, "quantized %d nodes to int8 (%s weights, %s activations), kept %d in fp32; weights %.1f MB → %.1f MB; wrote %s in %s\n",
 		len(rep.Quantized), opts.Granularity, opts.Activations, len(rep.Kept), float64(rep.WeightBytes[0])/1e6, float64(rep.WeightBytes[1])/1e6,
 		*out, time.Since(start).Round(time.Millisecond))
+	if rep.Attentions > 0 {
+		fmt.Fprintf(stdout, "fused %d self-attention blocks into QAttention\n", rep.Attentions)
+	}
 	if opts.Activations == quantize.Static {
 		fmt.Fprintf(stdout, "calibrated on %s; smoothed %d activations, corrected %d biases\n", opts.Calibration, rep.Smoothed, rep.Corrected)
 	}

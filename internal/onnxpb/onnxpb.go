@@ -61,6 +61,7 @@ const (
 	AttrName protowire.Number = 1
 	AttrF    protowire.Number = 2
 	AttrI    protowire.Number = 3
+	AttrT    protowire.Number = 5
 	AttrInts protowire.Number = 8
 	AttrType protowire.Number = 20
 
@@ -74,6 +75,7 @@ const (
 	TensorDims         protowire.Number = 1
 	TensorDataType     protowire.Number = 2
 	TensorFloatData    protowire.Number = 4
+	TensorInt64Data    protowire.Number = 7
 	TensorName         protowire.Number = 8
 	TensorRawData      protowire.Number = 9
 	TensorExternalData protowire.Number = 13
@@ -82,6 +84,7 @@ const (
 	DataTypeFloat = 1
 	DataTypeUint8 = 2
 	DataTypeInt8  = 3
+	DataTypeInt32 = 6
 	DataTypeInt64 = 7
 )
 
@@ -171,12 +174,14 @@ func Fields(b []byte) ([]Field, error) {
 }
 
 // Node is a parsed NodeProto: its encoding (Raw), and the parts readers
-// use; Attrs holds each attribute's value field (i or f) by name.
+// use; Attrs holds each attribute's value field (i, f or t) by name, Ints
+// each integer-list attribute.
 type Node struct {
 	Raw                  []byte
 	Inputs, Outputs      []string
 	Name, OpType, Domain string
 	Attrs                map[string]Field
+	Ints                 map[string][]int64
 }
 
 // ParseNode parses a NodeProto without copying its encoding.
@@ -205,15 +210,35 @@ func ParseNode(b []byte) (*Node, error) {
 			}
 			var name string
 			var value Field
+			var ints []int64
 			for _, af := range afs {
 				switch af.Num {
 				case AttrName:
 					name = string(af.Val)
-				case AttrI, AttrF:
+				case AttrI, AttrF, AttrT:
 					value = af
+				case AttrInts:
+					if af.Typ == protowire.BytesType { // packed
+						for p := af.Val; len(p) > 0; {
+							v, k := protowire.ConsumeVarint(p)
+							if k < 0 {
+								return nil, protowire.ParseError(k)
+							}
+							ints = append(ints, int64(v))
+							p = p[k:]
+						}
+					} else {
+						ints = append(ints, int64(af.V))
+					}
 				}
 			}
 			n.Attrs[name] = value
+			if ints != nil {
+				if n.Ints == nil {
+					n.Ints = map[string][]int64{}
+				}
+				n.Ints[name] = ints
+			}
 		}
 	}
 	return n, nil
@@ -233,6 +258,15 @@ func (n *Node) AttrFloat(name string, def float32) float32 {
 		return math.Float32frombits(uint32(f.V))
 	}
 	return def
+}
+
+// AttrTensor is the encoded TensorProto of a tensor attribute (a Constant
+// node's value), or nil.
+func (n *Node) AttrTensor(name string) []byte {
+	if f, ok := n.Attrs[name]; ok && f.Num == AttrT {
+		return f.Val
+	}
+	return nil
 }
 
 // EncodeNode writes a NodeProto in an operator domain ("": the default),

@@ -32,9 +32,10 @@ type Info struct {
 	Exclude     string      `json:"exclude,omitempty"`
 	EdgeLayers  bool        `json:"edge_layers_fp32,omitempty"`
 	Quantized   int         `json:"quantized_nodes"`
-	Source      string      `json:"source"`        // the input directory, as given
-	SourceGraph string      `json:"source_graph"`  // the graph file, relative to it
-	SourceSHA   string      `json:"source_sha256"` // of that graph file
+	Attentions  int         `json:"fused_attentions,omitempty"` // self-attention blocks written as one QAttention
+	Source      string      `json:"source"`                     // the input directory, as given
+	SourceGraph string      `json:"source_graph"`               // the graph file, relative to it
+	SourceSHA   string      `json:"source_sha256"`              // of that graph file
 }
 
 // Dir quantizes the model directory in into a new model directory out:
@@ -72,7 +73,7 @@ func Dir(in, out string, opts Options) (Report, Info, error) {
 		smooth = 0
 	}
 	info = Info{Type: quantizedName, Granularity: opts.Granularity, Activations: opts.Activations, Calibration: opts.Calibration, Smooth: smooth, OpTypes: opts.OpTypes, EdgeLayers: opts.KeepEdgeLayers,
-		Quantized: len(rep.Quantized), Source: in, SourceGraph: filepath.ToSlash(graphRel), SourceSHA: hex.EncodeToString(sum[:])}
+		Quantized: len(rep.Quantized), Attentions: rep.Attentions, Source: in, SourceGraph: filepath.ToSlash(graphRel), SourceSHA: hex.EncodeToString(sum[:])}
 	if opts.Exclude != nil {
 		info.Exclude = opts.Exclude.String()
 	}

@@ -71,6 +71,7 @@ type tensor struct {
 	external bool
 	raw      []byte    // raw_data
 	floats   []float32 // float_data
+	ints     []int64   // int64_data
 }
 
 func parseTensor(b []byte) (*tensor, error) {
@@ -109,6 +110,19 @@ func parseTensor(b []byte) (*tensor, error) {
 			} else {
 				t.floats = append(t.floats, math.Float32frombits(uint32(f.V)))
 			}
+		case onnxpb.TensorInt64Data:
+			if f.Typ == protowire.BytesType {
+				for p := f.Val; len(p) > 0; {
+					v, n := protowire.ConsumeVarint(p)
+					if n < 0 {
+						return nil, ErrMalformed
+					}
+					t.ints = append(t.ints, int64(v))
+					p = p[n:]
+				}
+			} else {
+				t.ints = append(t.ints, int64(f.V))
+			}
 		case onnxpb.TensorExternalData:
 			t.external = true
 		case onnxpb.TensorDataLocation:
@@ -145,6 +159,42 @@ func (t *tensor) float32s() ([]float32, error) {
 		out[i] = math.Float32frombits(v)
 	}
 	return out, nil
+}
+
+// int64s returns the values of a small int64 tensor (a shape or axes
+// constant), or nil when it is not one.
+func (t *tensor) int64s() []int64 {
+	n := t.numel()
+	if t.dataType != onnxpb.DataTypeInt64 || t.external || n > 16 {
+		return nil
+	}
+	if t.ints != nil {
+		if int64(len(t.ints)) != n {
+			return nil
+		}
+		return t.ints
+	}
+	if int64(len(t.raw)) != 8*n {
+		return nil
+	}
+	out := make([]int64, n)
+	for i := range out {
+		v, _ := protowire.ConsumeFixed64(t.raw[8*i:])
+		out[i] = int64(v)
+	}
+	return out
+}
+
+// scalar returns the value of a one-element float tensor.
+func (t *tensor) scalar() (float32, bool) {
+	if t.dataType != onnxpb.DataTypeFloat || t.external || t.numel() != 1 {
+		return 0, false
+	}
+	v, err := t.float32s()
+	if err != nil {
+		return 0, false
+	}
+	return v[0], true
 }
 
 // encodeTensor writes a TensorProto with raw data.

@@ -2,6 +2,7 @@ package quantize
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"maps"
 	"math"
@@ -97,36 +98,80 @@ func TestGraphQuantizesTheEncoderAndKeepsTheHead(t *testing.T) {
 	before, _, _ := graphOps(t, in)
 	for _, tc := range []struct {
 		acts Activations
+		keep bool // KeepAttention
 		want map[string]int
 		bias string // suffix of every quantized node's bias input
 	}{
 		// Query, key and value share one DynamicQuantizeLinear per layer;
 		// the other three quantize their own input; every bias Add is
 		// folded.
-		{PerBatch, map[string]int{
+		{PerBatch, true, map[string]int{
 			"com.microsoft:MatMulIntegerToFloat":  6,
 			"com.microsoft:DynamicQuantizeMatMul": 6,
+			"com.microsoft:QAttention":            0,
 			":DynamicQuantizeLinear":              2,
 			":QuantizeLinear":                     0,
 			":MatMul":                             before[":MatMul"] - 12,
 			":Add":                                before[":Add"] - 12,
 			":Mul":                                before[":Mul"],
+			":Transpose":                          before[":Transpose"],
 		}, ".bias"},
 		// One smoothing Mul and one QuantizeLinear per distinct input (4 a
 		// layer); every bias is replaced by its corrected copy.
-		{Static, map[string]int{
+		{Static, true, map[string]int{
 			"com.microsoft:MatMulIntegerToFloat":  12,
 			"com.microsoft:DynamicQuantizeMatMul": 0,
+			"com.microsoft:QAttention":            0,
 			":DynamicQuantizeLinear":              0,
 			":QuantizeLinear":                     8,
 			":MatMul":                             before[":MatMul"] - 12,
 			":Add":                                before[":Add"] - 12,
 			":Mul":                                before[":Mul"] + 8,
+			":Transpose":                          before[":Transpose"],
+		}, "_bias_corrected"},
+		// Each layer's self-attention is one QAttention: its three
+		// projections, two attention products, four Transposes, four
+		// Reshapes, scaling Div, mask Add and Softmax go, and so does the
+		// mask's arithmetic (Unsqueeze, Mul, Sub, float Cast), for one
+		// int32 Cast of attention_mask.
+		{PerBatch, false, map[string]int{
+			"com.microsoft:MatMulIntegerToFloat":  0,
+			"com.microsoft:DynamicQuantizeMatMul": 6,
+			"com.microsoft:QAttention":            2,
+			":DynamicQuantizeLinear":              2,
+			":QuantizeLinear":                     0,
+			":MatMul":                             before[":MatMul"] - 16,
+			":Add":                                before[":Add"] - 14,
+			":Mul":                                before[":Mul"] - 1,
+			":Div":                                before[":Div"] - 2,
+			":Transpose":                          0,
+			":Reshape":                            0,
+			":Softmax":                            0,
+			":Unsqueeze":                          0,
+			":Sub":                                0,
+			":Cast":                               1,
+		}, ".bias"},
+		{Static, false, map[string]int{
+			"com.microsoft:MatMulIntegerToFloat":  6,
+			"com.microsoft:DynamicQuantizeMatMul": 0,
+			"com.microsoft:QAttention":            2,
+			":DynamicQuantizeLinear":              0,
+			":QuantizeLinear":                     8,
+			":MatMul":                             before[":MatMul"] - 16,
+			":Add":                                before[":Add"] - 14,
+			":Mul":                                before[":Mul"] + 8 - 1,
+			":Transpose":                          0,
+			":Softmax":                            0,
 		}, "_bias_corrected"},
 	} {
-		t.Run(string(tc.acts), func(t *testing.T) {
+		name := string(tc.acts)
+		if tc.keep {
+			name += "/keep-attention"
+		}
+		t.Run(name, func(t *testing.T) {
 			opts := DefaultOptions()
 			opts.Activations = tc.acts
+			opts.KeepAttention = tc.keep
 			if tc.acts == Static {
 				opts = calibrated(t, in, opts)
 			}
@@ -136,8 +181,8 @@ func TestGraphQuantizesTheEncoderAndKeepsTheHead(t *testing.T) {
 			}
 			after, nodes, inits := graphOps(t, out)
 			// 2 layers × (query, key, value, attention output, intermediate, output).
-			if len(rep.Quantized) != 12 {
-				t.Fatalf("quantized %d nodes: %q", len(rep.Quantized), rep.Quantized)
+			if len(rep.Quantized) != 12 || rep.Attentions != tc.want["com.microsoft:QAttention"] {
+				t.Fatalf("quantized %d nodes: %q, %d attentions", len(rep.Quantized), rep.Quantized, rep.Attentions)
 			}
 			if len(rep.Kept) != 2 || !strings.Contains(rep.Kept[0], "pooler") || !strings.Contains(rep.Kept[1], "classifier") {
 				t.Fatalf("kept %q", rep.Kept)
@@ -157,19 +202,32 @@ func TestGraphQuantizesTheEncoderAndKeepsTheHead(t *testing.T) {
 				if wq == nil || wq.dataType != onnxpb.DataTypeInt8 || len(wq.dims) != 2 {
 					t.Fatalf("%s: weight %q is %+v", n.name, n.inputs[1], wq)
 				}
-				scaleAt := 2
-				if n.opType == "MatMulIntegerToFloat" {
+				// Where the weight scale, the bias and the activation's
+				// scale and zero point are.
+				scaleAt, biasAt, xScaleAt, xZeroAt := 2, len(n.inputs)-1, 2, 4
+				bias := tc.bias
+				switch n.opType {
+				case "MatMulIntegerToFloat":
 					scaleAt = 3
+				case "QAttention":
+					scaleAt, biasAt, xScaleAt, xZeroAt = 4, 2, 3, 6
+					bias = "_qkv_bias" // the three, corrected or not, side by side
+					if n.inputs[5] != "attention_mask_int32" || n.attrInt("num_heads", 0) != int64(testmodel.Tiny.Heads) {
+						t.Errorf("%s: mask %q, %d heads", n.name, n.inputs[5], n.attrInt("num_heads", 0))
+					}
+					if b := inits[n.inputs[biasAt]]; b == nil || len(b.dims) != 1 || b.dims[0] != wq.dims[1] || wq.dims[1] != 3*wq.dims[0] {
+						t.Errorf("%s: bias %+v for weight dims %v", n.name, b, wq.dims)
+					}
 				}
 				if s := inits[n.inputs[scaleAt]]; s == nil || len(s.dims) != 1 || s.dims[0] != wq.dims[1] {
 					t.Fatalf("%s: scale %+v for weight dims %v", n.name, s, wq.dims)
 				}
-				if !strings.HasSuffix(n.inputs[len(n.inputs)-1], tc.bias) {
+				if !strings.HasSuffix(n.inputs[biasAt], bias) {
 					t.Errorf("%s: inputs %q: the bias was not folded", n.name, n.inputs)
 				}
 				if tc.acts == Static {
 					// The activation's scale and zero point are constants.
-					if s, z := inits[n.inputs[2]], inits[n.inputs[4]]; s == nil || z == nil || z.dataType != onnxpb.DataTypeUint8 {
+					if s, z := inits[n.inputs[xScaleAt]], inits[n.inputs[xZeroAt]]; s == nil || z == nil || z.dataType != onnxpb.DataTypeUint8 {
 						t.Errorf("%s: activation scale %+v, zero point %+v", n.name, s, z)
 					}
 				}
@@ -177,6 +235,9 @@ func TestGraphQuantizesTheEncoderAndKeepsTheHead(t *testing.T) {
 			for name, tn := range inits {
 				if strings.HasSuffix(name, ".weight") && strings.Contains(name, "encoder") && tn.dataType == onnxpb.DataTypeFloat && len(tn.dims) == 2 {
 					t.Errorf("fp32 weight %s still in the graph", name)
+				}
+				if tc.acts == Static && strings.HasSuffix(name, ".bias") && strings.Contains(name, "encoder") && !strings.Contains(name, "LayerNorm") {
+					t.Errorf("bias %s, replaced by its corrected copy, still in the graph", name)
 				}
 			}
 			if rep.WeightBytes[1]*3 > rep.WeightBytes[0] || len(out) >= len(in) {
@@ -596,13 +657,168 @@ func FuzzGraph(f *testing.F) {
 	f.Add(handModel("MatMul", 13, []int64{24, 32}, nil, false))
 	f.Add(handModel("Gemm", 13, []int64{32, 24}, [][]byte{intAttr("transB", 1)}, true))
 	f.Add([]byte{})
+	// A whole (tiny) encoder: self-attention for the fusion to match.
+	var b bytes.Buffer
+	if err := testmodel.WriteONNX(&b, testmodel.Spec{Name: "fuzz", Layers: 1, Hidden: 16, Heads: 2, FFN: 16, MaxPositions: 8, TypeVocab: 2, Vocab: 8, Seed: 1, InitStd: 0.3}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b.Bytes())
+	perBatch := DefaultOptions()
+	perBatch.Activations = PerBatch
 	f.Fuzz(func(t *testing.T, in []byte) {
-		out, _, err := Graph(in, DefaultOptions())
-		if err != nil {
-			return
-		}
-		if _, err := fields(out); err != nil {
-			t.Fatalf("output does not parse: %v", err)
+		for _, o := range []Options{DefaultOptions(), perBatch} {
+			out, _, err := Graph(in, o)
+			if err != nil {
+				continue
+			}
+			if _, err := fields(out); err != nil {
+				t.Fatalf("output does not parse: %v", err)
+			}
 		}
 	})
+}
+
+// editGraph returns model with each node passed through edit (nil: drop
+// it; more than one: replace it by them) and extra initializers and nodes
+// (put first) added.
+func editGraph(t testing.TB, model []byte, edit func(n *node) [][]byte, first [][]byte, inits ...[]byte) []byte {
+	t.Helper()
+	m, err := parseModel(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gf, err := fields(m.top[m.graphAt].Val)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g []byte
+	for _, b := range first {
+		g = onnxpb.AppendBytes(g, onnxpb.GraphNode, b)
+	}
+	for _, f := range gf {
+		if f.Num != onnxpb.GraphNode {
+			g = append(g, f.Raw...)
+			continue
+		}
+		n, err := parseNode(f.Val)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range edit(n) {
+			g = onnxpb.AppendBytes(g, onnxpb.GraphNode, b)
+		}
+	}
+	for _, b := range inits {
+		g = onnxpb.AppendBytes(g, onnxpb.GraphInitializer, b)
+	}
+	return m.with(g)
+}
+
+// TestAttentionFusionMatchesOnlyItsForm: the forms of a BERT export that
+// mean the same attention are fused (the scaling as a Mul by 1/√d, shapes
+// and scalars in Constant nodes); anything that changes what it computes,
+// or reads its intermediate values elsewhere, leaves the block as it is,
+// its projections quantized one by one.
+func TestAttentionFusionMatchesOnlyItsForm(t *testing.T) {
+	in := tinyONNX(t)
+	d := float32(testmodel.Tiny.Hidden / testmodel.Tiny.Heads)
+	sqrtD := float32(math.Sqrt(float64(d)))
+	f32 := func(name string, v float32) []byte {
+		return encodeTensor(name, onnxpb.DataTypeFloat, float32Bytes([]float32{v}))
+	}
+	self := func(n *node, op string) bool {
+		return n.opType == op && strings.Contains(n.name, "attention/self")
+	}
+	keep := func(n *node) [][]byte { return [][]byte{n.raw} }
+	constNode := func(out string, t []byte) []byte {
+		return encodeNode(out+"_node", "Constant", nil, []string{out}, onnxpb.AppendVarint(onnxpb.AppendBytes(onnxpb.AppendString(nil, onnxpb.AttrName, "value"), onnxpb.AttrT, t), onnxpb.AttrType, 4))
+	}
+	i64 := func(name string, vs ...int64) []byte {
+		b := make([]byte, 8*len(vs))
+		for i, v := range vs {
+			binary.LittleEndian.PutUint64(b[8*i:], uint64(v))
+		}
+		return encodeTensor(name, onnxpb.DataTypeInt64, b, int64(len(vs)))
+	}
+	heads := int64(testmodel.Tiny.Heads)
+	for _, tc := range []struct {
+		name  string
+		model []byte
+		opts  func(*Options)
+		want  int // attentions fused
+	}{
+		{"as exported", in, nil, 2},
+		{"kept on request", in, func(o *Options) { o.KeepAttention = true }, 0},
+		{"scaled by a Mul", editGraph(t, in, func(n *node) [][]byte {
+			if self(n, "Div") {
+				return [][]byte{encodeNode(n.name, "Mul", []string{"inv_sqrt_d", n.inputs[0]}, n.outputs)}
+			}
+			return keep(n)
+		}, nil, f32("inv_sqrt_d", 1/sqrtD)), nil, 2},
+		{"constants as Constant nodes", editGraph(t, in, func(n *node) [][]byte {
+			switch {
+			case self(n, "Div"):
+				return [][]byte{encodeNode(n.name, "Div", []string{n.inputs[0], "c_sqrt_d"}, n.outputs)}
+			case self(n, "Reshape") && strings.Contains(n.name, "query"):
+				return [][]byte{encodeNode(n.name, "Reshape", []string{n.inputs[0], "c_split"}, n.outputs)}
+			}
+			return keep(n)
+		}, [][]byte{constNode("c_sqrt_d", f32("", sqrtD)), constNode("c_split", i64("", 0, 0, heads, int64(d)))}), nil, 2},
+		{"another scale", editGraph(t, in, func(n *node) [][]byte {
+			if self(n, "Div") {
+				return [][]byte{encodeNode(n.name, "Div", []string{n.inputs[0], "not_sqrt_d"}, n.outputs)}
+			}
+			return keep(n)
+		}, nil, f32("not_sqrt_d", sqrtD+1)), nil, 0},
+		{"softmax over another axis", editGraph(t, in, func(n *node) [][]byte {
+			if n.opType == "Softmax" {
+				return [][]byte{encodeNode(n.name, "Softmax", n.inputs, n.outputs, intAttr("axis", 2))}
+			}
+			return keep(n)
+		}, nil), nil, 0},
+		{"a mild mask", editGraph(t, in, func(n *node) [][]byte {
+			if n.opType == "Mul" && n.name == "/bert/Mul" {
+				return [][]byte{encodeNode(n.name, "Mul", []string{n.inputs[0], "mild"}, n.outputs)}
+			}
+			return keep(n)
+		}, nil, f32("mild", -100)), nil, 0},
+		{"other heads", editGraph(t, in, func(n *node) [][]byte {
+			if self(n, "Reshape") && strings.Contains(n.name, "key") {
+				return [][]byte{encodeNode(n.name, "Reshape", []string{n.inputs[0], "split1"}, n.outputs)}
+			}
+			return keep(n)
+		}, nil, i64("split1", 0, 0, 1, heads*int64(d))), nil, 0},
+		{"probabilities read elsewhere", editGraph(t, in, func(n *node) [][]byte {
+			if n.opType == "Softmax" && strings.Contains(n.name, "layer.0") {
+				return [][]byte{n.raw, encodeNode("spy", "Identity", n.outputs, []string{"spied"})}
+			}
+			return keep(n)
+		}, nil), nil, 1},
+		{"query in fp32", in, func(o *Options) { o.Exclude = regexp.MustCompile(`layer\.1/attention/self/query`) }, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := DefaultOptions()
+			opts.Activations = PerBatch
+			if tc.opts != nil {
+				tc.opts(&opts)
+			}
+			out, rep, err := Graph(tc.model, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ops, _, _ := graphOps(t, out)
+			if rep.Attentions != tc.want || ops["com.microsoft:QAttention"] != tc.want {
+				t.Fatalf("%d attentions fused (%d QAttention nodes), want %d", rep.Attentions, ops["com.microsoft:QAttention"], tc.want)
+			}
+			// A block left as it is keeps its 2 products, 4 Transposes
+			// and Softmax.
+			if unfused := 2 - tc.want; ops[":Transpose"] != 4*unfused || ops[":Softmax"] != unfused {
+				t.Fatalf("%d blocks unfused, ops %v", unfused, ops)
+			}
+			// Every encoder weight that is not excluded is quantized.
+			if want := 12 - len(rep.Kept) + 2; len(rep.Quantized) != want {
+				t.Fatalf("quantized %d, kept %q", len(rep.Quantized), rep.Kept)
+			}
+		})
+	}
 }
