@@ -124,58 +124,76 @@ func testQuantizedModelServes(t *testing.T, rt *model.Runtime, tiny string, acts
 // TestFusedAttentionScoresAsTheUnfusedGraph: QAttention (the default) runs
 // the same integer products as the three separate projections and the same
 // float attention, padding masked out: scores of pairs of mixed lengths in
-// batches agree with the unfused int8 graph's to float rounding, and a
+// batches agree with the unfused int8 graph's to float rounding (static or
+// per-batch activations, per-column or per-tensor weight scales), and a
 // padded pair scores as it does alone.
 func TestFusedAttentionScoresAsTheUnfusedGraph(t *testing.T) {
 	rt, tiny := fixture(t)
 	ctx := context.Background()
-	opts := quantize.DefaultOptions()
+	base := quantize.DefaultOptions()
 	job := eval.SyntheticJob(rand.New(rand.NewPCG(5, 5)), "calibration", 30, 40)
-	var err error
-	if opts.Ranges, err = calibrate.Ranges(ctx, rt, tiny, opts, model.Options{}, job); err != nil {
+	ranges, err := calibrate.Ranges(ctx, rt, tiny, base, model.Options{}, job)
+	if err != nil {
 		t.Fatal(err)
 	}
 	pairs := mixedPairs(40, 9)
-	var scores [2][]float32
-	for k, keep := range []bool{false, true} {
-		o := opts
-		o.KeepAttention = keep
-		dir := filepath.Join(t.TempDir(), "int8")
-		rep, info, err := quantize.Dir(tiny, dir, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := map[bool]int{false: 2, true: 0}[keep]; rep.Attentions != want || info.Attentions != want {
-			t.Fatalf("keep attention %v: %d attentions fused, %d recorded", keep, rep.Attentions, info.Attentions)
-		}
-		q, err := rt.Load(dir, model.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		scores[k], _, err = q.Score(ctx, pairs)
-		if err != nil {
-			q.Close()
-			t.Fatal(err)
-		}
-		if !keep {
-			for _, i := range []int{0, 17, 39} {
-				alone, _, err := q.Score(ctx, pairs[i:i+1])
+	for _, tc := range []struct {
+		acts quantize.Activations
+		gran quantize.Granularity
+	}{
+		{quantize.Static, quantize.PerChannel},
+		{quantize.Static, quantize.PerTensor},
+		{quantize.PerBatch, quantize.PerChannel},
+	} {
+		t.Run(string(tc.acts)+"/"+string(tc.gran), func(t *testing.T) {
+			opts := base
+			opts.Activations, opts.Granularity = tc.acts, tc.gran
+			if tc.acts == quantize.Static {
+				opts.Ranges = ranges
+			}
+			var scores [2][]float32
+			for k, keep := range []bool{false, true} {
+				o := opts
+				o.KeepAttention = keep
+				dir := filepath.Join(t.TempDir(), "int8")
+				rep, info, err := quantize.Dir(tiny, dir, o)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if d := math.Abs(float64(alone[0] - scores[k][i])); d > 1e-4 {
-					t.Errorf("fused: pair %d alone %v, among 40 %v", i, alone[0], scores[k][i])
+				if want := map[bool]int{false: 2, true: 0}[keep]; rep.Attentions != want || info.Attentions != want || rep.Softmaxes != 2 {
+					t.Fatalf("keep attention %v: %d of %d attentions fused, %d recorded", keep, rep.Attentions, rep.Softmaxes, info.Attentions)
 				}
+				q, err := rt.Load(dir, model.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				scores[k], _, err = q.Score(ctx, pairs)
+				if err != nil {
+					q.Close()
+					t.Fatal(err)
+				}
+				if !keep && tc.acts == quantize.Static {
+					// Padding masked: a pair scores alone as among others.
+					for _, i := range []int{0, 17, 39} {
+						alone, _, err := q.Score(ctx, pairs[i:i+1])
+						if err != nil {
+							t.Fatal(err)
+						}
+						if d := math.Abs(float64(alone[0] - scores[k][i])); d > 1e-4 {
+							t.Errorf("fused: pair %d alone %v, among 40 %v", i, alone[0], scores[k][i])
+						}
+					}
+				}
+				q.Close()
 			}
-		}
-		q.Close()
-	}
-	var maxDiff float64
-	for i := range pairs {
-		maxDiff = max(maxDiff, math.Abs(float64(scores[0][i]-scores[1][i])))
-	}
-	t.Logf("max |fused − unfused| %.3g", maxDiff)
-	if maxDiff > 1e-4 {
-		t.Fatalf("max |fused − unfused| = %g", maxDiff)
+			var maxDiff float64
+			for i := range pairs {
+				maxDiff = max(maxDiff, math.Abs(float64(scores[0][i]-scores[1][i])))
+			}
+			t.Logf("max |fused − unfused| %.3g", maxDiff)
+			if maxDiff > 1e-4 {
+				t.Fatalf("max |fused − unfused| = %g", maxDiff)
+			}
+		})
 	}
 }

@@ -403,13 +403,16 @@ func TestQuantizedModelServesLikeFP32(t *testing.T) {
 	_, tiny := binary(t)
 	dir := filepath.Join(t.TempDir(), "int8")
 	r := runCmd(t, "", "quantize", "--in", tiny, "--out", dir, "--check-candidates", "50")
-	if r.code != 0 || !strings.Contains(r.stdout, "quantized 12 nodes") || !strings.Contains(r.stdout, "kendall_tau") {
+	if r.code != 0 || !strings.Contains(r.stdout, "quantized 12 nodes") || !strings.Contains(r.stdout, "fused 2 of 2 self-attention blocks") || !strings.Contains(r.stdout, "kendall_tau") {
 		t.Fatalf("quantize: %+v", r)
 	}
 	var cfg struct {
-		Quantization struct{ Type, Source, Activations, Calibration string } `json:"quantization"`
+		Quantization struct {
+			Type, Source, Activations, Calibration string
+			Attentions                             int `json:"fused_attentions"`
+		} `json:"quantization"`
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "rerank.json")); err != nil || json.Unmarshal(b, &cfg) != nil || cfg.Quantization.Type != "int8" || cfg.Quantization.Activations != "static" || !strings.Contains(cfg.Quantization.Calibration, "100 candidates") {
+	if b, err := os.ReadFile(filepath.Join(dir, "rerank.json")); err != nil || json.Unmarshal(b, &cfg) != nil || cfg.Quantization.Type != "int8" || cfg.Quantization.Activations != "static" || !strings.Contains(cfg.Quantization.Calibration, "100 candidates") || cfg.Quantization.Attentions != 2 {
 		t.Fatalf("rerank.json: %v %+v", err, cfg)
 	}
 	// A second quantization of the output is refused.

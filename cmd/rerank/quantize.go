@@ -77,8 +77,12 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fmt.Fprintf(stdout, "quantized %d nodes to int8 (%s weights, %s activations), kept %d in fp32; weights %.1f MB → %.1f MB; wrote %s in %s\n",
 		len(rep.Quantized), opts.Granularity, opts.Activations, len(rep.Kept), float64(rep.WeightBytes[0])/1e6, float64(rep.WeightBytes[1])/1e6,
 		*out, time.Since(start).Round(time.Millisecond))
-	if rep.Attentions > 0 {
-		fmt.Fprintf(stdout, "fused %d self-attention blocks into QAttention\n", rep.Attentions)
+	if !opts.KeepAttention && rep.Softmaxes > 0 {
+		fmt.Fprintf(stdout, "fused %d of %d self-attention blocks (Softmax nodes) into QAttention", rep.Attentions, rep.Softmaxes)
+		if rep.Attentions < rep.Softmaxes {
+			fmt.Fprint(stdout, "; the others keep their exported form (docs/operations.md, \"int8 models\")")
+		}
+		fmt.Fprintln(stdout)
 	}
 	if opts.Activations == quantize.Static {
 		fmt.Fprintf(stdout, "calibrated on %s; smoothed %d activations, corrected %d biases\n", opts.Calibration, rep.Smoothed, rep.Corrected)

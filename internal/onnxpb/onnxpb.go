@@ -58,12 +58,14 @@ const (
 
 // AttributeProto and its AttributeType values.
 const (
-	AttrName protowire.Number = 1
-	AttrF    protowire.Number = 2
-	AttrI    protowire.Number = 3
-	AttrT    protowire.Number = 5
-	AttrInts protowire.Number = 8
-	AttrType protowire.Number = 20
+	AttrName   protowire.Number = 1
+	AttrF      protowire.Number = 2
+	AttrI      protowire.Number = 3
+	AttrT      protowire.Number = 5
+	AttrG      protowire.Number = 6
+	AttrInts   protowire.Number = 8
+	AttrGraphs protowire.Number = 11
+	AttrType   protowire.Number = 20
 
 	AttrTypeFloat = 1
 	AttrTypeInt   = 2
@@ -86,6 +88,7 @@ const (
 	DataTypeInt8  = 3
 	DataTypeInt32 = 6
 	DataTypeInt64 = 7
+	DataTypeBool  = 9
 )
 
 // ValueInfoProto, TypeProto, TypeProto.Tensor, TensorShapeProto and its
@@ -182,6 +185,10 @@ type Node struct {
 	Name, OpType, Domain string
 	Attrs                map[string]Field
 	Ints                 map[string][]int64
+	// Subgraph is set when an attribute holds a graph (If, Loop, Scan, …):
+	// such graphs may read the enclosing graph's values without naming
+	// them among the node's inputs.
+	Subgraph bool
 }
 
 // ParseNode parses a NodeProto without copying its encoding.
@@ -217,12 +224,14 @@ func ParseNode(b []byte) (*Node, error) {
 					name = string(af.Val)
 				case AttrI, AttrF, AttrT:
 					value = af
+				case AttrG, AttrGraphs:
+					n.Subgraph = true
 				case AttrInts:
 					if af.Typ == protowire.BytesType { // packed
 						for p := af.Val; len(p) > 0; {
 							v, k := protowire.ConsumeVarint(p)
 							if k < 0 {
-								return nil, protowire.ParseError(k)
+								return nil, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(k))
 							}
 							ints = append(ints, int64(v))
 							p = p[k:]

@@ -36,6 +36,7 @@ type attention struct {
 // projection is x·W + b reshaped to heads and transposed.
 type projection struct {
 	matmul, add, reshape, transpose int
+	shapeNodes                      []int // the nodes computing the Reshape's shape
 	perm                            []int64
 	heads, size                     int64 // N and d
 	out                             string
@@ -77,13 +78,25 @@ func (ix *graphIndex) constant(v string) *tensor {
 	return ix.consts[v]
 }
 
-// sole is the one node reading v, when v is read once and is not a graph
-// output, or -1.
+// sole is the one node reading v other than Shape nodes (a computed
+// Reshape shape reads the tensor it reshapes), when v is not a graph
+// output, or -1. findAttentions checks at the end that those Shape nodes
+// go too.
 func (ix *graphIndex) sole(v string) int {
-	if c := ix.consumers[v]; len(c) == 1 && ix.g.uses[v] == 1 && !ix.g.outputs[v] {
-		return c[0]
+	if ix.g.outputs[v] {
+		return -1
 	}
-	return -1
+	one := -1
+	for _, c := range ix.consumers[v] {
+		if n := ix.g.nodes[c]; n.opType == "Shape" && (n.domain == "" || n.domain == "ai.onnx") {
+			continue
+		}
+		if one >= 0 {
+			return -1
+		}
+		one = c
+	}
+	return one
 }
 
 // op is node i when it is op in the default domain with at least ins
@@ -140,7 +153,7 @@ func (ix *graphIndex) projectionOf(i int) (projection, bool) {
 	if reshape == nil || reshape.inputs[0] != add.outputs[0] || reshape.attrInt("allowzero", 0) != 0 {
 		return projection{}, false
 	}
-	shape := ix.int64s(reshape.inputs[1])
+	shape, shapeNodes := ix.reshapeTo(reshape)
 	if len(shape) != 4 || shape[0] != 0 || (shape[1] != 0 && shape[1] != -1) || shape[2] < 1 || shape[3] < 1 || shape[2]*shape[3] != hidden {
 		return projection{}, false
 	}
@@ -149,7 +162,7 @@ func (ix *graphIndex) projectionOf(i int) (projection, bool) {
 	if transpose == nil {
 		return projection{}, false
 	}
-	return projection{matmul: i, add: a, reshape: rs, transpose: tr, perm: transpose.pb.Ints["perm"], heads: shape[2], size: shape[3], out: transpose.outputs[0]}, true
+	return projection{matmul: i, add: a, reshape: rs, transpose: tr, shapeNodes: shapeNodes, perm: transpose.pb.Ints["perm"], heads: shape[2], size: shape[3], out: transpose.outputs[0]}, true
 }
 
 // int64s is the value of a small int64 constant, or nil.
@@ -184,53 +197,171 @@ func (ix *graphIndex) projectionTo(v string, perm ...int64) (projection, bool) {
 	return projection{}, false
 }
 
-// maskInput is the graph input an additive padding mask is computed from:
-// Unsqueeze((1 − Cast(m, float)) · c, [1, 2]) with c ≤ −10⁴ (either
-// operand order of the Mul), or "".
-func (ix *graphIndex) maskInput(v string) (string, []int) {
-	ui, u := ix.produced(v, "Unsqueeze", 1)
-	if u == nil {
-		return "", nil
+// reshapeTo is the shape a Reshape gives, 0 meaning "this dimension of
+// the input, as it is": a constant, or what PyTorch exports write for
+// x.view(x.size()[:k] + (…)): Concat of Unsqueeze(Gather(Shape(x), i)) at
+// position i and constants (onnxruntime's ReshapeFusion turns the same
+// into constants at load). nil when it is neither.
+func (ix *graphIndex) reshapeTo(rs *node) ([]int64, []int) {
+	if c := ix.int64s(rs.inputs[1]); c != nil {
+		return c, nil
 	}
-	axes := u.pb.Ints["axes"]
+	ci, cat := ix.produced(rs.inputs[1], "Concat", 1)
+	if cat == nil || cat.attrInt("axis", 0) != 0 {
+		return nil, nil
+	}
+	var shape []int64
+	nodes := []int{ci}
+	for _, in := range cat.inputs {
+		if c := ix.int64s(in); c != nil {
+			shape = append(shape, c...)
+			continue
+		}
+		ui, u := ix.produced(in, "Unsqueeze", 1)
+		if u == nil || !slices.Equal(ix.axes(u), []int64{0}) {
+			return nil, nil
+		}
+		gi, g := ix.produced(u.inputs[0], "Gather", 2)
+		if g == nil || g.attrInt("axis", 0) != 0 {
+			return nil, nil
+		}
+		idx := ix.int64s(g.inputs[1])
+		si, sh := ix.produced(g.inputs[0], "Shape", 1)
+		if sh == nil || sh.inputs[0] != rs.inputs[0] || len(idx) != 1 || idx[0] != int64(len(shape)) || len(sh.pb.Attrs) > 0 {
+			return nil, nil
+		}
+		shape = append(shape, 0)
+		nodes = append(nodes, ui, gi, si)
+	}
+	return shape, nodes
+}
+
+// axes are an Unsqueeze's axes: its attribute (opsets < 13) or constant
+// second input.
+func (ix *graphIndex) axes(u *node) []int64 {
 	if len(u.inputs) > 1 {
-		axes = ix.int64s(u.inputs[1])
+		return ix.int64s(u.inputs[1])
 	}
-	if !slices.Equal(axes, []int64{1, 2}) {
-		return "", nil
+	return u.pb.Ints["axes"]
+}
+
+// unsqueezed is dims after Unsqueeze(axes) (1 for each dimension
+// inserted), or nil for axes Unsqueeze refuses.
+func unsqueezed(dims, axes []int64) []int64 {
+	r := int64(len(dims) + len(axes))
+	if len(axes) == 0 || r > 8 {
+		return nil
 	}
-	mi, mul := ix.produced(u.inputs[0], "Mul", 2)
-	if mul == nil {
-		return "", nil
+	out := make([]int64, r)
+	for _, a := range axes {
+		if a < 0 {
+			a += r
+		}
+		if a < 0 || a >= r || out[a] != 0 {
+			return nil
+		}
+		out[a] = 1
 	}
-	scaled := ""
-	for k, in := range mul.inputs[:2] {
-		if c, ok := ix.scalarConst(in); ok && c <= -1e4 {
-			scaled = mul.inputs[1-k]
+	k := 0
+	for i := range out {
+		if out[i] == 0 {
+			out[i] = dims[k]
+			k++
 		}
 	}
-	si, sub := ix.produced(scaled, "Sub", 2)
-	if sub == nil {
+	return out
+}
+
+// maskInput is the graph input m an additive padding mask [B, 1, 1, S] is
+// computed from, (1 − Cast(m, float)) · c with c ≤ −10⁴ (either operand
+// order of the Mul) and m's [B, S] made [B, 1, 1, S] by Unsqueezes
+// anywhere in the chain, and the chain's nodes; "" when v is not such a
+// mask.
+func (ix *graphIndex) maskInput(v string) (string, []int) {
+	var chain []int
+	var unsq [][]int64 // the Unsqueezes' axes, last first
+	sub, mul, cast := false, false, false
+	for steps := 0; steps < 6; steps++ {
+		i, ok := ix.producer[v]
+		if !ok {
+			break
+		}
+		n := ix.g.nodes[i]
+		if n.domain != "" && n.domain != "ai.onnx" || len(n.inputs) < 1 || len(n.outputs) < 1 {
+			return "", nil
+		}
+		chain = append(chain, i)
+		switch {
+		case n.opType == "Unsqueeze":
+			unsq = append(unsq, ix.axes(n))
+			v = n.inputs[0]
+		case n.opType == "Mul" && !mul && len(n.inputs) == 2:
+			mul, v = true, ""
+			for k, in := range n.inputs {
+				if c, ok := ix.scalarConst(in); ok && c <= -1e4 {
+					v = n.inputs[1-k]
+				}
+			}
+		case n.opType == "Sub" && !sub && len(n.inputs) == 2:
+			if one, ok := ix.scalarConst(n.inputs[0]); !ok || one != 1 {
+				return "", nil
+			}
+			sub, v = true, n.inputs[1]
+		case n.opType == "Cast" && !cast && n.attrInt("to", 0) == onnxpb.DataTypeFloat:
+			cast, v = true, n.inputs[0]
+		default:
+			return "", nil
+		}
+		if v == "" {
+			return "", nil
+		}
+	}
+	slices.Reverse(unsq)
+	dims := []int64{'B', 'S'}
+	for _, axes := range unsq {
+		if dims = unsqueezed(dims, axes); dims == nil {
+			return "", nil
+		}
+	}
+	// m is a graph input, declared [B, S] of integers or booleans:
+	// QAttention reads a 2-D mask as 0 (masked) or not, where a 1-D one
+	// would be lengths.
+	in, declared := ix.g.inputs[v]
+	integer := in.elem == onnxpb.DataTypeInt64 || in.elem == onnxpb.DataTypeInt32 || in.elem == onnxpb.DataTypeBool
+	if _, made := ix.producer[v]; made || !declared || in.rank != 2 || !integer || !sub || !mul || !cast || !slices.Equal(dims, []int64{'B', 1, 1, 'S'}) || ix.constant(v) != nil {
 		return "", nil
 	}
-	if one, ok := ix.scalarConst(sub.inputs[0]); !ok || one != 1 {
-		return "", nil
+	return v, chain
+}
+
+// closed reports whether nothing outside nodes (sorted) reads what they
+// write, out aside: they can all be replaced.
+func (ix *graphIndex) closed(nodes []int, out string) bool {
+	for _, i := range nodes {
+		for _, o := range ix.g.nodes[i].outputs {
+			if o == out {
+				continue
+			}
+			if ix.g.outputs[o] {
+				return false
+			}
+			for _, c := range ix.consumers[o] {
+				if _, in := slices.BinarySearch(nodes, c); !in {
+					return false
+				}
+			}
+		}
 	}
-	ci, cast := ix.produced(sub.inputs[1], "Cast", 1)
-	if cast == nil || cast.attrInt("to", 0) != onnxpb.DataTypeFloat {
-		return "", nil
-	}
-	m := cast.inputs[0]
-	if _, made := ix.producer[m]; made || ix.constant(m) != nil {
-		return "", nil
-	}
-	return m, []int{ui, mi, si, ci}
+	return true
 }
 
 // findAttentions returns the self-attention blocks QAttention can replace,
 // and the nodes of their padding mask that nothing else reads once they
 // are replaced.
 func findAttentions(g *graphProto) ([]attention, []int) {
+	if g.subgraphs {
+		return nil, nil
+	}
 	ix := newGraphIndex(g)
 	var out []attention
 	maskNodes := map[int]bool{}
@@ -313,7 +444,8 @@ func findAttentions(g *graphProto) ([]attention, []int) {
 			continue
 		}
 		hidden := q.heads * q.size
-		if shape := ix.int64s(rs.inputs[1]); len(shape) != 3 || shape[0] != 0 || (shape[1] != 0 && shape[1] != -1) || (shape[2] != hidden && shape[2] != -1) || shape[1] == -1 && shape[2] == -1 {
+		shape, shapeNodes := ix.reshapeTo(rs)
+		if len(shape) != 3 || shape[0] != 0 || (shape[1] != 0 && shape[1] != -1) || (shape[2] != hidden && shape[2] != -1) || shape[1] == -1 && shape[2] == -1 {
 			continue
 		}
 		wq, wk, wv := g.weights[q.matmul], g.weights[k.matmul], g.weights[v.matmul]
@@ -324,9 +456,16 @@ func findAttentions(g *graphProto) ([]attention, []int) {
 		a.out = rs.outputs[0]
 		for _, p := range a.proj {
 			a.nodes = append(a.nodes, p.matmul, p.add, p.reshape, p.transpose)
+			a.nodes = append(a.nodes, p.shapeNodes...)
 		}
 		a.nodes = append(a.nodes, pvi, ti, ri)
-		a.first = slices.Min(a.nodes)
+		a.nodes = append(a.nodes, shapeNodes...)
+		slices.Sort(a.nodes)
+		a.nodes = slices.Compact(a.nodes)
+		if !ix.closed(a.nodes, a.out) {
+			continue
+		}
+		a.first = a.nodes[0]
 		out = append(out, a)
 		for _, c := range chain {
 			maskNodes[c] = true

@@ -12,6 +12,11 @@
 // DynamicQuantizeMatMul). Observe writes the calibration graph;
 // model/quantize/calibrate runs it.
 //
+// Each self-attention block in the form BERT exports take becomes one
+// com.microsoft QAttention (attention.go): the query, key and value
+// projections as one integer product written head by head, without the
+// head Transposes and Reshapes around them (KeepAttention: not).
+//
 // It is an offline tool (`rerank quantize`): the runtime loads a quantized
 // model directory like any other. It owns the graph rewrite and the model
 // directory it writes; it reads and writes the ONNX protobuf with protowire,

@@ -174,6 +174,9 @@ type Report struct {
 	Smoothed    int      // activations smoothed
 	Corrected   int      // biases corrected
 	Attentions  int      // self-attention blocks written as one QAttention
+	// Softmaxes counts the graph's Softmax nodes: the self-attention
+	// blocks of an encoder, fused or not.
+	Softmaxes int
 }
 
 // ErrUnsupported reports a model the rewrite cannot handle.
@@ -312,9 +315,11 @@ type rewriter struct {
 	names   map[string]bool      // every value and node name in the graph
 	quantOf map[string][3]string // activation → its quantized value, scale and zero point
 	maskOf  map[string]string    // padding mask input → its int32 form
-	smooth  map[string][]float64 // activation → its smoothing factors
-	nodes   [][]byte
-	extra   [][]byte // new initializers
+	// quantized holds the weights written in int8.
+	quantized map[string]bool
+	smooth    map[string][]float64 // activation → its smoothing factors
+	nodes     [][]byte
+	extra     [][]byte // new initializers
 	// microsoft is set when a node of the com.microsoft domain was written.
 	microsoft bool
 }
@@ -330,11 +335,71 @@ type graphProto struct {
 	weights  []*tensor       // per node: the weight to quantize, or nil
 	kept     []string        // weight nodes left in fp32, with why
 	readers  map[string]int  // quantized nodes reading each activation
+	inputs   map[string]valueType
+	// subgraphs is set when a node holds a graph, which may read values
+	// unseen: the rewrite then matches no attention and drops only the
+	// weights it quantized.
+	subgraphs bool
+}
+
+// valueType is a graph input's declared element type and rank (-1: no
+// shape given).
+type valueType struct {
+	elem int
+	rank int
+}
+
+// parseValueType reads a ValueInfoProto's name, element type and rank.
+func parseValueType(b []byte) (string, valueType, error) {
+	vt := valueType{rank: -1}
+	var name string
+	vf, err := fields(b)
+	if err != nil {
+		return "", vt, err
+	}
+	for _, v := range vf {
+		switch v.Num {
+		case onnxpb.ValueInfoName:
+			name = string(v.Val)
+		case onnxpb.ValueInfoType:
+			tf, err := fields(v.Val)
+			if err != nil {
+				return "", vt, err
+			}
+			for _, t := range tf {
+				if t.Num != onnxpb.TypeTensorType {
+					continue
+				}
+				ef, err := fields(t.Val)
+				if err != nil {
+					return "", vt, err
+				}
+				for _, e := range ef {
+					switch e.Num {
+					case onnxpb.TensorElemType:
+						vt.elem = int(e.V)
+					case onnxpb.TensorShape:
+						df, err := fields(e.Val)
+						if err != nil {
+							return "", vt, err
+						}
+						vt.rank = 0
+						for _, d := range df {
+							if d.Num == onnxpb.ShapeDim {
+								vt.rank++
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	return name, vt, nil
 }
 
 func parseGraph(gf []field, opts Options) (*graphProto, error) {
 	g := &graphProto{inits: map[string]*tensor{}, names: map[string]bool{}, uses: map[string]int{},
-		outputs: map[string]bool{}, initName: map[int]string{}, readers: map[string]int{}}
+		outputs: map[string]bool{}, initName: map[int]string{}, readers: map[string]int{}, inputs: map[string]valueType{}}
 	for i, f := range gf {
 		switch f.Num {
 		case onnxpb.GraphNode:
@@ -344,6 +409,7 @@ func parseGraph(gf []field, opts Options) (*graphProto, error) {
 			}
 			g.nodes = append(g.nodes, n)
 			g.names[n.name] = true
+			g.subgraphs = g.subgraphs || n.pb.Subgraph
 			for _, in := range n.inputs {
 				g.uses[in]++
 			}
@@ -369,6 +435,13 @@ func parseGraph(gf []field, opts Options) (*graphProto, error) {
 					g.outputs[string(v.Val)] = true
 				}
 			}
+		case onnxpb.GraphInput:
+			name, vt, err := parseValueType(f.Val)
+			if err != nil {
+				return nil, err
+			}
+			g.inputs[name] = vt
+			g.names[name] = true
 		}
 	}
 	first, last := layerRange(g.nodes)
@@ -395,7 +468,7 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	rep.Kept = append(rep.Kept, g.kept...)
-	r := &rewriter{opts: opts, rep: rep, inits: g.inits, names: g.names, quantOf: map[string][3]string{}, maskOf: map[string]string{}}
+	r := &rewriter{opts: opts, rep: rep, inits: g.inits, names: g.names, quantOf: map[string][3]string{}, maskOf: map[string]string{}, quantized: map[string]bool{}}
 	nodes, weights, readers, uses, initName := g.nodes, g.weights, g.readers, g.uses, g.initName
 
 	if opts.Activations == Static && opts.Smooth > 0 {
@@ -423,6 +496,11 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 		}
 		for _, k := range dead {
 			folded[k] = true
+		}
+	}
+	for _, n := range nodes {
+		if n.opType == "Softmax" {
+			rep.Softmaxes++
 		}
 	}
 	attAt := map[int]int{} // node index → the attention written there
@@ -507,15 +585,11 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 
 // unused returns the initializers the rewritten nodes no longer read: the
 // weights now quantized, biases folded into a corrected or concatenated
-// one, constants of replaced nodes. Only those some node read before go
-// (and none of a graph with subgraphs, which may read them unseen).
+// one, constants of replaced nodes. Only those some node read before go;
+// in a graph with subgraphs, which may read them unseen, only the quantized
+// weights.
 func (r *rewriter) unused(g *graphProto) (map[string]bool, error) {
 	dropped := map[string]bool{}
-	for _, n := range g.nodes {
-		if n.opType == "If" || n.opType == "Loop" || n.opType == "Scan" {
-			return dropped, nil
-		}
-	}
 	read := map[string]bool{}
 	for _, b := range r.nodes {
 		n, err := onnxpb.ParseNode(b)
@@ -527,7 +601,7 @@ func (r *rewriter) unused(g *graphProto) (map[string]bool, error) {
 		}
 	}
 	for name := range g.inits {
-		if g.uses[name] > 0 && !read[name] && !g.outputs[name] {
+		if g.uses[name] > 0 && !read[name] && !g.outputs[name] && (!g.subgraphs || r.quantized[name]) {
 			dropped[name] = true
 		}
 	}
@@ -729,6 +803,7 @@ func (r *rewriter) weight(n *node, w *tensor) (quantWeight, error) {
 	}
 	r.rep.WeightBytes[0] += 4 * rows * cols
 	r.rep.WeightBytes[1] += rows*cols + 4*int64(len(scales))
+	r.quantized[w.name] = true
 	r.microsoft = true
 	return quantWeight{q: wq, scales: scales, correction: correction, rows: rows, cols: cols, base: base}, nil
 }
@@ -829,6 +904,9 @@ func (r *rewriter) attention(a attention, nodes []*node, weights []*tensor) erro
 		for c := range cols {
 			scales = append(scales, qw.scales[c%int64(len(qw.scales))])
 		}
+		// One scale per column even for per-tensor weights (QAttention's
+		// scale is one or one per column).
+		r.rep.WeightBytes[1] += 4 * (cols - int64(len(qw.scales)))
 	}
 	q := nodes[a.proj[0].matmul]
 	base := r.fresh(q.name + "_qkv")

@@ -714,6 +714,72 @@ func editGraph(t testing.TB, model []byte, edit func(n *node) [][]byte, first []
 	return m.with(g)
 }
 
+// withInput returns model with a graph input of int64 elements and the
+// given rank added.
+func withInput(t testing.TB, model []byte, name string, rank int) []byte {
+	t.Helper()
+	m, err := parseModel(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shape []byte
+	for range rank {
+		shape = onnxpb.AppendBytes(shape, onnxpb.ShapeDim, onnxpb.AppendString(nil, onnxpb.DimParam, "d"))
+	}
+	tt := onnxpb.AppendVarint(nil, onnxpb.TensorElemType, onnxpb.DataTypeInt64)
+	tt = onnxpb.AppendBytes(tt, onnxpb.TensorShape, shape)
+	vi := onnxpb.AppendBytes(onnxpb.AppendString(nil, onnxpb.ValueInfoName, name), onnxpb.ValueInfoType, onnxpb.AppendBytes(nil, onnxpb.TypeTensorType, tt))
+	return m.with(onnxpb.AppendBytes(slices.Clone(m.top[m.graphAt].Val), onnxpb.GraphInput, vi))
+}
+
+// checkOrder fails unless every node input of model is a graph input, an
+// initializer or an output of an earlier node.
+func checkOrder(t testing.TB, model []byte) {
+	t.Helper()
+	m, err := parseModel(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gf, err := fields(m.top[m.graphAt].Val)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{"": true}
+	for _, f := range gf {
+		switch f.Num {
+		case onnxpb.GraphInput:
+			name, _, err := parseValueType(f.Val)
+			if err != nil {
+				t.Fatal(err)
+			}
+			known[name] = true
+		case onnxpb.GraphInitializer:
+			tn, err := parseTensor(f.Val)
+			if err != nil {
+				t.Fatal(err)
+			}
+			known[tn.name] = true
+		}
+	}
+	for _, f := range gf {
+		if f.Num != onnxpb.GraphNode {
+			continue
+		}
+		n, err := parseNode(f.Val)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range n.inputs {
+			if !known[in] {
+				t.Fatalf("%s (%s) reads %q before anything writes it", n.name, n.opType, in)
+			}
+		}
+		for _, o := range n.outputs {
+			known[o] = true
+		}
+	}
+}
+
 // TestAttentionFusionMatchesOnlyItsForm: the forms of a BERT export that
 // mean the same attention are fused (the scaling as a Mul by 1/√d, shapes
 // and scalars in Constant nodes); anything that changes what it computes,
@@ -741,6 +807,64 @@ func TestAttentionFusionMatchesOnlyItsForm(t *testing.T) {
 		return encodeTensor(name, onnxpb.DataTypeInt64, b, int64(len(vs)))
 	}
 	heads := int64(testmodel.Tiny.Heads)
+	scalarI64 := func(name string, v int64) []byte {
+		return encodeTensor(name, onnxpb.DataTypeInt64, binary.LittleEndian.AppendUint64(nil, uint64(v)))
+	}
+	// computedShapes writes each attention Reshape's shape as PyTorch
+	// exports x.view(x.size()[:k] + (…)): Concat(Unsqueeze(Gather(Shape(x),
+	// i))…, constants), the Gathers taking indices first and second.
+	computedShapes := func(first, second string) []byte {
+		return editGraph(t, in, func(n *node) [][]byte {
+			if !self(n, "Reshape") {
+				return keep(n)
+			}
+			p := n.name + "/shape"
+			tail := "c_heads_size"
+			if !strings.Contains(n.name, "query") && !strings.Contains(n.name, "key") && !strings.Contains(n.name, "value") {
+				tail = "c_hidden"
+			}
+			return [][]byte{
+				encodeNode(p+"/Shape", "Shape", []string{n.inputs[0]}, []string{p + "/s"}),
+				encodeNode(p+"/Gather0", "Gather", []string{p + "/s", first}, []string{p + "/g0"}, intAttr("axis", 0)),
+				encodeNode(p+"/Gather1", "Gather", []string{p + "/s", second}, []string{p + "/g1"}, intAttr("axis", 0)),
+				encodeNode(p+"/Unsqueeze0", "Unsqueeze", []string{p + "/g0", "c_axis0"}, []string{p + "/u0"}),
+				encodeNode(p+"/Unsqueeze1", "Unsqueeze", []string{p + "/g1", "c_axis0"}, []string{p + "/u1"}),
+				encodeNode(p+"/Concat", "Concat", []string{p + "/u0", p + "/u1", tail}, []string{p + "/shape"}, intAttr("axis", 0)),
+				encodeNode(n.name, "Reshape", []string{n.inputs[0], p + "/shape"}, n.outputs),
+			}
+		}, nil, scalarI64("c_0", 0), scalarI64("c_1", 1), i64("c_axis0", 0), i64("c_heads_size", heads, int64(d)), i64("c_hidden", heads*int64(d)))
+	}
+	// hfMask computes the padding mask in the order of transformers'
+	// get_extended_attention_mask: mask[:, None, None, :] first, then the
+	// cast and (1 − m) · c.
+	hfMask := func(second int64) []byte {
+		_, nodes, _ := graphOps(t, in)
+		byOp := map[string]*node{}
+		for _, n := range nodes {
+			if strings.HasPrefix(n.name, "/bert/") && strings.Count(n.name, "/") == 2 {
+				byOp[n.opType] = n
+			}
+		}
+		cast, sub, mul, unsq := byOp["Cast"], byOp["Sub"], byOp["Mul"], byOp["Unsqueeze"]
+		if cast == nil || sub == nil || mul == nil || unsq == nil {
+			t.Fatalf("no mask arithmetic among %v", byOp)
+		}
+		return editGraph(t, in, func(n *node) [][]byte {
+			switch n.name {
+			case cast.name, sub.name, mul.name:
+				return nil
+			case unsq.name:
+				return [][]byte{
+					encodeNode("hf/Unsqueeze", "Unsqueeze", []string{cast.inputs[0], "c_axis1"}, []string{"hf/u1"}),
+					encodeNode("hf/Unsqueeze_1", "Unsqueeze", []string{"hf/u1", "c_axis2"}, []string{"hf/u2"}),
+					encodeNode("hf/Cast", "Cast", []string{"hf/u2"}, []string{"hf/f"}, intAttr("to", onnxpb.DataTypeFloat)),
+					encodeNode("hf/Sub", "Sub", []string{sub.inputs[0], "hf/f"}, []string{"hf/inv"}),
+					encodeNode("hf/Mul", "Mul", []string{"hf/inv", mul.inputs[1]}, n.outputs),
+				}
+			}
+			return keep(n)
+		}, nil, i64("c_axis1", 1), i64("c_axis2", second))
+	}
 	for _, tc := range []struct {
 		name  string
 		model []byte
@@ -764,6 +888,11 @@ func TestAttentionFusionMatchesOnlyItsForm(t *testing.T) {
 			}
 			return keep(n)
 		}, [][]byte{constNode("c_sqrt_d", f32("", sqrtD)), constNode("c_split", i64("", 0, 0, heads, int64(d)))}), nil, 2},
+		{"shapes computed as PyTorch exports them", computedShapes("c_0", "c_1"), nil, 2},
+		{"shapes computed from other dimensions", computedShapes("c_1", "c_0"), nil, 0},
+		{"mask unsqueezed before its cast", hfMask(2), nil, 2},
+		{"mask unsqueezed twice at 1", hfMask(1), nil, 2},
+		{"mask unsqueezed elsewhere", hfMask(3), nil, 0},
 		{"another scale", editGraph(t, in, func(n *node) [][]byte {
 			if self(n, "Div") {
 				return [][]byte{encodeNode(n.name, "Div", []string{n.inputs[0], "not_sqrt_d"}, n.outputs)}
@@ -795,6 +924,20 @@ func TestAttentionFusionMatchesOnlyItsForm(t *testing.T) {
 			return keep(n)
 		}, nil), nil, 1},
 		{"query in fp32", in, func(o *Options) { o.Exclude = regexp.MustCompile(`layer\.1/attention/self/query`) }, 1},
+		{"a 1-D mask (key lengths to QAttention)", withInput(t, editGraph(t, in, func(n *node) [][]byte {
+			if n.opType == "Cast" && n.inputs[0] == "attention_mask" {
+				return [][]byte{encodeNode(n.name, "Cast", []string{"mask1d"}, n.outputs, intAttr("to", onnxpb.DataTypeFloat))}
+			}
+			return keep(n)
+		}, nil), "mask1d", 1), nil, 0},
+		{"a 2-D mask input of our own", withInput(t, editGraph(t, in, func(n *node) [][]byte {
+			if n.opType == "Cast" && n.inputs[0] == "attention_mask" {
+				return [][]byte{encodeNode(n.name, "Cast", []string{"mask2d"}, n.outputs, intAttr("to", onnxpb.DataTypeFloat))}
+			}
+			return keep(n)
+		}, nil), "mask2d", 2), nil, 2},
+		{"a node with a subgraph", editGraph(t, in, keep, [][]byte{onnxpb.EncodeNode("", "sub", "If", []string{"cond"}, []string{"branch"},
+			onnxpb.AppendBytes(onnxpb.AppendString(nil, onnxpb.AttrName, "then_branch"), onnxpb.AttrG, nil))}), nil, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := DefaultOptions()
@@ -805,6 +948,9 @@ func TestAttentionFusionMatchesOnlyItsForm(t *testing.T) {
 			out, rep, err := Graph(tc.model, opts)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.name != "a node with a subgraph" {
+				checkOrder(t, out)
 			}
 			ops, _, _ := graphOps(t, out)
 			if rep.Attentions != tc.want || ops["com.microsoft:QAttention"] != tc.want {
