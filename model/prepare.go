@@ -178,16 +178,12 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.
 				switch {
 				case y.Num == onnxpb.TensorName:
 					name = string(y.Val)
-				case y.Num == onnxpb.TensorDims && y.Typ == protowire.BytesType: // packed
-					for b := y.Val; len(b) > 0; dims++ {
-						_, n := protowire.ConsumeVarint(b)
-						if n < 0 {
-							return nil, nil, nil, protowire.ParseError(n)
-						}
-						b = b[n:]
-					}
 				case y.Num == onnxpb.TensorDims:
-					dims++
+					d, err := onnxpb.AppendInt64s(nil, y)
+					if err != nil {
+						return nil, nil, nil, err
+					}
+					dims += len(d)
 				case y.Num == onnxpb.TensorDataType:
 					float = y.V == onnxpb.DataTypeFloat
 				}

@@ -227,17 +227,8 @@ func ParseNode(b []byte) (*Node, error) {
 				case AttrG, AttrGraphs:
 					n.Subgraph = true
 				case AttrInts:
-					if af.Typ == protowire.BytesType { // packed
-						for p := af.Val; len(p) > 0; {
-							v, k := protowire.ConsumeVarint(p)
-							if k < 0 {
-								return nil, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(k))
-							}
-							ints = append(ints, int64(v))
-							p = p[k:]
-						}
-					} else {
-						ints = append(ints, int64(af.V))
+					if ints, err = AppendInt64s(ints, af); err != nil {
+						return nil, err
 					}
 				}
 			}
@@ -251,6 +242,23 @@ func ParseNode(b []byte) (*Node, error) {
 		}
 	}
 	return n, nil
+}
+
+// AppendInt64s appends the values of one field of a repeated int64 (or
+// int32) protobuf field, packed or not, to dst.
+func AppendInt64s(dst []int64, f Field) ([]int64, error) {
+	if f.Typ != protowire.BytesType {
+		return append(dst, int64(f.V)), nil
+	}
+	for p := f.Val; len(p) > 0; {
+		v, k := protowire.ConsumeVarint(p)
+		if k < 0 {
+			return nil, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(k))
+		}
+		dst = append(dst, int64(v))
+		p = p[k:]
+	}
+	return dst, nil
 }
 
 // AttrInt is an integer attribute, or def when the node has none.

@@ -87,17 +87,8 @@ func parseTensor(b []byte) (*tensor, error) {
 		case onnxpb.TensorDataType:
 			t.dataType = int(f.V)
 		case onnxpb.TensorDims:
-			if f.Typ == protowire.BytesType { // packed
-				for p := f.Val; len(p) > 0; {
-					v, n := protowire.ConsumeVarint(p)
-					if n < 0 {
-						return nil, ErrMalformed
-					}
-					t.dims = append(t.dims, int64(v))
-					p = p[n:]
-				}
-			} else {
-				t.dims = append(t.dims, int64(f.V))
+			if t.dims, err = onnxpb.AppendInt64s(t.dims, f); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 			}
 		case onnxpb.TensorRawData:
 			t.raw = f.Val
@@ -111,17 +102,8 @@ func parseTensor(b []byte) (*tensor, error) {
 				t.floats = append(t.floats, math.Float32frombits(uint32(f.V)))
 			}
 		case onnxpb.TensorInt64Data:
-			if f.Typ == protowire.BytesType {
-				for p := f.Val; len(p) > 0; {
-					v, n := protowire.ConsumeVarint(p)
-					if n < 0 {
-						return nil, ErrMalformed
-					}
-					t.ints = append(t.ints, int64(v))
-					p = p[n:]
-				}
-			} else {
-				t.ints = append(t.ints, int64(f.V))
+			if t.ints, err = onnxpb.AppendInt64s(t.ints, f); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 			}
 		case onnxpb.TensorExternalData:
 			t.external = true

@@ -678,10 +678,8 @@ func FuzzGraph(f *testing.F) {
 	})
 }
 
-// editGraph returns model with each node passed through edit (nil: drop
-// it; more than one: replace it by them) and extra initializers and nodes
-// (put first) added.
-func editGraph(t testing.TB, model []byte, edit func(n *node) [][]byte, first [][]byte, inits ...[]byte) []byte {
+// graphFields parses model and its graph's fields.
+func graphFields(t testing.TB, model []byte) (*modelProto, []field) {
 	t.Helper()
 	m, err := parseModel(model)
 	if err != nil {
@@ -691,6 +689,15 @@ func editGraph(t testing.TB, model []byte, edit func(n *node) [][]byte, first []
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, gf
+}
+
+// editGraph returns model with each node passed through edit (nil: drop
+// it; more than one: replace it by them) and extra initializers and nodes
+// (put first) added.
+func editGraph(t testing.TB, model []byte, edit func(n *node) [][]byte, first [][]byte, inits ...[]byte) []byte {
+	t.Helper()
+	m, gf := graphFields(t, model)
 	var g []byte
 	for _, b := range first {
 		g = onnxpb.AppendBytes(g, onnxpb.GraphNode, b)
@@ -736,39 +743,22 @@ func withInput(t testing.TB, model []byte, name string, rank int) []byte {
 // initializer or an output of an earlier node.
 func checkOrder(t testing.TB, model []byte) {
 	t.Helper()
-	m, err := parseModel(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gf, err := fields(m.top[m.graphAt].Val)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, nodes, inits := graphOps(t, model)
+	_, gf := graphFields(t, model)
 	known := map[string]bool{"": true}
+	for name := range inits {
+		known[name] = true
+	}
 	for _, f := range gf {
-		switch f.Num {
-		case onnxpb.GraphInput:
+		if f.Num == onnxpb.GraphInput {
 			name, _, err := parseValueType(f.Val)
 			if err != nil {
 				t.Fatal(err)
 			}
 			known[name] = true
-		case onnxpb.GraphInitializer:
-			tn, err := parseTensor(f.Val)
-			if err != nil {
-				t.Fatal(err)
-			}
-			known[tn.name] = true
 		}
 	}
-	for _, f := range gf {
-		if f.Num != onnxpb.GraphNode {
-			continue
-		}
-		n, err := parseNode(f.Val)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, n := range nodes {
 		for _, in := range n.inputs {
 			if !known[in] {
 				t.Fatalf("%s (%s) reads %q before anything writes it", n.name, n.opType, in)
