@@ -203,7 +203,7 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.
 			}
 		}
 	}
-	std := func(n *onnxpb.Node) bool { return n.Domain == "" || n.Domain == "ai.onnx" }
+	std := (*onnxpb.Node).DefaultDomain
 	isNorm := func(v string) bool { // a norm's normalized output, not its mean or deviation
 		p, ok := producer[v]
 		return ok && p.node.Outputs[0] == v &&

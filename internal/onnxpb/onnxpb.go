@@ -261,6 +261,10 @@ func AppendInt64s(dst []int64, f Field) ([]int64, error) {
 	return dst, nil
 }
 
+// DefaultDomain reports whether n is an operator of the default ONNX
+// domain ("" or "ai.onnx").
+func (n *Node) DefaultDomain() bool { return n.Domain == "" || n.Domain == "ai.onnx" }
+
 // AttrInt is an integer attribute, or def when the node has none.
 func (n *Node) AttrInt(name string, def int64) int64 {
 	if f, ok := n.Attrs[name]; ok && f.Num == AttrI {

@@ -88,7 +88,7 @@ func (ix *graphIndex) sole(v string) int {
 	}
 	one := -1
 	for _, c := range ix.consumers[v] {
-		if n := ix.g.nodes[c]; n.opType == "Shape" && (n.domain == "" || n.domain == "ai.onnx") {
+		if n := ix.g.nodes[c]; n.opType == "Shape" && n.pb.DefaultDomain() {
 			continue
 		}
 		if one >= 0 {
@@ -106,7 +106,7 @@ func (ix *graphIndex) op(i int, op string, ins int) *node {
 		return nil
 	}
 	n := ix.g.nodes[i]
-	if n.opType != op || (n.domain != "" && n.domain != "ai.onnx") || len(n.inputs) < ins || len(n.outputs) < 1 {
+	if n.opType != op || !n.pb.DefaultDomain() || len(n.inputs) < ins || len(n.outputs) < 1 {
 		return nil
 	}
 	return n
@@ -287,7 +287,7 @@ func (ix *graphIndex) maskInput(v string) (string, []int) {
 			break
 		}
 		n := ix.g.nodes[i]
-		if n.domain != "" && n.domain != "ai.onnx" || len(n.inputs) < 1 || len(n.outputs) < 1 {
+		if !n.pb.DefaultDomain() || len(n.inputs) < 1 || len(n.outputs) < 1 {
 			return "", nil
 		}
 		chain = append(chain, i)
@@ -358,11 +358,11 @@ func (ix *graphIndex) closed(nodes []int, out string) bool {
 // findAttentions returns the self-attention blocks QAttention can replace,
 // and the nodes of their padding mask that nothing else reads once they
 // are replaced.
-func findAttentions(g *graphProto) ([]attention, []int) {
+func findAttentions(ix *graphIndex) ([]attention, []int) {
+	g := ix.g
 	if g.subgraphs {
 		return nil, nil
 	}
-	ix := newGraphIndex(g)
 	var out []attention
 	maskNodes := map[int]bool{}
 	for si := range g.nodes {
@@ -389,11 +389,7 @@ func findAttentions(g *graphProto) ([]attention, []int) {
 				continue
 			}
 		} else if mul := ix.op(sc, "Mul", 2); mul != nil {
-			other := mul.inputs[1]
-			if other == s.outputs[0] {
-				other = mul.inputs[0]
-			}
-			if c, ok := ix.scalarConst(other); !ok || !near(c, 1/want) {
+			if c, ok := ix.scalarConst(mul.other(s.outputs[0])); !ok || !near(c, 1/want) {
 				continue
 			}
 		} else {
@@ -405,11 +401,7 @@ func findAttentions(g *graphProto) ([]attention, []int) {
 		next := ix.sole(scaled)
 		var chain []int
 		if add := ix.op(next, "Add", 2); add != nil {
-			other := add.inputs[1]
-			if other == scaled {
-				other = add.inputs[0]
-			}
-			if a.mask, chain = ix.maskInput(other); a.mask == "" {
+			if a.mask, chain = ix.maskInput(add.other(scaled)); a.mask == "" {
 				continue
 			}
 			a.nodes = append(a.nodes, next)

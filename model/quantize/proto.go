@@ -45,6 +45,18 @@ func parseNode(b []byte) (*node, error) {
 	return &node{raw: n.Raw, inputs: n.Inputs, outputs: n.Outputs, name: n.Name, opType: n.OpType, domain: n.Domain, pb: n}, nil
 }
 
+// other is the input of a two-input node that is not v (its first when v
+// is its second or neither).
+func (n *node) other(v string) string {
+	if n.inputs[0] == v {
+		return n.inputs[1]
+	}
+	return n.inputs[0]
+}
+
+// transB reports whether n is a Gemm whose weight (B) is transposed.
+func (n *node) transB() bool { return n.opType == "Gemm" && n.attrInt("transB", 0) != 0 }
+
 // attrInt is an integer attribute, or def when the node has none.
 func (n *node) attrInt(name string, def int64) int64 { return n.pb.AttrInt(name, def) }
 

@@ -476,19 +476,12 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 		rep.Smoothed = len(r.smooth)
 	}
 
-	// Which bias Adds fold into the quantized node (one activation
-	// quantization is shared between the nodes that read it).
-	consumer := map[string]int{} // value → index of its only consumer node
-	for i, n := range nodes {
-		for _, in := range n.inputs {
-			consumer[in] = i
-		}
-	}
-	folded := map[int]bool{}
+	ix := newGraphIndex(g)
+	folded := map[int]bool{} // nodes written as part of another
 	var atts []attention
 	if !opts.KeepAttention {
 		var dead []int
-		atts, dead = findAttentions(g)
+		atts, dead = findAttentions(ix)
 		for _, a := range atts {
 			for _, k := range a.nodes {
 				folded[k] = true
@@ -526,11 +519,12 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 			r.nodes = append(r.nodes, n.raw)
 			continue
 		}
+		// The bias Add this product alone feeds folds into it.
 		var bias *node
 		if y := n.outputs[0]; uses[y] == 1 && n.opType == "MatMul" {
-			if k := consumer[y]; k > i && isBias(r.inits, nodes[k], y, w.dims[1]) {
-				bias = nodes[k]
-				folded[k] = true
+			if c := ix.consumers[y]; len(c) == 1 && c[0] > i && isBias(r.inits, nodes[c[0]], y, w.dims[1]) {
+				bias = nodes[c[0]]
+				folded[c[0]] = true
 			}
 		}
 		if err := r.quantize(n, w, bias, readers[n.inputs[0]] > 1); err != nil {
@@ -634,7 +628,7 @@ func layerRange(nodes []*node) (first, last int) {
 // candidate returns the weight of a node to quantize, or nil and why not
 // ("" for nodes that are not weight MatMuls or Gemms at all).
 func (g *graphProto) candidate(n *node, opts Options, first, last int) (*tensor, string) {
-	if n.domain != "" && n.domain != "ai.onnx" || !slices.Contains(opts.OpTypes, n.opType) || len(n.inputs) < 2 || n.inputs[0] == "" {
+	if !n.pb.DefaultDomain() || !slices.Contains(opts.OpTypes, n.opType) || len(n.inputs) < 2 || n.inputs[0] == "" {
 		return nil, ""
 	}
 	w := g.inits[n.inputs[1]]
@@ -662,7 +656,7 @@ func (g *graphProto) candidate(n *node, opts Options, first, last int) (*tensor,
 		if n.attrInt("transA", 0) != 0 || n.attrFloat("alpha", 1) != 1 || n.attrFloat("beta", 1) != 1 {
 			return nil, "Gemm with transA, alpha or beta"
 		}
-		if n.attrInt("transB", 0) != 0 {
+		if n.transB() {
 			cols = w.dims[0]
 		}
 	}
@@ -681,11 +675,7 @@ func isBias(inits map[string]*tensor, add *node, y string, n int64) bool {
 	if add.opType != "Add" || add.domain != "" || len(add.inputs) != 2 || len(add.outputs) != 1 {
 		return false
 	}
-	other := add.inputs[0]
-	if other == y {
-		other = add.inputs[1]
-	}
-	b := inits[other]
+	b := inits[add.other(y)]
 	return b != nil && b.dataType == onnxpb.DataTypeFloat && len(b.dims) == 1 && b.dims[0] == n && !b.external
 }
 
@@ -728,10 +718,7 @@ func (r *rewriter) quantize(n *node, w *tensor, biasAdd *node, shared bool) erro
 	switch {
 	case biasAdd != nil:
 		y = biasAdd.outputs[0]
-		bias = biasAdd.inputs[0]
-		if bias == n.outputs[0] {
-			bias = biasAdd.inputs[1]
-		}
+		bias = biasAdd.other(n.outputs[0])
 	case n.opType == "Gemm" && len(n.inputs) > 2 && n.inputs[2] != "":
 		if c := r.inits[n.inputs[2]]; c != nil && c.dataType == onnxpb.DataTypeFloat && len(c.dims) == 1 && c.dims[0] == cols && !c.external {
 			bias = n.inputs[2]
@@ -783,7 +770,7 @@ func (r *rewriter) weight(n *node, w *tensor) (quantWeight, error) {
 	}
 	rows, cols := w.dims[0], w.dims[1]
 	base := w.name
-	if n.opType == "Gemm" && n.attrInt("transB", 0) != 0 {
+	if n.transB() {
 		vals = transpose(vals, rows, cols)
 		rows, cols = cols, rows
 		base += "_T"
@@ -880,12 +867,7 @@ func (r *rewriter) attention(a attention, nodes []*node, weights []*tensor) erro
 		if err != nil {
 			return err
 		}
-		add := nodes[p.add]
-		b := add.inputs[0]
-		if b == nodes[p.matmul].outputs[0] {
-			b = add.inputs[1]
-		}
-		bv, err := r.biasValues(b, qw)
+		bv, err := r.biasValues(nodes[p.add].other(nodes[p.matmul].outputs[0]), qw)
 		if err != nil {
 			return err
 		}
@@ -946,7 +928,7 @@ func smoothing(g *graphProto, opts Options) map[string][]float64 {
 		}
 		x := n.inputs[0]
 		rows, cols := w.dims[0], w.dims[1]
-		transB := n.opType == "Gemm" && n.attrInt("transB", 0) != 0
+		transB := n.transB()
 		k := rows
 		if transB {
 			k = cols
