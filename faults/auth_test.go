@@ -235,17 +235,25 @@ func TestAuthTLSNKeys(t *testing.T) {
 	}
 	say(t, "auth: allowed: client.Submit as ads got %d results for %s on %s", len(ar.Results), ar.ID, adsJob.ReplyTo)
 
-	// Both results are stored, once each.
+	// Both results are stored, once each. A subscriber can receive a result
+	// before the stream has stored it: poll.
 	rs, err := opsJS.Stream(ctx, worker.ResultsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := rs.Info(ctx, jetstream.WithSubjectFilter(worker.ResultsPrefix+">"))
-	if err != nil {
-		t.Fatal(err)
+	var stored map[string]uint64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info, err := rs.Info(ctx, jetstream.WithSubjectFilter(worker.ResultsPrefix+">"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = info.State.Subjects
+		if stored["rerank.results.search.search-1"] == 1 && stored["rerank.results.ads.ads-1"] == 1 || time.Now().After(deadline) {
+			break
+		}
 	}
-	if info.State.Subjects["rerank.results.search.search-1"] != 1 || info.State.Subjects["rerank.results.ads.ads-1"] != 1 {
-		t.Fatalf("stored results: %v", info.State.Subjects)
+	if stored["rerank.results.search.search-1"] != 1 || stored["rerank.results.ads.ads-1"] != 1 {
+		t.Fatalf("stored results: %v", stored)
 	}
 
 	// Denied: "search" reaching for others' results or forging them.

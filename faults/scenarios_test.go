@@ -435,22 +435,34 @@ func TestSlowModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Duplicate work: a job started more than once, per the workers' logs
-	// ("job done" lines at debug level name the job and the attempt).
-	starts := map[string]int{}
-	redeliveries := 0.0
+	// ("job done" lines at debug level name the job and the attempt). The
+	// line is logged after the ack, so after the result: wait for one per
+	// job before counting.
+	var starts map[string]int
 	var explained []string
-	for _, p := range workers.procs {
-		redeliveries += p.metric("rerank_redeliveries_total")
-		for _, line := range strings.Split(p.log(), "\n") {
-			if strings.Contains(line, `msg="job done"`) {
-				if id := field(line, "job_id"); id != "" {
-					starts[id]++
+	readLogs := func() {
+		starts, explained = map[string]int{}, nil
+		for _, p := range workers.procs {
+			for _, line := range strings.Split(p.log(), "\n") {
+				if strings.Contains(line, `msg="job done"`) {
+					if id := field(line, "job_id"); id != "" {
+						starts[id]++
+					}
+				}
+				if a := field(line, "attempt"); a != "" && a != "1" || strings.Contains(line, "heartbeat") {
+					explained = append(explained, p.name+": "+line)
 				}
 			}
-			if a := field(line, "attempt"); a != "" && a != "1" || strings.Contains(line, "heartbeat") {
-				explained = append(explained, p.name+": "+line)
-			}
 		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if readLogs(); len(starts) >= n || time.Now().After(deadline) {
+			break
+		}
+	}
+	redeliveries := 0.0
+	for _, p := range workers.procs {
+		redeliveries += p.metric("rerank_redeliveries_total")
 	}
 	dupWork := 0
 	for _, c := range starts {

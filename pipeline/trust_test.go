@@ -62,7 +62,9 @@ func simpleJob(id, query string, texts ...string) *schemas.Job {
 func TestFailedSharedCallFailsOnlyTheGuiltyJob(t *testing.T) {
 	sc := &poisonScorer{}
 	ic, _ := inject.Preset("ms-marco-MiniLM")
-	p, err := pipeline.New(pipeline.Config{MaxBatchDelay: 50 * time.Millisecond}, pipeline.Model{Name: "m", Scorer: sc, Inject: ic})
+	// The delay lets all three jobs' goroutines reach the batcher, even on
+	// a loaded machine, so the guilty job shares its call.
+	p, err := pipeline.New(pipeline.Config{MaxBatchDelay: 250 * time.Millisecond}, pipeline.Model{Name: "m", Scorer: sc, Inject: ic})
 	if err != nil {
 		t.Fatal(err)
 	}

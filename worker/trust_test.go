@@ -98,12 +98,12 @@ func TestSystemReplyToCannotTouchTheQueue(t *testing.T) {
 			}
 		}
 	}
+	w.settled(t, 24) // dead letters are published after the error results
 	if n := w.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeInvalidReplyTo)] }); n != 4 {
 		t.Errorf("%d invalid_reply_to dead letters, want 4", n)
 	}
-	if n := streamMsgs(t, js, worker.JobsStream); n != 0 {
-		t.Errorf("%d jobs left in the queue", n)
-	}
+	// The hostile jobs' Terms are not confirmed: poll until they land.
+	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
 }
 
 // 4 and 12. While the results stream is gone, finished work is held and
@@ -245,6 +245,7 @@ func TestPanicFailsOnlyItsJob(t *testing.T) {
 			t.Errorf("job after the panic: %v", r.Error)
 		}
 	}
+	w.settled(t, 6)
 	if p, d := w.obs.get(func(c *counter) int { return c.panics }), w.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeInternal)] }); p != 1 || d != 1 {
 		t.Errorf("%d panics and %d internal dead letters, want 1 and 1", p, d)
 	}
@@ -285,6 +286,7 @@ func TestRedeliveredJobWithStoredResultIsNotRecomputed(t *testing.T) {
 	f := &fakeReranker{}
 	w := startWorkerWith(t, ns, f, cfg)
 	waitFor(t, 20*time.Second, "the redelivery acknowledged", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	w.settled(t, 1) // the stream drops the job before the ack's reply reaches the worker
 	if f.calls.Load() != 0 || storedResults(t, js)[j.ID] != 1 || w.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeStored] }) != 1 {
 		t.Errorf("%d computations, %d stored results, outcomes %v: want 0, 1 and one %q", f.calls.Load(), storedResults(t, js)[j.ID], w.obs.outcomes, worker.OutcomeStored)
 	}
@@ -326,8 +328,8 @@ func TestInteractiveJobOvertakesBulkJobThroughJetStream(t *testing.T) {
 	ns := startServer(t)
 	nc := connect(t, ns)
 	js, _ := jetstream.New(nc)
-	sc := &slowScorer{delay: 10 * time.Millisecond}
-	startWorker(t, ns, sc, testConfig())
+	sc := &slowScorer{delay: 10 * time.Millisecond, gate: make(chan struct{})}
+	w := startWorker(t, ns, sc, testConfig())
 	bulk := makeJob("bulk-job", 600)
 	b, _ := schemas.EncodeJob(bulk, schemas.Msgpack)
 	m := nats.NewMsg(schemas.LaneSubject("m", schemas.Bulk))
@@ -336,8 +338,14 @@ func TestInteractiveJobOvertakesBulkJobThroughJetStream(t *testing.T) {
 	if _, err := js.PublishMsg(context.Background(), m, jetstream.WithMsgID(bulk.ID)); err != nil {
 		t.Fatal(err)
 	}
+	// The bulk job's first call is held until the live job is taken, so the
+	// live job's pairs are queued long before the bulk job's 37 other
+	// chunks (10 ms each) are scored, however slow the fetch.
 	waitFor(t, 10*time.Second, "the bulk job being scored", func() bool { return sc.calls.Load() > 0 })
 	publishJob(t, js, makeJob("live-job", 5))
+	taken := func(c *counter) int { return strings.Count(strings.Join(c.events, " "), "in-flight+1") }
+	waitFor(t, 10*time.Second, "the live job taken", func() bool { return w.obs.get(taken) == 2 })
+	close(sc.gate)
 	waitFor(t, 30*time.Second, "both results", func() bool { return len(storedResults(t, js)) == 2 })
 	s, _ := js.Stream(context.Background(), worker.ResultsStream)
 	live, err := s.GetLastMsgForSubject(context.Background(), worker.ResultSubject("live-job"))

@@ -53,6 +53,7 @@ func connect(t *testing.T, ns *natsembed.Server) *nats.Conn {
 // makes it block until its context ends.
 type slowScorer struct {
 	delay  time.Duration
+	gate   chan struct{} // if set, every call waits for it to close
 	hang   atomic.Bool
 	calls  atomic.Int64
 	active atomic.Int64 // calls running now
@@ -72,6 +73,13 @@ func (s *slowScorer) ScoreEncoded(ctx context.Context, encs []model.Encoding) ([
 	s.calls.Add(1)
 	s.active.Add(1)
 	defer s.active.Add(-1)
+	if s.gate != nil {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return nil, model.Stats{}, ctx.Err()
+		}
+	}
 	wait := s.delay
 	if s.hang.Load() {
 		wait = time.Hour
@@ -144,6 +152,27 @@ type runningWorker struct {
 	err    error // Run's result, once done is closed
 	obs    *counter
 	nc     *nats.Conn
+}
+
+// settled waits until the worker has settled n deliveries, then fails if
+// it settled more. JobDone is the last step of settle, so the worker's
+// counters are final for those deliveries once it has run, and an ack,
+// confirmed by DoubleAck, has landed at the server: a result in the stream
+// alone says neither. Term and Nak are not confirmed: after a rejected or
+// retried delivery settles, the consumer's state may still lag.
+func (r *runningWorker) settled(t *testing.T, n int) {
+	t.Helper()
+	total := func(c *counter) int {
+		sum := 0
+		for _, v := range c.outcomes {
+			sum += v
+		}
+		return sum
+	}
+	waitFor(t, 20*time.Second, fmt.Sprintf("%d settled deliveries", n), func() bool { return r.obs.get(total) >= n })
+	if got := r.obs.get(total); got != n {
+		t.Fatalf("%d settled deliveries, want %d (outcomes %v)", got, n, r.obs.outcomes)
+	}
 }
 
 // stop cancels the worker and waits for Run to return; idempotent.
@@ -458,6 +487,7 @@ func TestLongJobIsNotRedelivered(t *testing.T) {
 	w := startWorker(t, ns, sc, testConfig())
 	publishJob(t, js, makeJob("long-1", 5))
 	waitFor(t, 20*time.Second, "result", func() bool { return storedResults(t, js)["long-1"] == 1 })
+	w.settled(t, 1) // the result is stored before the ack is sent
 	res := lastResult(t, js, "long-1")
 	if res.Attempt != 1 {
 		t.Fatalf("attempt %d: the job was redelivered", res.Attempt)
@@ -544,6 +574,7 @@ func TestInvalidPayloadsAreDeadLettered(t *testing.T) {
 	}
 	// No redelivery: the jobs are gone and were delivered once.
 	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	w.settled(t, len(cases)+1)
 	if n := w.obs.get(func(c *counter) int { return c.redelivered }); n != 0 {
 		t.Fatalf("%d redeliveries", n)
 	}
@@ -567,6 +598,7 @@ func TestTransientFailuresExhaustDeliveries(t *testing.T) {
 	if res.Error == nil || res.Error.Code != schemas.CodeInternal || res.Attempt != 3 {
 		t.Fatalf("result %+v", res)
 	}
+	w.settled(t, 3)
 	if n := w.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeRetry] }); n != 2 {
 		t.Fatalf("%d retries, want 2", n)
 	}
@@ -603,6 +635,7 @@ func TestJobOutOfDeliveriesByCrashesIsAnswered(t *testing.T) {
 	waitFor(t, 5*time.Second, "dead letter, queue empty", func() bool {
 		return streamMsgs(t, js, worker.DeadStream) == 1 && streamMsgs(t, js, worker.JobsStream) == 0
 	})
+	survivor.settled(t, 1)
 	if n := survivor.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeInternal)] }); n != 1 {
 		t.Fatalf("survivor dead-lettered %d internal, want 1", n)
 	}
@@ -658,6 +691,7 @@ func TestJobOutOfDeliveriesWhileNoWorkerListensIsSwept(t *testing.T) {
 	waitFor(t, 5*time.Second, "dead letter, queue empty", func() bool {
 		return streamMsgs(t, js, worker.DeadStream) == 1 && streamMsgs(t, js, worker.JobsStream) == 0
 	})
+	w.settled(t, 1)
 	if n := w.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeInternal)] }); n != 1 {
 		t.Fatalf("worker dead-lettered %d internal, want 1", n)
 	}

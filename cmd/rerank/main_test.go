@@ -183,9 +183,9 @@ func TestRunLocally(t *testing.T) {
 type serveProc struct {
 	cmd     *exec.Cmd
 	url     string
-	metrics string // http://host:port of /metrics, /healthz, /readyz
-	http    string // http://host:port of the HTTP gateway
-	stderr  *bytes.Buffer
+	metrics string      // http://host:port of /metrics, /healthz, /readyz
+	http    string      // http://host:port of the HTTP gateway
+	stderr  *syncBuffer // written by exec's copying goroutine
 	done    chan struct{}
 }
 
@@ -204,13 +204,13 @@ func startServe(t *testing.T, dataDir string, port int, extra ...string) *serveP
 	}
 	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
+	errb := &syncBuffer{}
+	cmd.Stderr = errb
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &serveProc{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", port), stderr: &errb, done: make(chan struct{}),
+	p := &serveProc{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", port), stderr: errb, done: make(chan struct{}),
 		metrics: fmt.Sprintf("http://127.0.0.1:%d", mport), http: fmt.Sprintf("http://127.0.0.1:%d", hport)}
 	ready := make(chan string, 1)
 	go func() {
@@ -373,8 +373,11 @@ func TestSimulatedModelServes(t *testing.T) {
 			t.Errorf("the same job ranked %+v, then %+v", first.Results, res.Results)
 		}
 	}
-	if !strings.Contains(p.stderr.String(), "simulated models") {
-		t.Errorf("serve did not warn that its model is simulated:\n%s", p.stderr.String())
+	// stderr is another pipe than the readiness line on stdout: poll.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.stderr.String(), "simulated models"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not warn that its model is simulated:\n%s", p.stderr.String())
+		}
 	}
 }
 
