@@ -29,70 +29,7 @@ type graphInfo struct {
 	dynamicQuant bool
 	// inputs and outputs of the graph (inputs that are initializers, as
 	// IR < 4 lists them, left out).
-	inputs, outputs []valueInfo
-}
-
-// valueInfo is a graph input or output: a tensor's name, element type
-// (onnx.proto's TensorProto.DataType, which ORT's enum follows) and
-// dimensions (-1 where symbolic), or tensor false for other types.
-type valueInfo struct {
-	name     string
-	tensor   bool
-	elemType int
-	dims     []int64
-}
-
-// parseValueInfo decodes a ValueInfoProto: its name, and the element type
-// and dimensions of its tensor type (-1 where symbolic).
-func parseValueInfo(b []byte) (valueInfo, error) {
-	var v valueInfo
-	fs, err := onnxpb.Fields(b)
-	for _, f := range fs {
-		switch f.Num {
-		case onnxpb.ValueInfoName:
-			v.name = string(f.Val)
-		case onnxpb.ValueInfoType:
-			err = errors.Join(err, v.parseType(f.Val))
-		}
-	}
-	return v, err
-}
-
-// parseType reads a TypeProto's tensor_type into v.
-func (v *valueInfo) parseType(b []byte) error {
-	types, err := onnxpb.Fields(b)
-	for _, t := range types {
-		if t.Num != onnxpb.TypeTensorType {
-			continue
-		}
-		v.tensor = true
-		tensor, terr := onnxpb.Fields(t.Val)
-		err = errors.Join(err, terr)
-		for _, f := range tensor {
-			switch f.Num {
-			case onnxpb.TensorElemType:
-				v.elemType = int(f.V)
-			case onnxpb.TensorShape:
-				dims, derr := onnxpb.Fields(f.Val)
-				err = errors.Join(err, derr)
-				for _, d := range dims {
-					if d.Num != onnxpb.ShapeDim {
-						continue
-					}
-					dim := int64(-1) // dim_param, or unknown
-					parts, perr := onnxpb.Fields(d.Val)
-					err = errors.Join(err, perr)
-					for _, p := range parts {
-						if p.Num == onnxpb.DimValue && p.Typ == protowire.VarintType {
-							dim = int64(p.V)
-						}
-					}
-					v.dims = append(v.dims, dim)
-				}
-			}
-		}
-	}
-	return err
+	inputs, outputs []onnxpb.ValueInfo
 }
 
 // readGraphInfo streams an ONNX file, skipping tensor data, so a model of
@@ -141,7 +78,7 @@ func readGraphInfo(path string) (graphInfo, error) {
 				if err != nil {
 					return true, err
 				}
-				v, err := parseValueInfo([]byte(b))
+				v, err := onnxpb.ParseValueInfo([]byte(b))
 				if num == onnxpb.GraphInput {
 					info.inputs = append(info.inputs, v)
 				} else {
@@ -155,7 +92,7 @@ func readGraphInfo(path string) (graphInfo, error) {
 	if err != nil {
 		return info, fmt.Errorf("reading the graph: %w", err)
 	}
-	info.inputs = slices.DeleteFunc(info.inputs, func(v valueInfo) bool { return inits[v.name] })
+	info.inputs = slices.DeleteFunc(info.inputs, func(v onnxpb.ValueInfo) bool { return inits[v.Name] })
 	return info, nil
 }
 
@@ -330,12 +267,12 @@ func (r *pbReader) tensorHead(end int64) (name string, dims []int64, err error) 
 
 // ortInfo gives the inputs and outputs in ONNX Runtime's types.
 func (g graphInfo) ortInfo() (ins, outs []ort.InputOutputInfo) {
-	conv := func(vs []valueInfo) []ort.InputOutputInfo {
+	conv := func(vs []onnxpb.ValueInfo) []ort.InputOutputInfo {
 		out := make([]ort.InputOutputInfo, len(vs))
 		for i, v := range vs {
-			out[i] = ort.InputOutputInfo{Name: v.name, OrtValueType: ort.ONNXTypeUnknown,
-				DataType: ort.TensorElementDataType(v.elemType), Dimensions: ort.Shape(v.dims)}
-			if v.tensor {
+			out[i] = ort.InputOutputInfo{Name: v.Name, OrtValueType: ort.ONNXTypeUnknown,
+				DataType: ort.TensorElementDataType(v.Elem), Dimensions: ort.Shape(v.Dims)}
+			if v.Tensor {
 				out[i].OrtValueType = ort.ONNXTypeTensor
 			}
 		}

@@ -261,6 +261,70 @@ func AppendInt64s(dst []int64, f Field) ([]int64, error) {
 	return dst, nil
 }
 
+// ValueInfo is a parsed ValueInfoProto (a graph input or output): its
+// name and, when its type is a tensor (Tensor), the element type (a
+// TensorProto.DataType, which ORT's enum follows) and dimensions (-1 where
+// symbolic; nil when no shape is given).
+type ValueInfo struct {
+	Name   string
+	Tensor bool
+	Elem   int
+	Dims   []int64
+}
+
+// ParseValueInfo parses a ValueInfoProto. It reads what it can past a
+// malformed part, and reports every part it could not read.
+func ParseValueInfo(b []byte) (ValueInfo, error) {
+	var v ValueInfo
+	fs, err := Fields(b)
+	for _, f := range fs {
+		switch f.Num {
+		case ValueInfoName:
+			v.Name = string(f.Val)
+		case ValueInfoType:
+			err = errors.Join(err, v.parseType(f.Val))
+		}
+	}
+	return v, err
+}
+
+// parseType reads a TypeProto's tensor_type into v.
+func (v *ValueInfo) parseType(b []byte) error {
+	types, err := Fields(b)
+	for _, t := range types {
+		if t.Num != TypeTensorType {
+			continue
+		}
+		v.Tensor = true
+		tensor, terr := Fields(t.Val)
+		err = errors.Join(err, terr)
+		for _, f := range tensor {
+			switch f.Num {
+			case TensorElemType:
+				v.Elem = int(f.V)
+			case TensorShape:
+				dims, derr := Fields(f.Val)
+				err = errors.Join(err, derr)
+				for _, d := range dims {
+					if d.Num != ShapeDim {
+						continue
+					}
+					dim := int64(-1) // dim_param, or unknown
+					parts, perr := Fields(d.Val)
+					err = errors.Join(err, perr)
+					for _, p := range parts {
+						if p.Num == DimValue && p.Typ == protowire.VarintType {
+							dim = int64(p.V)
+						}
+					}
+					v.Dims = append(v.Dims, dim)
+				}
+			}
+		}
+	}
+	return err
+}
+
 // DefaultDomain reports whether n is an operator of the default ONNX
 // domain ("" or "ai.onnx").
 func (n *Node) DefaultDomain() bool { return n.Domain == "" || n.Domain == "ai.onnx" }

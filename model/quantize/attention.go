@@ -327,8 +327,8 @@ func (ix *graphIndex) maskInput(v string) (string, []int) {
 	// QAttention reads a 2-D mask as 0 (masked) or not, where a 1-D one
 	// would be lengths.
 	in, declared := ix.g.inputs[v]
-	integer := in.elem == onnxpb.DataTypeInt64 || in.elem == onnxpb.DataTypeInt32 || in.elem == onnxpb.DataTypeBool
-	if _, made := ix.producer[v]; made || !declared || in.rank != 2 || !integer || !sub || !mul || !cast || !slices.Equal(dims, []int64{'B', 1, 1, 'S'}) || ix.constant(v) != nil {
+	integer := in.Elem == onnxpb.DataTypeInt64 || in.Elem == onnxpb.DataTypeInt32 || in.Elem == onnxpb.DataTypeBool
+	if _, made := ix.producer[v]; made || !declared || len(in.Dims) != 2 || !integer || !sub || !mul || !cast || !slices.Equal(dims, []int64{'B', 1, 1, 'S'}) || ix.constant(v) != nil {
 		return "", nil
 	}
 	return v, chain
@@ -356,12 +356,13 @@ func (ix *graphIndex) closed(nodes []int, out string) bool {
 }
 
 // findAttentions returns the self-attention blocks QAttention can replace,
-// and the nodes of their padding mask that nothing else reads once they
-// are replaced.
-func findAttentions(ix *graphIndex) ([]attention, []int) {
+// and the nodes they remove: their own, and those of their padding mask
+// that nothing else reads once they are replaced.
+func findAttentions(ix *graphIndex) ([]attention, map[int]bool) {
 	g := ix.g
+	gone := map[int]bool{}
 	if g.subgraphs {
-		return nil, nil
+		return nil, gone
 	}
 	var out []attention
 	maskNodes := map[int]bool{}
@@ -376,7 +377,14 @@ func findAttentions(ix *graphIndex) ([]attention, []int) {
 		}
 		k, ok := ix.projectionTo(s.inputs[1], 0, 2, 3, 1)
 		x := g.nodes[q.matmul].inputs[0]
-		if !ok || g.nodes[k.matmul].inputs[0] != x || k.heads != q.heads || k.size != q.size || ix.sole(q.out) != si || ix.sole(k.out) != si {
+		// like reports whether p projects x as q does (same heads, head
+		// size and weight rows: the three weights are [D, heads × size])
+		// and only reader reads it.
+		like := func(p projection, reader int) bool {
+			return g.nodes[p.matmul].inputs[0] == x && p.heads == q.heads && p.size == q.size &&
+				g.weights[p.matmul].dims[0] == g.weights[q.matmul].dims[0] && ix.sole(p.out) == reader
+		}
+		if !ok || ix.sole(q.out) != si || !like(k, si) {
 			continue
 		}
 		a := attention{x: x, heads: q.heads, nodes: []int{si}}
@@ -422,7 +430,7 @@ func findAttentions(ix *graphIndex) ([]attention, []int) {
 			continue
 		}
 		v, ok := ix.projectionTo(pv.inputs[1], 0, 2, 1, 3)
-		if !ok || g.nodes[v.matmul].inputs[0] != x || v.heads != q.heads || v.size != q.size || ix.sole(v.out) != pvi {
+		if !ok || !like(v, pvi) {
 			continue
 		}
 		ti := ix.sole(pv.outputs[0])
@@ -438,10 +446,6 @@ func findAttentions(ix *graphIndex) ([]attention, []int) {
 		hidden := q.heads * q.size
 		shape, shapeNodes := ix.reshapeTo(rs)
 		if len(shape) != 3 || shape[0] != 0 || (shape[1] != 0 && shape[1] != -1) || (shape[2] != hidden && shape[2] != -1) || shape[1] == -1 && shape[2] == -1 {
-			continue
-		}
-		wq, wk, wv := g.weights[q.matmul], g.weights[k.matmul], g.weights[v.matmul]
-		if wk.dims[0] != wq.dims[0] || wv.dims[0] != wq.dims[0] || wq.dims[1] != hidden || wk.dims[1] != hidden || wv.dims[1] != hidden {
 			continue
 		}
 		a.proj = [3]projection{q, k, v}
@@ -464,13 +468,11 @@ func findAttentions(ix *graphIndex) ([]attention, []int) {
 		}
 	}
 	// The mask's nodes go when every reader of their outputs goes.
-	gone := map[int]bool{}
 	for _, a := range out {
 		for _, i := range a.nodes {
 			gone[i] = true
 		}
 	}
-	var dead []int
 	for changed := true; changed; {
 		changed = false
 		for i := range maskNodes {
@@ -490,10 +492,9 @@ func findAttentions(ix *graphIndex) ([]attention, []int) {
 			}
 			if unread {
 				gone[i] = true
-				dead = append(dead, i)
 				changed = true
 			}
 		}
 	}
-	return out, dead
+	return out, gone
 }

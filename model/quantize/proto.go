@@ -63,16 +63,6 @@ func (n *node) attrInt(name string, def int64) int64 { return n.pb.AttrInt(name,
 // attrFloat is a float attribute, or def when the node has none.
 func (n *node) attrFloat(name string, def float32) float32 { return n.pb.AttrFloat(name, def) }
 
-// encodeNode writes a new NodeProto in the default domain.
-func encodeNode(name, op string, inputs, outputs []string, attrs ...[]byte) []byte {
-	return onnxpb.EncodeNode("", name, op, inputs, outputs, attrs...)
-}
-
-// encodeNodeIn writes a new NodeProto in an operator domain.
-func encodeNodeIn(domain, name, op string, inputs, outputs []string, attrs ...[]byte) []byte {
-	return onnxpb.EncodeNode(domain, name, op, inputs, outputs, attrs...)
-}
-
 func intAttr(name string, v int64) []byte { return onnxpb.IntAttr(name, v) }
 
 // tensor is a TensorProto initializer.

@@ -49,11 +49,13 @@ const (
 type Range struct {
 	Min, Max               float32
 	ChannelMin, ChannelMax []float32
-	// ChannelMean is each channel's mean over the Rows calibration rows:
-	// the bias of each quantized product absorbs the mean error of its
-	// rounded weights (bias correction, see biasCorrection).
+	// ChannelMean is each channel's mean over its finite calibration
+	// values: the bias of each quantized product absorbs the mean error of
+	// its rounded weights (bias correction, see biasCorrection).
 	ChannelMean []float64
-	Rows        int
+	// Rows is how many rows (vectors of the last dimension) calibration
+	// read; the quantizer does not use it.
+	Rows int
 }
 
 // finite reports whether every figure of the range is a finite number.
@@ -319,7 +321,8 @@ type rewriter struct {
 	quantized map[string]bool
 	smooth    map[string][]float64 // activation → its smoothing factors
 	nodes     [][]byte
-	extra     [][]byte // new initializers
+	read      map[string]bool // values the nodes written so far read
+	extra     [][]byte        // new initializers
 	// microsoft is set when a node of the com.microsoft domain was written.
 	microsoft bool
 }
@@ -329,77 +332,21 @@ type graphProto struct {
 	nodes    []*node
 	inits    map[string]*tensor
 	names    map[string]bool // every value and node name in the graph
-	uses     map[string]int  // consumers of each value, graph outputs included
 	outputs  map[string]bool // the graph's outputs
 	initName map[int]string  // graph field index → initializer name
 	weights  []*tensor       // per node: the weight to quantize, or nil
 	kept     []string        // weight nodes left in fp32, with why
 	readers  map[string]int  // quantized nodes reading each activation
-	inputs   map[string]valueType
+	inputs   map[string]onnxpb.ValueInfo
 	// subgraphs is set when a node holds a graph, which may read values
 	// unseen: the rewrite then matches no attention and drops only the
 	// weights it quantized.
 	subgraphs bool
 }
 
-// valueType is a graph input's declared element type and rank (-1: no
-// shape given).
-type valueType struct {
-	elem int
-	rank int
-}
-
-// parseValueType reads a ValueInfoProto's name, element type and rank.
-func parseValueType(b []byte) (string, valueType, error) {
-	vt := valueType{rank: -1}
-	var name string
-	vf, err := fields(b)
-	if err != nil {
-		return "", vt, err
-	}
-	for _, v := range vf {
-		switch v.Num {
-		case onnxpb.ValueInfoName:
-			name = string(v.Val)
-		case onnxpb.ValueInfoType:
-			tf, err := fields(v.Val)
-			if err != nil {
-				return "", vt, err
-			}
-			for _, t := range tf {
-				if t.Num != onnxpb.TypeTensorType {
-					continue
-				}
-				ef, err := fields(t.Val)
-				if err != nil {
-					return "", vt, err
-				}
-				for _, e := range ef {
-					switch e.Num {
-					case onnxpb.TensorElemType:
-						vt.elem = int(e.V)
-					case onnxpb.TensorShape:
-						df, err := fields(e.Val)
-						if err != nil {
-							return "", vt, err
-						}
-						vt.rank = 0
-						for _, d := range df {
-							if d.Num == onnxpb.ShapeDim {
-								vt.rank++
-							}
-						}
-					}
-				}
-			}
-		}
-	}
-	return name, vt, nil
-}
-
 func parseGraph(gf []field, opts Options) (*graphProto, error) {
-	g := &graphProto{inits: map[string]*tensor{}, names: map[string]bool{}, uses: map[string]int{},
-		outputs: map[string]bool{}, initName: map[int]string{}, readers: map[string]int{}, inputs: map[string]valueType{}}
+	g := &graphProto{inits: map[string]*tensor{}, names: map[string]bool{},
+		outputs: map[string]bool{}, initName: map[int]string{}, readers: map[string]int{}, inputs: map[string]onnxpb.ValueInfo{}}
 	for i, f := range gf {
 		switch f.Num {
 		case onnxpb.GraphNode:
@@ -410,9 +357,6 @@ func parseGraph(gf []field, opts Options) (*graphProto, error) {
 			g.nodes = append(g.nodes, n)
 			g.names[n.name] = true
 			g.subgraphs = g.subgraphs || n.pb.Subgraph
-			for _, in := range n.inputs {
-				g.uses[in]++
-			}
 			for _, out := range n.outputs {
 				g.names[out] = true
 			}
@@ -431,17 +375,16 @@ func parseGraph(gf []field, opts Options) (*graphProto, error) {
 			}
 			for _, v := range vf {
 				if v.Num == onnxpb.ValueInfoName {
-					g.uses[string(v.Val)]++
 					g.outputs[string(v.Val)] = true
 				}
 			}
 		case onnxpb.GraphInput:
-			name, vt, err := parseValueType(f.Val)
+			v, err := onnxpb.ParseValueInfo(f.Val)
 			if err != nil {
 				return nil, err
 			}
-			g.inputs[name] = vt
-			g.names[name] = true
+			g.inputs[v.Name] = v
+			g.names[v.Name] = true
 		}
 	}
 	first, last := layerRange(g.nodes)
@@ -468,8 +411,8 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	rep.Kept = append(rep.Kept, g.kept...)
-	r := &rewriter{opts: opts, rep: rep, inits: g.inits, names: g.names, quantOf: map[string][3]string{}, maskOf: map[string]string{}, quantized: map[string]bool{}}
-	nodes, weights, readers, uses, initName := g.nodes, g.weights, g.readers, g.uses, g.initName
+	r := &rewriter{opts: opts, rep: rep, inits: g.inits, names: g.names, quantOf: map[string][3]string{}, maskOf: map[string]string{}, quantized: map[string]bool{}, read: map[string]bool{}}
+	nodes, weights, readers, initName := g.nodes, g.weights, g.readers, g.initName
 
 	if opts.Activations == Static && opts.Smooth > 0 {
 		r.smooth = smoothing(g, opts)
@@ -480,27 +423,16 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 	folded := map[int]bool{} // nodes written as part of another
 	var atts []attention
 	if !opts.KeepAttention {
-		var dead []int
-		atts, dead = findAttentions(ix)
-		for _, a := range atts {
-			for _, k := range a.nodes {
-				folded[k] = true
-			}
-		}
-		for _, k := range dead {
-			folded[k] = true
-		}
-	}
-	for _, n := range nodes {
-		if n.opType == "Softmax" {
-			rep.Softmaxes++
-		}
+		atts, folded = findAttentions(ix)
 	}
 	attAt := map[int]int{} // node index → the attention written there
 	for k, a := range atts {
 		attAt[a.first] = k
 	}
 	for i, n := range nodes {
+		if n.opType == "Softmax" {
+			rep.Softmaxes++
+		}
 		if k, ok := attAt[i]; ok {
 			a := atts[k]
 			if err := r.attention(a, nodes, weights); err != nil {
@@ -516,12 +448,12 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 		}
 		w := weights[i]
 		if w == nil {
-			r.nodes = append(r.nodes, n.raw)
+			r.emit(n.raw, n.inputs)
 			continue
 		}
 		// The bias Add this product alone feeds folds into it.
 		var bias *node
-		if y := n.outputs[0]; uses[y] == 1 && n.opType == "MatMul" {
+		if y := n.outputs[0]; !g.outputs[y] && n.opType == "MatMul" {
 			if c := ix.consumers[y]; len(c) == 1 && c[0] > i && isBias(r.inits, nodes[c[0]], y, w.dims[1]) {
 				bias = nodes[c[0]]
 				folded[c[0]] = true
@@ -533,10 +465,7 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 		rep.Quantized = append(rep.Quantized, n.name)
 	}
 
-	dropped, err := r.unused(g)
-	if err != nil {
-		return nil, false, err
-	}
+	dropped := r.unused(g, ix)
 	out := make([]byte, 0, len(b)/3)
 	nodesDone := false
 	for i, f := range gf {
@@ -582,24 +511,29 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 // one, constants of replaced nodes. Only those some node read before go;
 // in a graph with subgraphs, which may read them unseen, only the quantized
 // weights.
-func (r *rewriter) unused(g *graphProto) (map[string]bool, error) {
+func (r *rewriter) unused(g *graphProto, ix *graphIndex) map[string]bool {
 	dropped := map[string]bool{}
-	read := map[string]bool{}
-	for _, b := range r.nodes {
-		n, err := onnxpb.ParseNode(b)
-		if err != nil {
-			return nil, err
-		}
-		for _, in := range n.Inputs {
-			read[in] = true
-		}
-	}
 	for name := range g.inits {
-		if g.uses[name] > 0 && !read[name] && !g.outputs[name] && (!g.subgraphs || r.quantized[name]) {
+		if len(ix.consumers[name]) > 0 && !r.read[name] && !g.outputs[name] && (!g.subgraphs || r.quantized[name]) {
 			dropped[name] = true
 		}
 	}
-	return dropped, nil
+	return dropped
+}
+
+// emit appends a node to the rewritten graph, and records the values it
+// reads.
+func (r *rewriter) emit(raw []byte, inputs []string) {
+	r.nodes = append(r.nodes, raw)
+	for _, in := range inputs {
+		r.read[in] = true
+	}
+}
+
+// add writes a new node in domain ("": the default) and emits it.
+func (r *rewriter) add(domain, name, op string, inputs, outputs []string, attrs ...[]byte) {
+	r.microsoft = r.microsoft || domain == domainMicrosoft
+	r.emit(onnxpb.EncodeNode(domain, name, op, inputs, outputs, attrs...), inputs)
 }
 
 // layerRange is the lowest and highest encoder layer number in node names
@@ -675,8 +609,13 @@ func isBias(inits map[string]*tensor, add *node, y string, n int64) bool {
 	if add.opType != "Add" || add.domain != "" || len(add.inputs) != 2 || len(add.outputs) != 1 {
 		return false
 	}
-	b := inits[add.other(y)]
-	return b != nil && b.dataType == onnxpb.DataTypeFloat && len(b.dims) == 1 && b.dims[0] == n && !b.external
+	return biasVector(inits[add.other(y)], n)
+}
+
+// biasVector reports whether t is a float initializer of n elements, held
+// in the file: a bias an integer product can add itself.
+func biasVector(t *tensor, n int64) bool {
+	return t != nil && t.dataType == onnxpb.DataTypeFloat && len(t.dims) == 1 && t.dims[0] == n && !t.external
 }
 
 // quantize replaces n, a MatMul or Gemm on weight w (and the bias Add that
@@ -720,7 +659,7 @@ func (r *rewriter) quantize(n *node, w *tensor, biasAdd *node, shared bool) erro
 		y = biasAdd.outputs[0]
 		bias = biasAdd.other(n.outputs[0])
 	case n.opType == "Gemm" && len(n.inputs) > 2 && n.inputs[2] != "":
-		if c := r.inits[n.inputs[2]]; c != nil && c.dataType == onnxpb.DataTypeFloat && len(c.dims) == 1 && c.dims[0] == cols && !c.external {
+		if biasVector(r.inits[n.inputs[2]], cols) {
 			bias = n.inputs[2]
 		} else {
 			after, y = n, r.fresh(n.name+"_output_nobias")
@@ -736,18 +675,18 @@ func (r *rewriter) quantize(n *node, w *tensor, biasAdd *node, shared bool) erro
 	}
 	x := n.inputs[0]
 	if r.opts.Activations == PerBatch && !shared {
-		r.nodes = append(r.nodes, encodeNodeIn(domainMicrosoft, r.fresh(n.name+"_quant"), "DynamicQuantizeMatMul",
-			[]string{x, wqName, wsName, wzName, bias}, []string{y}))
+		r.add(domainMicrosoft, r.fresh(n.name+"_quant"), "DynamicQuantizeMatMul",
+			[]string{x, wqName, wsName, wzName, bias}, []string{y})
 	} else {
 		q, err := r.input(x, n.name)
 		if err != nil {
 			return err
 		}
-		r.nodes = append(r.nodes, encodeNodeIn(domainMicrosoft, r.fresh(n.name+"_quant"), "MatMulIntegerToFloat",
-			[]string{q[0], wqName, q[1], wsName, q[2], wzName, bias}, []string{y}))
+		r.add(domainMicrosoft, r.fresh(n.name+"_quant"), "MatMulIntegerToFloat",
+			[]string{q[0], wqName, q[1], wsName, q[2], wzName, bias}, []string{y})
 	}
 	if after != nil {
-		r.nodes = append(r.nodes, encodeNode(r.fresh(n.name+"_quant_add_c"), "Add", []string{y, after.inputs[2]}, after.outputs))
+		r.add("", r.fresh(n.name+"_quant_add_c"), "Add", []string{y, after.inputs[2]}, after.outputs)
 	}
 	return nil
 }
@@ -791,7 +730,6 @@ func (r *rewriter) weight(n *node, w *tensor) (quantWeight, error) {
 	r.rep.WeightBytes[0] += 4 * rows * cols
 	r.rep.WeightBytes[1] += rows*cols + 4*int64(len(scales))
 	r.quantized[w.name] = true
-	r.microsoft = true
 	return quantWeight{q: wq, scales: scales, correction: correction, rows: rows, cols: cols, base: base}, nil
 }
 
@@ -823,7 +761,7 @@ func (r *rewriter) input(x, reader string) ([3]string, error) {
 	q := [3]string{r.fresh(x + "_quantized"), r.fresh(x + "_scale"), r.fresh(x + "_zero_point")}
 	if r.opts.Activations == PerBatch {
 		r.quantOf[x] = q
-		r.nodes = append(r.nodes, encodeNode(r.fresh(x+"_QuantizeLinear"), "DynamicQuantizeLinear", []string{x}, q[:]))
+		r.add("", r.fresh(x+"_QuantizeLinear"), "DynamicQuantizeLinear", []string{x}, q[:])
 		return q, nil
 	}
 	rg, ok := r.opts.Ranges[x]
@@ -845,14 +783,14 @@ func (r *rewriter) input(x, reader string) ([3]string, error) {
 		}
 		invName := r.fresh(x + "_smoothing")
 		r.extra = append(r.extra, encodeTensor(invName, onnxpb.DataTypeFloat, float32Bytes(inv), int64(len(inv))))
-		r.nodes = append(r.nodes, encodeNode(r.fresh(x+"_smooth"), "Mul", []string{x, invName}, []string{in}))
+		r.add("", r.fresh(x+"_smooth"), "Mul", []string{x, invName}, []string{in})
 	}
 	scale, zp := activationParams(rg)
 	r.quantOf[x] = q
 	r.extra = append(r.extra,
 		encodeTensor(q[1], onnxpb.DataTypeFloat, float32Bytes([]float32{scale})),
 		encodeTensor(q[2], onnxpb.DataTypeUint8, []byte{zp}))
-	r.nodes = append(r.nodes, encodeNode(r.fresh(x+"_QuantizeLinear"), "QuantizeLinear", []string{in, q[1], q[2]}, q[:1]))
+	r.add("", r.fresh(x+"_QuantizeLinear"), "QuantizeLinear", []string{in, q[1], q[2]}, q[:1])
 	return q, nil
 }
 
@@ -907,11 +845,11 @@ func (r *rewriter) attention(a attention, nodes []*node, weights []*tensor) erro
 		if mask = r.maskOf[a.mask]; mask == "" {
 			mask = r.fresh(a.mask + "_int32")
 			r.maskOf[a.mask] = mask
-			r.nodes = append(r.nodes, encodeNode(r.fresh(a.mask+"_Cast_int32"), "Cast", []string{a.mask}, []string{mask}, intAttr("to", onnxpb.DataTypeInt32)))
+			r.add("", r.fresh(a.mask+"_Cast_int32"), "Cast", []string{a.mask}, []string{mask}, intAttr("to", onnxpb.DataTypeInt32))
 		}
 	}
-	r.nodes = append(r.nodes, encodeNodeIn(domainMicrosoft, r.fresh(base+"_QAttention"), "QAttention",
-		[]string{x[0], wqName, bName, x[1], wsName, mask, x[2], wzName}, []string{a.out}, intAttr("num_heads", a.heads)))
+	r.add(domainMicrosoft, r.fresh(base+"_QAttention"), "QAttention",
+		[]string{x[0], wqName, bName, x[1], wsName, mask, x[2], wzName}, []string{a.out}, intAttr("num_heads", a.heads))
 	r.rep.Attentions++
 	return nil
 }

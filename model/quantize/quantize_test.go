@@ -78,7 +78,10 @@ func calibrated(t testing.TB, model []byte, opts Options) Options {
 	for _, n := range names {
 		k := 0 // the channels: the input size of a weight that reads n
 		for _, nd := range nodes {
-			if w := inits[nd.inputs[min(1, len(nd.inputs)-1)]]; nd.opType == "MatMul" && nd.inputs[0] == n && w != nil {
+			if nd.opType != "MatMul" || nd.inputs[0] != n {
+				continue
+			}
+			if w := inits[nd.inputs[1]]; w != nil {
 				k = int(w.dims[0])
 			}
 		}
@@ -260,23 +263,15 @@ func TestObserveAddsTheQuantizedInputsAsOutputs(t *testing.T) {
 		t.Fatalf("names %q", names)
 	}
 	outputs := func(model []byte) []string {
-		top, _ := fields(model)
+		_, gf := graphFields(t, model)
 		var got []string
-		for _, f := range top {
-			if f.Num != onnxpb.ModelGraph {
-				continue
-			}
-			gf, _ := fields(f.Val)
-			for _, g := range gf {
-				if g.Num != onnxpb.GraphOutput {
-					continue
+		for _, f := range gf {
+			if f.Num == onnxpb.GraphOutput {
+				v, err := onnxpb.ParseValueInfo(f.Val)
+				if err != nil {
+					t.Fatal(err)
 				}
-				vf, _ := fields(g.Val)
-				for _, v := range vf {
-					if v.Num == onnxpb.ValueInfoName {
-						got = append(got, string(v.Val))
-					}
-				}
+				got = append(got, v.Name)
 			}
 		}
 		return got
@@ -353,7 +348,7 @@ func TestBiasCorrectionRestoresTheMeanOutput(t *testing.T) {
 		wq, scales := quantizeWeight(ws, rows, cols, PerChannel)
 		corr := biasCorrection(ws, wq, scales, rows, cols, mean, smooth)
 		for c := range cols {
-			var exact, int8, plain float64
+			var exact, plain float64
 			for _, row := range x {
 				for k := range rows {
 					xs := row[k]
@@ -361,10 +356,10 @@ func TestBiasCorrectionRestoresTheMeanOutput(t *testing.T) {
 						xs /= smooth[k]
 					}
 					exact += xs * float64(ws[k*cols+c])
-					int8 += xs * float64(int8Of(wq[k*cols+c])) * float64(scales[c])
+					plain += xs * float64(int8(wq[k*cols+c])) * float64(scales[c])
 				}
 			}
-			exact, plain = exact/n, int8/n
+			exact, plain = exact/n, plain/n
 			if got := plain + float64(corr[c]); math.Abs(got-exact) > 1e-4 {
 				t.Errorf("smooth %v, column %d: corrected mean %v, fp32 %v", smooth != nil, c, got, exact)
 			}
@@ -374,8 +369,6 @@ func TestBiasCorrectionRestoresTheMeanOutput(t *testing.T) {
 		}
 	}
 }
-
-func int8Of(b byte) int8 { return int8(b) }
 
 func TestGraphOptions(t *testing.T) {
 	in := tinyONNX(t)
@@ -443,14 +436,19 @@ func TestQuantizeWeightRoundTrips(t *testing.T) {
 	}
 }
 
+// handWeight is handModel's weight, n values in row-major order.
+func handWeight(n int64) []float32 {
+	w := make([]float32, n)
+	for i := range w {
+		w[i] = float32(i%7) - 3
+	}
+	return w
+}
+
 // handModel builds a small ModelProto: one node over input x and weight w
 // (dims), with an optional bias c, at a given default opset.
 func handModel(op string, opset int, dims []int64, attrs [][]byte, withC bool) []byte {
-	n := dims[0] * dims[1]
-	vals := make([]float32, n)
-	for i := range vals {
-		vals[i] = float32(i%7) - 3
-	}
+	vals := handWeight(dims[0] * dims[1])
 	inputs := []string{"x", "w"}
 	g := onnxpb.AppendBytes(nil, onnxpb.GraphInitializer, encodeTensor("w", onnxpb.DataTypeFloat, float32Bytes(vals), dims...))
 	if withC {
@@ -486,13 +484,7 @@ func TestGemmWithTransposedWeight(t *testing.T) {
 		t.Fatal("the fp32 weight is still there")
 	}
 	// w[j,k] (row j = output column) is the element k*... of the transposed copy.
-	q, scales := quantizeWeight(transpose(func() []float32 {
-		v := make([]float32, 32*24)
-		for i := range v {
-			v[i] = float32(i%7) - 3
-		}
-		return v
-	}(), 32, 24), 24, 32, PerChannel)
+	q, scales := quantizeWeight(transpose(handWeight(32*24), 32, 24), 24, 32, PerChannel)
 	if !bytes.Equal(q, wq.raw) || len(scales) != 32 {
 		t.Fatal("the stored weight is not the transposed, quantized weight")
 	}
@@ -546,10 +538,7 @@ func TestStaticGemmWithTransposedWeight(t *testing.T) {
 	if len(inv) != k || len(wqDims) != 2 || wqDims[0] != k || wqDims[1] != n || len(ws) != n || len(bias) != n {
 		t.Fatalf("smoothing %d, weight %v, scales %d, bias %d", len(inv), wqDims, len(ws), len(bias))
 	}
-	w := make([]float32, n*k) // handModel's weight, [N, K]
-	for i := range w {
-		w[i] = float32(i%7) - 3
-	}
+	w := handWeight(int64(n * k)) // [N, K]
 	yq := func(x []float64) []float64 { // the rewritten node, exact activations
 		y := make([]float64, n)
 		for j := range n {
@@ -595,9 +584,7 @@ func TestStaticGemmWithTransposedWeight(t *testing.T) {
 	}
 	// The mean input is the calibrated one: the means agree far closer
 	// than single outputs.
-	mean := make([]float64, k)
-	copy(mean, rg.ChannelMean)
-	a, b := yq(mean), yf(mean)
+	a, b := yq(rg.ChannelMean), yf(rg.ChannelMean)
 	for j := range n {
 		if math.Abs(a[j]-b[j]) > 1e-3 {
 			t.Fatalf("column %d at the mean input: int8 %v, fp32 %v", j, a[j], b[j])
@@ -679,6 +666,11 @@ func FuzzGraph(f *testing.F) {
 }
 
 // graphFields parses model and its graph's fields.
+// encodeNode writes a NodeProto in the default domain.
+func encodeNode(name, op string, inputs, outputs []string, attrs ...[]byte) []byte {
+	return onnxpb.EncodeNode("", name, op, inputs, outputs, attrs...)
+}
+
 func graphFields(t testing.TB, model []byte) (*modelProto, []field) {
 	t.Helper()
 	m, err := parseModel(model)
@@ -751,11 +743,11 @@ func checkOrder(t testing.TB, model []byte) {
 	}
 	for _, f := range gf {
 		if f.Num == onnxpb.GraphInput {
-			name, _, err := parseValueType(f.Val)
+			v, err := onnxpb.ParseValueInfo(f.Val)
 			if err != nil {
 				t.Fatal(err)
 			}
-			known[name] = true
+			known[v.Name] = true
 		}
 	}
 	for _, n := range nodes {
