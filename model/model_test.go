@@ -424,11 +424,17 @@ func scoresOf(t *testing.T, dir string, pairs []model.Pair) ([]float32, *model.M
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
+	return score(t, m, pairs), m
+}
+
+// score is m's scores of pairs.
+func score(t *testing.T, m *model.Model, pairs []model.Pair) []float32 {
+	t.Helper()
 	s, _, err := m.Score(context.Background(), pairs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, m
+	return s
 }
 
 // A two-logit export is scored as sentence-transformers would: softmax of
@@ -518,16 +524,8 @@ func TestPreparedGraphScoresTheSame(t *testing.T) {
 	if !prep.WeightsMapped() || prep.FusedNorms() != 4 || asIs.WeightsMapped() || asIs.FusedNorms() != 0 {
 		t.Fatalf("mapped %v, fused %d by default; %v, %d as is", prep.WeightsMapped(), prep.FusedNorms(), asIs.WeightsMapped(), asIs.FusedNorms())
 	}
-	ctx := context.Background()
 	pairs := mixedPairs(24, 11)
-	a, _, err := prep.Score(ctx, pairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _, err := asIs.Score(ctx, pairs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := score(t, prep, pairs), score(t, asIs, pairs)
 	for i := range a {
 		if math.Abs(float64(a[i]-b[i])) > 1e-5 {
 			t.Fatalf("pair %d: %v prepared, %v as is", i, a[i], b[i])
@@ -567,9 +565,9 @@ func TestPreparedGraphScoresTheSame(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ext.Close()
-		c, _, err := ext.Score(ctx, pairs)
-		if err != nil || ext.WeightsMapped() || ext.FusedNorms() != map[bool]int{true: 0, false: 4}[opts.LoadAsIs] {
-			t.Fatalf("%+v: err %v, mapped %v, fused %d", opts, err, ext.WeightsMapped(), ext.FusedNorms())
+		c := score(t, ext, pairs)
+		if ext.WeightsMapped() || ext.FusedNorms() != map[bool]int{true: 0, false: 4}[opts.LoadAsIs] {
+			t.Fatalf("%+v: mapped %v, fused %d", opts, ext.WeightsMapped(), ext.FusedNorms())
 		}
 		for i := range c {
 			if opts.LoadAsIs && c[i] != b[i] || math.Abs(float64(c[i]-b[i])) > 1e-5 {

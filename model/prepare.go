@@ -94,7 +94,7 @@ func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, 
 		return nil, err
 	}
 	var skip map[int]bool          // graph field index of a fused Add
-	var fused map[int]*onnxpb.Node // graph field index of a LayerNormalization → its Add
+	var fused map[int]residualNorm // graph field index of a LayerNormalization → it and its Add
 	var names map[string]bool      // node names in use
 	if fuse {
 		if skip, fused, names, err = residualNorms(gf); err != nil {
@@ -105,12 +105,8 @@ func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, 
 	for i, x := range gf {
 		switch {
 		case skip[i]:
-		case fused[i] != nil:
-			ln, err := onnxpb.ParseNode(x.Val)
-			if err != nil {
-				return nil, err
-			}
-			add := fused[i]
+		case fused[i].norm != nil:
+			add, ln := fused[i].add, fused[i].norm
 			name := onnxpb.FreshName(names, ln.Name+"_skip")
 			g = onnxpb.AppendBytes(g, onnxpb.GraphNode, onnxpb.EncodeNode(msDomain, name, "SkipLayerNormalization",
 				[]string{add.Inputs[0], add.Inputs[1], ln.Inputs[1], ln.Inputs[2]}, ln.Outputs[:1],
@@ -143,7 +139,7 @@ func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, 
 // LayerNormalization. Both are then [batch, sequence, hidden], the shapes
 // SkipLayerNormalization takes; anything else (the embeddings' sums, with
 // broadcast position tables) is left alone.
-func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.Node, names map[string]bool, err error) {
+func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]residualNorm, names map[string]bool, err error) {
 	type at struct {
 		field int
 		node  *onnxpb.Node
@@ -194,12 +190,9 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.
 				vectors[name] = true
 			}
 		case onnxpb.GraphOutput:
-			if vf, err := onnxpb.Fields(x.Val); err == nil {
-				for _, v := range vf {
-					if v.Num == onnxpb.ValueInfoName {
-						uses[string(v.Val)]++
-					}
-				}
+			// Its name, even past a malformed type.
+			if v, _ := onnxpb.ParseValueInfo(x.Val); v.Name != "" {
+				uses[v.Name]++
 			}
 		}
 	}
@@ -208,6 +201,9 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.
 		p, ok := producer[v]
 		return ok && p.node.Outputs[0] == v &&
 			(std(p.node) && p.node.OpType == "LayerNormalization" || p.node.Domain == msDomain && p.node.OpType == "SkipLayerNormalization")
+	}
+	product := func(n *onnxpb.Node) bool { // fp32 or integer
+		return std(n) && n.OpType == "MatMul" || n.Domain == msDomain && (n.OpType == "MatMulIntegerToFloat" || n.OpType == "DynamicQuantizeMatMul")
 	}
 	isDense := func(v string) bool {
 		p, ok := producer[v]
@@ -218,15 +214,15 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.
 		if std(n) && n.OpType == "Add" && len(n.Inputs) == 2 {
 			// A bias added to a product.
 			for k, in := range n.Inputs {
-				if q, ok := producer[in]; ok && vectors[n.Inputs[1-k]] && (std(q.node) && q.node.OpType == "MatMul" || q.node.Domain == msDomain && (q.node.OpType == "MatMulIntegerToFloat" || q.node.OpType == "DynamicQuantizeMatMul")) {
+				if q, ok := producer[in]; ok && vectors[n.Inputs[1-k]] && product(q.node) {
 					return true
 				}
 			}
 			return false
 		}
-		return std(n) && n.OpType == "MatMul" || n.Domain == msDomain && (n.OpType == "MatMulIntegerToFloat" || n.OpType == "DynamicQuantizeMatMul")
+		return product(n)
 	}
-	skip, fused = map[int]bool{}, map[int]*onnxpb.Node{}
+	skip, fused = map[int]bool{}, map[int]residualNorm{}
 	for _, l := range nodes {
 		ln := l.node
 		if !std(ln) || ln.OpType != "LayerNormalization" || len(ln.Inputs) != 3 || ln.AttrInt("axis", -1) != -1 ||
@@ -246,10 +242,14 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]*onnxpb.
 			continue
 		}
 		skip[a.field] = true
-		fused[l.field] = a.node
+		fused[l.field] = residualNorm{add: a.node, norm: ln}
 	}
 	return skip, fused, names, nil
 }
+
+// residualNorm is a LayerNormalization and the residual Add it normalizes,
+// to be written as one SkipLayerNormalization.
+type residualNorm struct{ add, norm *onnxpb.Node }
 
 // mapTensor rewrites one TensorProto, whose bytes start at offset at of the
 // file, to refer to its raw data in place; ok is false for a tensor to
@@ -279,7 +279,7 @@ func mapTensor(x onnxpb.Field, at int, location string) ([]byte, bool, error) {
 		}
 	}
 	entry := func(k, v string) []byte {
-		return onnxpb.AppendString(onnxpb.AppendString(nil, 1, k), 2, v) // StringStringEntryProto
+		return onnxpb.AppendString(onnxpb.AppendString(nil, onnxpb.EntryKey, k), onnxpb.EntryValue, v)
 	}
 	t = onnxpb.AppendBytes(t, onnxpb.TensorExternalData, entry("location", location))
 	t = onnxpb.AppendBytes(t, onnxpb.TensorExternalData, entry("offset", strconv.Itoa(rawAt)))
@@ -292,14 +292,8 @@ func mapTensor(x onnxpb.Field, at int, location string) ([]byte, bool, error) {
 // graph where there is something to prepare, else from the file.
 func newSession(path string, inputs, outputs []string, opts Options, so *ort.SessionOptions) (*ort.DynamicAdvancedSession, prepared, error) {
 	if !opts.LoadAsIs {
-		// Fused and mapped; else mapped only (a fusion onnxruntime
-		// refuses); else as it is.
-		for _, fuse := range []bool{!opts.Device.CUDA, false} {
-			if s, st, err := preparedSession(path, inputs, outputs, fuse, so); err == nil {
-				return s, st, nil
-			} else if !fuse || errors.Is(err, errUnprepared) || errors.Is(err, errChanged) {
-				break
-			}
+		if s, st, err := preparedSession(path, inputs, outputs, !opts.Device.CUDA, so); err == nil {
+			return s, st, nil
 		}
 	}
 	// As it is: asked for, nothing to prepare, not mappable here, or the
@@ -310,9 +304,10 @@ func newSession(path string, inputs, outputs []string, opts Options, so *ort.Ses
 }
 
 // preparedSession creates the session from the prepareGraph of the file
-// at path. onnxruntime opens the file again by name to map the weights: if
-// the path no longer names the file the offsets were read from (renamed
-// over meanwhile), the session is dropped.
+// at path: fused (if fuse) and mapped, else mapped only when onnxruntime
+// refuses a fusion. onnxruntime opens the file again by name to map the
+// weights: if the path no longer names the file the offsets were read from
+// (renamed over meanwhile), the session is dropped.
 func preparedSession(path string, inputs, outputs []string, fuse bool, so *ort.SessionOptions) (*ort.DynamicAdvancedSession, prepared, error) {
 	// The file itself, not a link to it: external data must lie in the
 	// folder it is resolved from (Hugging Face caches link to blobs).
@@ -324,15 +319,21 @@ func preparedSession(path string, inputs, outputs []string, fuse bool, so *ort.S
 	if err != nil {
 		return nil, prepared{}, err
 	}
+	defer unmap()
+	if err := setExternalFolder(so, path); err != nil {
+		return nil, prepared{}, err
+	}
 	g, st, err := prepareGraph(path, data, true, fuse)
-	unmap()
 	if err != nil {
 		return nil, st, err
 	}
-	if err := setExternalFolder(so, path); err != nil {
-		return nil, st, err
-	}
 	s, err := ort.NewDynamicAdvancedSessionWithONNXData(g, inputs, outputs, so)
+	if err != nil && st.fused > 0 {
+		if g, st, err = prepareGraph(path, data, true, false); err != nil {
+			return nil, st, err
+		}
+		s, err = ort.NewDynamicAdvancedSessionWithONNXData(g, inputs, outputs, so)
+	}
 	if err != nil {
 		return nil, st, err
 	}
@@ -345,16 +346,11 @@ func preparedSession(path string, inputs, outputs []string, fuse bool, so *ort.S
 }
 
 // setExternalFolder has the external data locations of a graph created
-// from bytes resolved from the folder of the graph file path, unless an
-// earlier try of the same load set it (to the same folder).
+// from bytes resolved from the folder of the graph file path.
 func setExternalFolder(so *ort.SessionOptions, path string) error {
-	const key = "session.model_external_initializers_file_folder_path"
 	dir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
-	if has, err := so.HasSessionConfigEntry(key); err != nil || has {
-		return err
-	}
-	return so.AddSessionConfigEntry(key, dir)
+	return so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", dir)
 }

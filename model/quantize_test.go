@@ -62,10 +62,7 @@ func testQuantizedModelServes(t *testing.T, rt *model.Runtime, tiny string, acts
 		t.Fatal("the fp32 model is taken for a quantized one")
 	}
 	pairs := mixedPairs(40, 5)
-	want, _, err := fp.Score(ctx, pairs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := score(t, fp, pairs)
 	got, st, err := q.Score(ctx, pairs)
 	if err != nil {
 		t.Fatal(err)
@@ -167,24 +164,17 @@ func TestFusedAttentionScoresAsTheUnfusedGraph(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				scores[k], _, err = q.Score(ctx, pairs)
-				if err != nil {
-					q.Close()
-					t.Fatal(err)
-				}
+				defer q.Close()
+				scores[k] = score(t, q, pairs)
 				if !keep && tc.acts == quantize.Static {
 					// Padding masked: a pair scores alone as among others.
 					for _, i := range []int{0, 17, 39} {
-						alone, _, err := q.Score(ctx, pairs[i:i+1])
-						if err != nil {
-							t.Fatal(err)
-						}
+						alone := score(t, q, pairs[i:i+1])
 						if d := math.Abs(float64(alone[0] - scores[k][i])); d > 1e-4 {
 							t.Errorf("fused: pair %d alone %v, among 40 %v", i, alone[0], scores[k][i])
 						}
 					}
 				}
-				q.Close()
 			}
 			var maxDiff float64
 			for i := range pairs {

@@ -538,7 +538,8 @@ func TestStaticGemmWithTransposedWeight(t *testing.T) {
 	if len(inv) != k || len(wqDims) != 2 || wqDims[0] != k || wqDims[1] != n || len(ws) != n || len(bias) != n {
 		t.Fatalf("smoothing %d, weight %v, scales %d, bias %d", len(inv), wqDims, len(ws), len(bias))
 	}
-	w := handWeight(int64(n * k)) // [N, K]
+	// handModel's weight, [N, K].
+	w := handWeight(int64(n * k))
 	yq := func(x []float64) []float64 { // the rewritten node, exact activations
 		y := make([]float64, n)
 		for j := range n {

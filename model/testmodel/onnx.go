@@ -456,9 +456,7 @@ func encode(s Spec) *encoded {
 	e.graphB = onnxpb.AppendBytes(e.graphB, onnxpb.GraphOutput,
 		valueInfo(Logits, onnxpb.DataTypeFloat, dim{param: BatchDim}, dim{value: int64(s.labels())}))
 
-	opset := onnxpb.AppendString(nil, onnxpb.OpsetDomain, "")
-	opset = onnxpb.AppendVarint(opset, onnxpb.OpsetVersion, opsetVersionONNX)
-	e.tail = onnxpb.AppendBytes(nil, onnxpb.ModelOpsetImport, opset)
+	e.tail = onnxpb.AppendOpsetImport(nil, "", opsetVersionONNX)
 	for _, kv := range [][2]string{
 		{"rerank.random_weights", "true"},
 		{"rerank.name", s.Name},
