@@ -242,17 +242,14 @@ func TestAuthTLSNKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stored map[string]uint64
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	if !waitFor(10*time.Second, func() bool {
 		info, err := rs.Info(ctx, jetstream.WithSubjectFilter(worker.ResultsPrefix+">"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		stored = info.State.Subjects
-		if stored["rerank.results.search.search-1"] == 1 && stored["rerank.results.ads.ads-1"] == 1 || time.Now().After(deadline) {
-			break
-		}
-	}
-	if stored["rerank.results.search.search-1"] != 1 || stored["rerank.results.ads.ads-1"] != 1 {
+		return stored["rerank.results.search.search-1"] == 1 && stored["rerank.results.ads.ads-1"] == 1
+	}) {
 		t.Fatalf("stored results: %v", stored)
 	}
 

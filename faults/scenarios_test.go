@@ -455,11 +455,7 @@ func TestSlowModel(t *testing.T) {
 			}
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if readLogs(); len(starts) >= n || time.Now().After(deadline) {
-			break
-		}
-	}
+	waitFor(10*time.Second, func() bool { readLogs(); return len(starts) >= n })
 	redeliveries := 0.0
 	for _, p := range workers.procs {
 		redeliveries += p.metric("rerank_redeliveries_total")

@@ -210,7 +210,7 @@ func TestResultTooLargeIsPermanent(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
 	if f.calls.Load() != 1 || w.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeResultTooLarge)] }) != 1 {
-		t.Errorf("%d computations (want 1), dead letters %v", f.calls.Load(), w.obs.dead)
+		t.Errorf("%d computations (want 1); %v", f.calls.Load(), w.obs)
 	}
 }
 
@@ -288,7 +288,7 @@ func TestRedeliveredJobWithStoredResultIsNotRecomputed(t *testing.T) {
 	waitFor(t, 20*time.Second, "the redelivery acknowledged", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
 	w.settled(t, 1) // the stream drops the job before the ack's reply reaches the worker
 	if f.calls.Load() != 0 || storedResults(t, js)[j.ID] != 1 || w.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeStored] }) != 1 {
-		t.Errorf("%d computations, %d stored results, outcomes %v: want 0, 1 and one %q", f.calls.Load(), storedResults(t, js)[j.ID], w.obs.outcomes, worker.OutcomeStored)
+		t.Errorf("%d computations, %d stored results, %v: want 0, 1 and one %q outcome", f.calls.Load(), storedResults(t, js)[j.ID], w.obs, worker.OutcomeStored)
 	}
 }
 

@@ -140,6 +140,14 @@ func (c *counter) Backlog(_, lane string, pending, unacked uint64) {
 	c.last[lane] = pending + unacked
 	c.mu.Unlock()
 }
+
+// String reports the counts, read under the lock, for failure messages.
+func (c *counter) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("outcomes %v, dead letters %v, %d redelivered, %d panics", c.outcomes, c.dead, c.redelivered, c.panics)
+}
+
 func (c *counter) get(f func(c *counter) int) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -171,7 +179,7 @@ func (r *runningWorker) settled(t *testing.T, n int) {
 	}
 	waitFor(t, 20*time.Second, fmt.Sprintf("%d settled deliveries", n), func() bool { return r.obs.get(total) >= n })
 	if got := r.obs.get(total); got != n {
-		t.Fatalf("%d settled deliveries, want %d (outcomes %v)", got, n, r.obs.outcomes)
+		t.Fatalf("%d settled deliveries, want %d (%v)", got, n, r.obs)
 	}
 }
 
@@ -493,7 +501,7 @@ func TestLongJobIsNotRedelivered(t *testing.T) {
 		t.Fatalf("attempt %d: the job was redelivered", res.Attempt)
 	}
 	if sc.calls.Load() != 1 || w.obs.get(func(c *counter) int { return c.redelivered }) != 0 {
-		t.Fatalf("scorer calls %d, redeliveries %d", sc.calls.Load(), w.obs.redelivered)
+		t.Fatalf("scorer calls %d; %v", sc.calls.Load(), w.obs)
 	}
 	cons, _ := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("m"))
 	info, _ := cons.Info(context.Background())
