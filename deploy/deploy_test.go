@@ -3,8 +3,8 @@ package deploy_test
 // These tests keep the deployment files honest: no Docker engine or
 // Kubernetes cluster is needed. They parse every file, compare the NATS
 // definitions with what the worker provisions, run the built binary's
-// `serve --print-config` on every configuration the files give it, and run
-// `docker compose config` when a compose plugin is installed.
+// `serve --print-config` on every configuration the files give it, and load
+// compose.yaml with compose-go, the loader of `docker compose config`.
 
 import (
 	"bytes"
@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	composecli "github.com/compose-spec/compose-go/v2/cli"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -746,26 +747,47 @@ func TestHealthcheck(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Compose, Prometheus, alerts.
 
-func composePlugin() bool {
-	if _, err := exec.LookPath("docker"); err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return exec.CommandContext(ctx, "docker", "compose", "version").Run() == nil
-}
-
-// TestComposeConfig runs `docker compose config` where the compose plugin is
-// installed (it needs no engine).
+// TestComposeConfig loads compose.yaml with compose-go, the loader
+// `docker compose config` runs (the Compose schema, interpolation, merge
+// keys, normalization), and checks that it reads the services, images,
+// commands and environments that TestCompose reads from the plain YAML.
 func TestComposeConfig(t *testing.T) {
-	if !composePlugin() {
-		t.Skip("no docker compose plugin here: TestCompose checks compose.yaml by parsing it")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", "compose", "-f", "compose.yaml", "config", "--quiet").CombinedOutput()
+	opts, err := composecli.NewProjectOptions([]string{"compose.yaml"}, composecli.WithName("rerank"))
 	if err != nil {
-		t.Fatalf("docker compose config: %v\n%s", err, out)
+		t.Fatal(err)
+	}
+	project, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("compose.yaml does not load as docker compose loads it: %v", err)
+	}
+	services := mapAt(yamlDocs(t, "compose.yaml")[0], "services")
+	if got, want := project.ServiceNames(), slices.Sorted(maps.Keys(services)); !slices.Equal(slices.Sorted(slices.Values(got)), want) {
+		t.Fatalf("compose-go services %v, YAML services %v", got, want)
+	}
+	for name, svc := range project.Services {
+		if img := strAt(services, name, "image"); svc.Image != img && img != "" {
+			t.Errorf("%s: image %q, YAML %q", name, svc.Image, img)
+		}
+		var cmd []string
+		for _, c := range listAt(services, name, "command") {
+			cmd = append(cmd, fmt.Sprint(c))
+		}
+		if !slices.Equal([]string(svc.Command), cmd) {
+			t.Errorf("%s: command %q, YAML %q", name, svc.Command, cmd)
+		}
+		env := map[string]string{}
+		for k, v := range mapAt(services, name, "environment") {
+			env[k] = fmt.Sprint(v)
+		}
+		got := map[string]string{}
+		for k, v := range svc.Environment {
+			if v != nil {
+				got[k] = *v
+			}
+		}
+		if !maps.Equal(got, env) {
+			t.Errorf("%s: environment %v, YAML %v", name, got, env)
+		}
 	}
 }
 
