@@ -315,19 +315,19 @@ func (w *Worker) storedResult(ctx context.Context, job *schemas.Job) bool {
 	return err == nil && res.ID == job.ID
 }
 
-// reject publishes a job's error result, if it has an id to go to, and
-// dead-letters the stored job: what a permanent failure does before the job
+// reject dead-letters the stored job, then publishes its error result if
+// it has an id to go to: what a permanent failure does before the job
 // leaves the stream (Term for a delivered job, a delete for one out of
-// deliveries). Both are retried as results are; an error means the job
-// must stay in the stream for a later try (the dedup ids make the repeat
-// harmless).
+// deliveries). The dead letter goes first: a stored error result is what a
+// redelivery takes for "answered" (storedResult), so a worker that dies
+// between the two must leave the dead letter, never the result alone. Both
+// are retried as results are; an error means the job must stay in the
+// stream for a later try (the dedup ids make the repeat harmless).
 func (w *Worker) reject(ctx context.Context, log *slog.Logger, model string, s storedJob, md *jetstream.MsgMetadata, job *schemas.Job, res *schemas.Result, ce *schemas.Error) error {
+	var out *nats.Msg
 	if res != nil && res.ID != "" {
-		out, err := w.resultMsg(s.header, job, res)
-		if err != nil {
-			return err
-		}
-		if err := w.retrying(ctx, log, "publishing error result", func(ctx context.Context) error { return w.publish(ctx, out) }); err != nil {
+		var err error
+		if out, err = w.resultMsg(s.header, job, res); err != nil {
 			return err
 		}
 	}
@@ -335,13 +335,25 @@ func (w *Worker) reject(ctx context.Context, log *slog.Logger, model string, s s
 	if err := w.retrying(ctx, log, "dead-lettering job", func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, publishAttempt)
 		defer cancel()
-		_, err := w.js.PublishMsg(ctx, dead, jetstream.WithMsgID("dead:"+strconv.FormatUint(md.Sequence.Stream, 10)))
+		_, err := w.js.PublishMsg(ctx, dead, jetstream.WithMsgID(DeadLetterMsgID(md.Stream, md.Sequence.Stream)))
 		return err
 	}); err != nil {
 		return fmt.Errorf("publishing dead letter to %s: %w", dead.Subject, err)
 	}
+	if out != nil {
+		if err := w.retrying(ctx, log, "publishing error result", func(ctx context.Context) error { return w.publish(ctx, out) }); err != nil {
+			return err
+		}
+	}
 	w.obs.DeadLettered(model, string(ce.Code))
 	return nil
+}
+
+// DeadLetterMsgID is the dedup id of the dead letter of message seq of job
+// stream stream: every job stream (RERANK_JOBS and each partition's)
+// numbers its messages from 1, and all dead-letter into RERANK_DEAD.
+func DeadLetterMsgID(stream string, seq uint64) string {
+	return "dead:" + stream + ":" + strconv.FormatUint(seq, 10)
 }
 
 // deadLetterMsg is the stored job's payload, with reason headers, for
