@@ -52,7 +52,11 @@ type Options struct {
 	// workers serve as well.
 	Partitions int
 	// Track records each submitted job in the AcceptedBucket (after it is
-	// published), for Accepted; ProvisionTracking creates the bucket.
+	// published), for Accepted; ProvisionTracking creates the bucket. A
+	// tracked job id is then one job for as long as its record lives (the
+	// results' 24 h), not only for JetStream's 2-minute dedup window: a
+	// later SubmitAsync of the same id publishes nothing and waits for the
+	// recorded job's result, as an Idempotency-Key promises.
 	Track bool
 }
 
@@ -99,6 +103,11 @@ type Pending struct {
 	sub     *nats.Subscription
 	ch      chan *nats.Msg
 	dup     bool
+	// stream and seq name the job message this submission is (the publish
+	// ack's, or the tracked record's): only a result that answers it is
+	// taken (schemas.Result.Answers).
+	stream string
+	seq    uint64
 }
 
 // Submit publishes job and waits for its result until ctx ends. A job
@@ -141,6 +150,13 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to %s: %w", p.subject, err)
 	}
+	if c.opts.Track {
+		// An id already accepted is that job: wait for its result.
+		if rec, err := c.accepted(ctx, job.ID); err == nil && rec.Seq != 0 {
+			p.dup, p.stream, p.seq = true, rec.Stream, rec.Seq
+			return p, nil
+		}
+	}
 	subject := schemas.LaneSubject(model, c.opts.Lane)
 	if c.opts.Partitions > 0 {
 		subject = schemas.PartitionSubject(model, c.opts.Lane, schemas.PartitionOf(job.ID, c.opts.Partitions))
@@ -157,9 +173,9 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 		}
 		return nil, fmt.Errorf("publishing job %s: %w", job.ID, err)
 	}
-	p.dup = ack.Duplicate
+	p.dup, p.stream, p.seq = ack.Duplicate, ack.Stream, ack.Sequence
 	if c.opts.Track {
-		if err := c.markAccepted(ctx, job.ID); err != nil {
+		if err := c.markAccepted(ctx, job.ID, acceptedRecord{Stream: ack.Stream, Seq: ack.Sequence}); err != nil {
 			// The job is queued: it will be answered; only its pending
 			// state is not recorded.
 			c.trackErrors.Add(1)
@@ -189,6 +205,10 @@ func (p *Pending) Duplicate() bool { return p.dup }
 // Result waits for the job's result until ctx ends. For results on the
 // default subject it also looks in the results stream, so a result stored
 // before the client listened (a duplicate submission, a reconnect) is found.
+// Only the result of this submission's job message is taken: a stored
+// result of an earlier job with the same id (reused after the dedup
+// window) is ignored, and so is a result that does not name its job
+// message (from a worker before Result.JobSeq) unless it arrives live.
 func (p *Pending) Result(ctx context.Context) (*schemas.Result, error) {
 	defer p.Cancel()
 	stored := p.job.ReplyTo == ""
@@ -202,7 +222,8 @@ func (p *Pending) Result(ctx context.Context) (*schemas.Result, error) {
 	for {
 		select {
 		case m := <-p.ch:
-			if r, err := p.accept(decode(m)); err == nil {
+			r, err := decode(m)
+			if r, err := p.accept(r, err, true); err == nil {
 				return r, nil
 			}
 		case <-poll.C:
@@ -237,15 +258,21 @@ func (p *Pending) lookup(ctx context.Context) (*schemas.Result, error) {
 	if err != nil && !errors.Is(err, errUndecodable) {
 		return nil, err
 	}
-	return p.accept(r, err) // an undecodable message is counted as ignored
-
+	return p.accept(r, err, false) // an undecodable message is counted as ignored
 }
 
-// accept passes a decoded result that answers this job, and counts and
-// refuses anything else.
-func (p *Pending) accept(r *schemas.Result, err error) (*schemas.Result, error) {
+// errOtherInstance: a result of the job id that answers another job message.
+var errOtherInstance = errors.New("the result answers another job message with this id")
+
+// accept passes a decoded result that answers this job message, and counts
+// and refuses anything else. live: the message arrived on the subscription
+// after the job was published (not read back from the stream).
+func (p *Pending) accept(r *schemas.Result, err error, live bool) (*schemas.Result, error) {
 	if err == nil {
 		err = schemas.CheckResult(p.job, r)
+	}
+	if err == nil && !r.Answers(p.stream, p.seq) && (r.JobSeq != 0 || !live) {
+		err = fmt.Errorf("%w: %s #%d, not %s #%d", errOtherInstance, r.JobStream, r.JobSeq, p.stream, p.seq)
 	}
 	if err != nil {
 		p.c.ignored.Add(1)

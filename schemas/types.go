@@ -57,4 +57,18 @@ type Result struct {
 	Attempt int               `msgpack:"attempt,omitempty" json:"attempt,omitempty"`
 	Worker  string            `msgpack:"worker,omitempty" json:"worker,omitempty"`
 	Timing  Timing            `msgpack:"timing" json:"timing"`
+	// JobStream and JobSeq name the job message this result answers: the
+	// job stream and its sequence there (what the producer's publish ack
+	// said, the same for a duplicate publish within the dedup window). A
+	// job id reused after the window is a new message, so a reader that
+	// checks them (Answers) never takes an older instance's result.
+	JobStream string `msgpack:"job_stream,omitempty" json:"job_stream,omitempty"`
+	JobSeq    uint64 `msgpack:"job_seq,omitempty" json:"job_seq,omitempty"`
+}
+
+// Answers reports whether r answers the job message stored as message seq
+// of stream: false for a result of another instance of the same job id,
+// or one that does not say (a worker before these fields).
+func (r *Result) Answers(stream string, seq uint64) bool {
+	return r.JobSeq != 0 && r.JobSeq == seq && r.JobStream == stream
 }

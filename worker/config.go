@@ -60,9 +60,14 @@ func LaneConsumerName(model string, lane schemas.Lane) string {
 	return ConsumerName(model)
 }
 
-// ResultMsgID is the dedup id of a job's stored result: derived from the job
-// id alone, so a redelivered job never stores two results.
-func ResultMsgID(jobID string) string { return jobID + ":result" }
+// ResultMsgID is the dedup id of the stored result of the job message seq
+// of stream: the same for every delivery of that message, so a redelivered
+// job never stores two results, and another for a job id reused after the
+// dedup window (a new message), whose result must not be taken for a
+// duplicate of the old one.
+func ResultMsgID(jobID, stream string, seq uint64) string {
+	return jobID + ":result:" + stream + ":" + strconv.FormatUint(seq, 10)
+}
 
 // Config tunes a worker. Zero values mean the defaults.
 type Config struct {

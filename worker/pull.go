@@ -109,7 +109,7 @@ func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.
 	}
 	log = log.With("job_id", job.ID)
 	job.Lane = src.lane // the subject decides, never the job's bytes
-	if md.NumDelivered > 1 && w.storedResult(jobCtx, job) {
+	if md.NumDelivered > 1 && w.storedResult(jobCtx, job, md) {
 		// An earlier delivery published the result and its ack was lost
 		// (a worker died in between): recomputing would at best repeat
 		// it, at worst publish a visible duplicate after the dedup window.

@@ -132,9 +132,12 @@ func (w *Worker) ack(ctx context.Context, log *slog.Logger, msg jetstream.Msg, f
 	}
 }
 
+// stamp records who answered which job message: the worker, the delivery,
+// and the message itself (Result.Answers), which readers check.
 func (w *Worker) stamp(res *schemas.Result, md *jetstream.MsgMetadata) {
 	res.Attempt = int(md.NumDelivered)
 	res.Worker = w.cfg.WorkerID
+	res.JobStream, res.JobSeq = md.Stream, md.Sequence.Stream
 }
 
 func (w *Worker) errorResult(model string, job *schemas.Job, md *jetstream.MsgMetadata, ce *schemas.Error) *schemas.Result {
@@ -178,7 +181,7 @@ func (w *Worker) resultMsg(jobHeader nats.Header, job *schemas.Job, res *schemas
 	out := nats.NewMsg(w.replySubject(job, res.ID))
 	out.Data = data
 	out.Header.Set(HeaderContentType, format.ContentType())
-	out.Header.Set(HeaderMsgID, ResultMsgID(res.ID))
+	out.Header.Set(HeaderMsgID, ResultMsgID(res.ID, res.JobStream, res.JobSeq))
 	out.Header.Set(HeaderWorker, w.cfg.WorkerID)
 	if size, limit := len(data)+headerBytes(out.Header), w.maxMsgBytes(); size > limit {
 		return nil, schemas.Errorf(schemas.CodeResultTooLarge,
@@ -297,9 +300,12 @@ func (w *Worker) salvageJob(data []byte, header nats.Header, format schemas.Form
 	return job
 }
 
-// storedResult reports whether the job's result is already in the results
-// stream (its reply subject is under rerank.results.).
-func (w *Worker) storedResult(ctx context.Context, job *schemas.Job) bool {
+// storedResult reports whether the result of this job message (md) is
+// already in the results stream (its reply subject is under
+// rerank.results.). A stored result of an earlier message with the same
+// job id (the id reused after the dedup window) does not count: the job is
+// computed.
+func (w *Worker) storedResult(ctx context.Context, job *schemas.Job, md *jetstream.MsgMetadata) bool {
 	subject := w.replySubject(job, job.ID)
 	if w.results == nil || !strings.HasPrefix(subject, ResultsPrefix) {
 		return false
@@ -312,7 +318,7 @@ func (w *Worker) storedResult(ctx context.Context, job *schemas.Job) bool {
 	}
 	f, _ := schemas.ParseContentType(m.Header.Get(HeaderContentType))
 	res, err := schemas.DecodeResult(m.Data, f)
-	return err == nil && res.ID == job.ID
+	return err == nil && res.ID == job.ID && res.Answers(md.Stream, md.Sequence.Stream)
 }
 
 // reject dead-letters the stored job, then publishes its error result if

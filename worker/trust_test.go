@@ -43,6 +43,20 @@ func okResult(job *schemas.Job) *schemas.Result {
 	return res
 }
 
+// storeResult stores res as the answer to message seq of job stream
+// stream, as a worker does.
+func storeResult(t *testing.T, js jetstream.JetStream, res *schemas.Result, stream string, seq uint64) {
+	t.Helper()
+	res.JobStream, res.JobSeq = stream, seq
+	b, _ := schemas.EncodeResult(res, schemas.Msgpack)
+	m := nats.NewMsg(worker.ResultSubject(res.ID))
+	m.Data = b
+	m.Header.Set(schemas.HeaderContentType, schemas.ContentTypeMsgpack)
+	if _, err := js.PublishMsg(context.Background(), m, jetstream.WithMsgID(worker.ResultMsgID(res.ID, stream, seq))); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func provision(t *testing.T, js jetstream.JetStream, cfg worker.Config) {
 	t.Helper()
 	if err := worker.Provision(context.Background(), js, []string{"m"}, cfg); err != nil {
@@ -276,19 +290,46 @@ func TestRedeliveredJobWithStoredResultIsNotRecomputed(t *testing.T) {
 	if taken != 1 {
 		t.Fatalf("took %d deliveries for the first, want 1 (%v)", taken, batch.Error())
 	}
-	res, _ := schemas.EncodeResult(okResult(j), schemas.Msgpack)
-	m := nats.NewMsg(worker.ResultSubject(j.ID))
-	m.Data = res
-	m.Header.Set(schemas.HeaderContentType, schemas.ContentTypeMsgpack)
-	if _, err := js.PublishMsg(context.Background(), m, jetstream.WithMsgID(worker.ResultMsgID(j.ID))); err != nil {
-		t.Fatal(err)
-	}
+	storeResult(t, js, okResult(j), worker.JobsStream, 1) // what the first delivery's worker stored
 	f := &fakeReranker{}
 	w := startWorkerWith(t, ns, f, cfg)
 	waitFor(t, 20*time.Second, "the redelivery acknowledged", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
 	w.settled(t, 1) // the stream drops the job before the ack's reply reaches the worker
 	if f.calls.Load() != 0 || storedResults(t, js)[j.ID] != 1 || w.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeStored] }) != 1 {
 		t.Errorf("%d computations, %d stored results, %v: want 0, 1 and one %q outcome", f.calls.Load(), storedResults(t, js)[j.ID], w.obs, worker.OutcomeStored)
+	}
+}
+
+// A job id reused after the dedup window is a new job message: when it is
+// delivered again, the stored result of the id's earlier message is not
+// its answer, and the job is computed (a stale answer acked as "stored"
+// would reach a client that waits for this message's result).
+func TestReusedIDRedeliveryIsRecomputed(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	cfg := testConfig()
+	provision(t, js, cfg)
+	old := makeJob("reused", 2)
+	storeResult(t, js, okResult(old), worker.JobsStream, 1) // the id's first message, answered long ago
+	publishJob(t, js, makeJob("filler", 1))                 // takes sequence 1 here
+	again := makeJob("reused", 3)
+	again.Query = "a new question under the old id"
+	publishJob(t, js, again) // sequence 2
+	cons, _ := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("m"))
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() { // taken and never settled: both come again
+		_ = m
+	}
+	f := &fakeReranker{}
+	w := startWorkerWith(t, ns, f, cfg)
+	w.settled(t, 2)
+	res := lastResult(t, js, "reused")
+	if !res.Answers(worker.JobsStream, 2) || len(res.Results) != 3 || f.calls.Load() != 2 {
+		t.Fatalf("stored result %+v after %d computations: want the answer to message 2 with 3 entries, computed", res, f.calls.Load())
 	}
 }
 

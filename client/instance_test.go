@@ -1,0 +1,113 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rerank/rerank/client"
+	"github.com/rerank/rerank/internal/testfixture"
+	"github.com/rerank/rerank/schemas"
+	"github.com/rerank/rerank/worker"
+)
+
+// shortDedupWindow shrinks the job stream's duplicate window, so that a
+// test can reuse a job id "after the window" without waiting 2 minutes.
+func shortDedupWindow(t *testing.T, e *env) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := e.js.Stream(ctx, schemas.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storeOldResult stores, under job's id, the answer to another job message
+// (the id's use before the dedup window ended).
+func storeOldResult(t *testing.T, e *env, job *schemas.Job) {
+	t.Helper()
+	old := &schemas.Result{V: schemas.Version, ID: job.ID, Model: "m", JobStream: schemas.JobsStream, JobSeq: 1 << 40}
+	for i, c := range job.Candidates[:1] {
+		old.Results = append(old.Results, schemas.Ranked{Index: i, ID: c.ID, RelevanceScore: 42})
+	}
+	b, _ := schemas.EncodeResult(old, schemas.Msgpack)
+	m := nats.NewMsg(schemas.ResultSubject(job.ID))
+	m.Data = b
+	m.Header.Set(schemas.HeaderContentType, schemas.ContentTypeMsgpack)
+	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A job id reused after the dedup window is a new job: the client never
+// takes the stored result of the id's earlier job for its answer, neither
+// while waiting nor when its wait ends, and Lookup of a tracked id does not
+// either.
+func TestReusedIDNeverGetsTheOlderResult(t *testing.T) {
+	e := setupWith(t, worker.Config{Provision: true, FetchWait: 200 * time.Millisecond, WorkerID: "w"}, true)
+	j := job("reused", "a", "bb", "ccc")
+	storeOldResult(t, e, j)
+	c, _ := client.New(e.nc, client.Options{Model: "m", Track: true})
+	if err := c.ProvisionTracking(context.Background(), 1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	res, err := c.Submit(ctx, j) // no worker yet: nothing may answer
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("with no worker running: result %+v, err %v; want the wait to end unanswered", res, err)
+	}
+	if res, err := c.Lookup(context.Background(), j.ID); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("Lookup while the new job waits: %+v, %v; want ErrNotFound", res, err)
+	}
+	testfixture.StartWorker(t, e.url, e.r, e.cfg)
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err = c.Submit(ctx, j) // the same job, tracked: waits for it
+	if err != nil || len(res.Results) != 3 {
+		t.Fatalf("result %+v, %v; want the new job's 3 entries", res, err)
+	}
+	if got, err := c.Lookup(ctx, j.ID); err != nil || !got.Answers(res.JobStream, res.JobSeq) {
+		t.Fatalf("Lookup: %+v, %v", got, err)
+	}
+}
+
+// With Track, an id is one job for as long as its record lives, not only
+// for JetStream's dedup window: submitting it again after the window
+// publishes nothing and answers the first job's result (an
+// Idempotency-Key's promise). Without Track the id is a new job, computed.
+func TestTrackedIDIsOneJobPastTheDedupWindow(t *testing.T) {
+	e := setup(t, false)
+	shortDedupWindow(t, e)
+	tracked, _ := client.New(e.nc, client.Options{Model: "m", Track: true})
+	if err := tracked.ProvisionTracking(context.Background(), 1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first, err := tracked.Submit(ctx, job("idem", "a", "bb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // past the shortened window (server time, not a wait for an event)
+	again, err := tracked.Submit(ctx, job("idem", "a", "bb"))
+	if err != nil || !again.Answers(first.JobStream, first.JobSeq) {
+		t.Fatalf("tracked resubmission: %+v, %v; want the first job's result", again, err)
+	}
+	if n, _ := e.r.calls.Load("idem"); *n.(*int) != 1 {
+		t.Fatalf("computed %d times, want once", *n.(*int))
+	}
+	plain, _ := client.New(e.nc, client.Options{Model: "m"})
+	fresh, err := plain.Submit(ctx, job("idem", "a", "bb", "ccc"))
+	if err != nil || len(fresh.Results) != 3 || fresh.Answers(first.JobStream, first.JobSeq) {
+		t.Fatalf("untracked reuse: %+v, %v; want a new job's 3 entries", fresh, err)
+	}
+}
