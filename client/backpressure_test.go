@@ -7,7 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/rerank/rerank/client"
+	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/worker"
@@ -94,5 +98,70 @@ func TestFullJobStreamPushesBack(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A full lane refuses only its own producers: with max 3 jobs a lane, a
+// bulk backfill that fills model m's bulk lane leaves m's interactive lane
+// and model m2's lanes open, in RERANK_JOBS and in a partition.
+func TestFullBulkLaneRefusesOnlyItself(t *testing.T) {
+	cfg := worker.Config{Provision: true, FetchWait: 200 * time.Millisecond, WorkerID: "w", JobsMaxMsgs: 3, Partitions: 2}
+	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Stop)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := worker.Provision(ctx, js, []string{"m", "m2"}, cfg); err != nil {
+		t.Fatal(err)
+	}
+	submit := func(o client.Options, id string) error {
+		c, err := client.New(nc, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := c.SubmitAsync(ctx, job(id, "a", "b"))
+		if err == nil {
+			p.Cancel()
+		}
+		return err
+	}
+	for _, parts := range []int{0, 2} {
+		bulk := client.Options{Model: "m", Lane: schemas.Bulk, Partitions: parts}
+		// Fill the lane (with partitions: the one partition of these ids).
+		filled := 0
+		for i := 0; filled < 3; i++ {
+			id := fmt.Sprintf("fill-%d-%d", parts, i)
+			if parts > 0 && schemas.PartitionOf(id, parts) != 0 {
+				continue
+			}
+			if err := submit(bulk, id); err != nil {
+				t.Fatalf("filling: %v", err)
+			}
+			filled++
+		}
+		over := fmt.Sprintf("over-%d", parts)
+		for i := 0; parts > 0 && schemas.PartitionOf(over, parts) != 0; i++ {
+			over = fmt.Sprintf("over-%d-%d", parts, i)
+		}
+		if err := submit(bulk, over); !errors.Is(err, client.ErrQueueFull) {
+			t.Fatalf("partitions %d: a fourth bulk job: %v, want ErrQueueFull", parts, err)
+		}
+		for _, o := range []client.Options{
+			{Model: "m", Partitions: parts},
+			{Model: "m2", Lane: schemas.Bulk, Partitions: parts},
+			{Model: "m2", Partitions: parts},
+		} {
+			if err := submit(o, over); err != nil {
+				t.Errorf("partitions %d: model %s %s lane refused while m's bulk lane is full: %v", parts, o.Model, o.Lane, err)
+			}
+		}
 	}
 }

@@ -104,12 +104,20 @@ type Config struct {
 	// default 5 min. A results-stream outage shorter than this loses no
 	// finished work and costs no delivery.
 	PublishRetry time.Duration
-	// JobsMaxBytes and JobsMaxMsgs bound the job stream (default -1: no
-	// bound). When it is full, new jobs are refused at publish time
-	// (discard new): producers see client.ErrQueueFull, no accepted job is
-	// dropped.
+	// JobsMaxMsgs bounds each lane of each model in each job stream: the
+	// jobs waiting on one subject (rerank.jobs.<model>, .bulk, and their
+	// partitions' .p<k>), default -1: no bound. A full lane refuses new jobs
+	// at publish time (discard new per subject): its producers see
+	// client.ErrQueueFull, no accepted job is dropped, and every other
+	// model and lane keeps taking jobs, so one model's bulk backfill never
+	// closes another's queue, nor its own interactive lane.
+	JobsMaxMsgs int64
+	// JobsMaxBytes bounds each job stream as a whole (default -1: no
+	// bound): the storage backstop, shared by every model and lane (JetStream
+	// has no per-subject byte limit). Set it above what the per-lane
+	// JobsMaxMsgs bounds already allow, or a backfill that reaches it
+	// refuses every lane's jobs.
 	JobsMaxBytes int64
-	JobsMaxMsgs  int64
 	// ResultsMaxBytes bounds the results stream besides its 24 h age; when
 	// full the oldest results go first (they were also delivered live).
 	// JetStream reserves it on the servers. Default 1 GiB; -1: no bound.

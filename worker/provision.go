@@ -20,8 +20,9 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 }
 
 // streamConfigs is StreamConfigs with c's replicas and limits. The job
-// stream discards new messages when full: a job queue pushes back on its
-// producers (client.ErrQueueFull) instead of dropping the oldest jobs.
+// stream discards new messages when full, per lane: a job queue pushes
+// back on the producers of the full lane (client.ErrQueueFull) instead of
+// dropping the oldest jobs or refusing everyone's.
 func streamConfigs(c Config) []jetstream.StreamConfig {
 	c = c.withDefaults()
 	replicas := c.Replicas
@@ -41,8 +42,12 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 			Duplicates: DuplicateWindow,
 			MaxMsgSize: DefaultMaxMsgBytes,
 			MaxBytes:   c.JobsMaxBytes,
-			MaxMsgs:    c.JobsMaxMsgs,
-			Discard:    jetstream.DiscardNew,
+			MaxMsgs:    -1,
+			// Per lane (subject), not per stream: a full lane refuses
+			// only its own producers.
+			MaxMsgsPerSubject:    c.JobsMaxMsgs,
+			DiscardNewPerSubject: c.JobsMaxMsgs > 0,
+			Discard:              jetstream.DiscardNew,
 		},
 		{
 			Name:        ResultsStream,

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -156,7 +158,7 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		if err != nil {
 			return err
 		}
-		reranker = natsReranker{c: c, timeout: *timeout}
+		reranker = natsReranker{c: c, timeout: *timeout, gate: newQueueGate()}
 	}
 
 	in, st, err := eval.Load(ctx, files, opts, status)
@@ -249,25 +251,122 @@ func checkServed(ctx context.Context, nc *nats.Conn, model string, lane schemas.
 type natsReranker struct {
 	c       *client.Client
 	timeout time.Duration
+	gate    *queueGate
 }
 
 func (n natsReranker) Rerank(ctx context.Context, job *schemas.Job) (*schemas.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.timeout)
 	defer cancel()
-	// A full job queue (a stream with limits refuses new jobs) is waited
+	// A full job queue (a lane with a limit refuses new jobs) is waited
 	// out: an evaluation is bulk work with no one waiting on each job.
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		p, err := n.c.SubmitAsync(ctx, job)
-		if errors.Is(err, client.ErrQueueFull) {
-			if !sleepCtx(ctx, wait) {
-				return nil, err
+	var p *client.Pending
+	err := n.gate.do(ctx, func() (err error) {
+		p, err = n.c.SubmitAsync(ctx, job)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p.Result(ctx)
+}
+
+// queueGate spaces out one process's retries of publishes a full queue
+// refused (client.ErrQueueFull), across all its jobs in flight: after a
+// refusal the gate closes, the wait doubling from queueGateMin to
+// queueGateMax (with jitter) while refusals go on; when it reopens one job
+// probes alone, and the others follow only once the probe got in (a
+// success resets the wait). Per-job backoff alone let every job in flight
+// retry on its own clock, so an evaluation with many in flight refilled
+// each slot the workers freed and kept the lane full for everyone else's
+// producers too.
+type queueGate struct {
+	mu      sync.Mutex
+	until   time.Time     // no publish before
+	wait    time.Duration // the next refusal closes the gate this long
+	refused bool          // since the last success: the next attempt probes
+	probe   chan struct{} // non-nil while a probe runs; closed when it ends
+}
+
+const (
+	queueGateMin = 100 * time.Millisecond
+	queueGateMax = 5 * time.Second
+)
+
+func newQueueGate() *queueGate { return &queueGate{wait: queueGateMin} }
+
+// do runs publish once the gate lets it, again after each ErrQueueFull,
+// until it succeeds, fails otherwise, or ctx ends (then it returns the
+// last refusal, or ctx's error if it never tried).
+func (g *queueGate) do(ctx context.Context, publish func() error) error {
+	var last error
+	for {
+		probing, err := g.enter(ctx)
+		if err != nil {
+			if last != nil {
+				return last
+			}
+			return err
+		}
+		last = publish()
+		g.leave(probing, last)
+		if !errors.Is(last, client.ErrQueueFull) || ctx.Err() != nil {
+			return last
+		}
+	}
+}
+
+// enter waits until the gate is open and no probe runs; it reports whether
+// the caller is the probe.
+func (g *queueGate) enter(ctx context.Context) (probing bool, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for {
+		if d := time.Until(g.until); d > 0 {
+			g.mu.Unlock()
+			ok := sleepCtx(ctx, d)
+			g.mu.Lock()
+			if !ok {
+				return false, fmt.Errorf("waiting for room in the job queue: %w", ctx.Err())
 			}
 			continue
 		}
-		if err != nil {
-			return nil, err
+		if p := g.probe; p != nil {
+			g.mu.Unlock()
+			select {
+			case <-p:
+			case <-ctx.Done():
+			}
+			g.mu.Lock()
+			if ctx.Err() != nil {
+				return false, fmt.Errorf("waiting for room in the job queue: %w", ctx.Err())
+			}
+			continue
 		}
-		return p.Result(ctx)
+		if g.refused {
+			g.probe = make(chan struct{})
+			return true, nil
+		}
+		return false, nil
+	}
+}
+
+// leave records a publish's outcome.
+func (g *queueGate) leave(probing bool, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if probing {
+		close(g.probe)
+		g.probe = nil
+	}
+	switch {
+	case err == nil:
+		g.wait, g.refused = queueGateMin, false
+	case errors.Is(err, client.ErrQueueFull):
+		g.refused = true
+		if now := time.Now(); !g.until.After(now) { // the first refusal of a round closes the gate
+			g.until = now.Add(g.wait + rand.N(g.wait/2+1))
+			g.wait = min(2*g.wait, queueGateMax)
+		}
 	}
 }
 

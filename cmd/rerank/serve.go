@@ -219,8 +219,8 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var sf serviceFlags
 	sf.register(fs)
 	metricsAddr := fs.String("metrics-addr", ":9464", "address of /metrics, /healthz and /readyz (empty: off)")
-	jobsMaxBytes := fs.String("jobs-max-bytes", "", "bound of the job stream when provisioning (e.g. 4GiB; empty: none); a full queue refuses new jobs (queue_full), never drops accepted ones")
-	jobsMaxMsgs := fs.Int64("jobs-max-msgs", 0, "bound of the job stream in jobs when provisioning (0: none)")
+	jobsMaxBytes := fs.String("jobs-max-bytes", "", "bound of each job stream as a whole when provisioning, the disk backstop shared by all lanes (e.g. 4GiB; empty: none); a full stream refuses new jobs (queue_full), never drops accepted ones")
+	jobsMaxMsgs := fs.Int64("jobs-max-msgs", 0, "jobs each lane of each model may hold waiting, when provisioning (0: none); a full lane refuses its new jobs (queue_full), other lanes keep taking theirs")
 	resultsMaxBytes := fs.String("results-max-bytes", "1GiB", "bound of the results stream besides its 24 h age, when provisioning (oldest results go first; reserved on the servers)")
 	httpAddr := fs.String("http", "auto", "listen address of the HTTP gateway (docs/http.md): auto is 127.0.0.1:8080 on the embedded NATS server and off with --nats-url; empty: off")
 	var gf gatewayFlags
