@@ -83,6 +83,12 @@ type Config struct {
 	MaxAckPending int
 	// Concurrency is the number of jobs this worker runs at once; default 8.
 	Concurrency int
+	// InteractiveSlots are the slots of Concurrency that only interactive
+	// jobs may take: bulk jobs hold at most Concurrency − InteractiveSlots,
+	// so an interactive job never waits for a bulk job to finish. Default
+	// Concurrency/4, at least 1 (none when Concurrency is 1); negative:
+	// none; at most Concurrency − 1.
+	InteractiveSlots int
 	// Heartbeat is the InProgress interval; default AckWait/3.
 	Heartbeat time.Duration
 	// ShutdownGrace is how long Run lets jobs in flight finish after its
@@ -173,6 +179,12 @@ func (c Config) withDefaults() Config {
 	if c.Concurrency <= 0 {
 		c.Concurrency = DefaultConcurrency
 	}
+	switch {
+	case c.InteractiveSlots == 0 && c.Concurrency > 1:
+		c.InteractiveSlots = max(c.Concurrency/4, 1)
+	case c.InteractiveSlots < 0:
+		c.InteractiveSlots = 0
+	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = c.AckWait / 3
 	}
@@ -224,6 +236,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: replicas %d (at most 5)", ErrInvalidConfig, c.Replicas)
 	case c.Heartbeat >= c.AckWait:
 		return fmt.Errorf("%w: heartbeat %s must be shorter than ack wait %s", ErrInvalidConfig, c.Heartbeat, c.AckWait)
+	case c.InteractiveSlots >= c.Concurrency && c.Concurrency > 1:
+		return fmt.Errorf("%w: interactive slots %d must leave the bulk lane one of the %d", ErrInvalidConfig, c.InteractiveSlots, c.Concurrency)
 	case c.MaxAckPending < c.Concurrency:
 		return fmt.Errorf("%w: max ack pending %d is below concurrency %d", ErrInvalidConfig, c.MaxAckPending, c.Concurrency)
 	case c.Partitions < 0 || c.Partitions > schemas.MaxPartitions:

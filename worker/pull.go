@@ -16,22 +16,22 @@ import (
 )
 
 // pull fetches jobs of one source for as long as ctx lives. It asks only
-// for as many jobs as there are slots free beyond the jobs already waiting
-// for one (its share of them, with partitions), and holds no slot while its
-// pull request waits: a job takes a slot once it is in hand (handle), so an
-// idle source costs the busy ones nothing. A job that must wait for its
-// slot is held with InProgress.
+// for the jobs it claimed (slotPool.claim: its share of the slots its lane
+// may still fill, or one), and holds no slot while its pull request waits:
+// a job takes a slot once it is in hand (handle), so an idle source costs
+// the busy ones nothing. A job that must wait for its slot is held with
+// InProgress.
 func (w *Worker) pull(ctx, jobCtx context.Context, src *source, jobs *sync.WaitGroup) {
 	for {
-		n := w.slots.demand(ctx)
+		// The lane's other streams (partitions) pull at the same time:
+		// each claims its share, rounded up.
+		n := w.slots.claim(ctx, src.lane, src.streams)
 		if n == 0 {
 			return
 		}
-		// The lane's other streams (partitions) pull at the same time:
-		// each asks for its share, rounded up.
-		n = (n + src.streams - 1) / max(src.streams, 1)
 		batch, err := src.cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.FetchWait))
 		if err != nil {
+			w.slots.unclaim(src.lane, n)
 			if ctx.Err() != nil {
 				return
 			}
@@ -41,14 +41,17 @@ func (w *Worker) pull(ctx, jobCtx context.Context, src *source, jobs *sync.WaitG
 			}
 			continue
 		}
+		got := 0
 		for msg := range batch.Messages() {
-			w.slots.arrive()
+			got++
+			w.slots.arrive(src.lane)
 			jobs.Add(1)
 			go func() {
 				defer jobs.Done()
 				w.handle(ctx, jobCtx, src, msg)
 			}()
 		}
+		w.slots.unclaim(src.lane, n-got)
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			// Answered at once with an error (no responders: the consumer
 			// is gone or its leader is moving): wait as after a Fetch
@@ -70,7 +73,7 @@ func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.
 	md, err := msg.Metadata()
 	if err != nil {
 		w.log.Error("reading message metadata", "subject", msg.Subject(), "err", err)
-		w.slots.landed()
+		w.slots.landed(src.lane)
 		_ = msg.Nak()
 		return
 	}
@@ -80,7 +83,7 @@ func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.
 	}
 	if ctx.Err() != nil {
 		// Pulled after shutdown began: hand it straight back.
-		w.slots.landed()
+		w.slots.landed(src.lane)
 		w.settle(jobCtx, log, model, msg, md, nil, verdict{abandon: true}, start)
 		return
 	}
@@ -92,7 +95,7 @@ func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.
 		w.settle(jobCtx, log, model, msg, md, nil, verdict{abandon: true}, start)
 		return
 	}
-	freeSlot := sync.OnceFunc(func() { w.slots.release(); w.obs.InFlight(-1) })
+	freeSlot := sync.OnceFunc(func() { w.slots.release(src.lane); w.obs.InFlight(-1) })
 	defer freeSlot()
 	w.obs.InFlight(1)
 	// Each verdict from here on may give the slot back before its ack.

@@ -115,7 +115,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// running after ctx ends, until they finish or the grace runs out.
 	jobCtx, abandon := context.WithCancel(context.WithoutCancel(ctx))
 	defer abandon()
-	w.slots = newSlotPool(w.cfg.Concurrency)
+	w.slots = newSlotPool(w.cfg.Concurrency, w.cfg.InteractiveSlots)
 	var jobs sync.WaitGroup
 	var pullers sync.WaitGroup
 	lanes := make([]string, 0, len(sources))
@@ -134,7 +134,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.reportBacklog(ctx, sources)
 		}()
 	}
-	w.log.Info("worker started", "models", models, "consumers", lanes, "concurrency", w.cfg.Concurrency, "worker", w.cfg.WorkerID)
+	w.log.Info("worker started", "models", models, "consumers", lanes, "concurrency", w.cfg.Concurrency, "interactive_slots", w.cfg.InteractiveSlots, "worker", w.cfg.WorkerID)
 	<-ctx.Done()
 	pullers.Wait()
 	w.log.Info("worker stopping: finishing jobs in flight", "grace", w.cfg.ShutdownGrace.String())

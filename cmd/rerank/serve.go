@@ -198,6 +198,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	listen := fs.String("listen", "127.0.0.1:4222", "address of the embedded NATS server (used when --nats-url is empty)")
 	dataDir := fs.String("data-dir", ".data/nats", "JetStream storage of the embedded NATS server")
 	concurrency := fs.Int("concurrency", worker.DefaultConcurrency, "jobs this worker runs at once")
+	interactiveSlots := fs.Int("interactive-slots", 0, "slots of --concurrency only interactive jobs may take, so a bulk backfill never makes one wait for a bulk job (0: a quarter, at least 1; -1: none)")
 	provision := fs.Bool("provision", true, "create or update the streams and consumers at start")
 	replicas := fs.Int("replicas", 1, "stream replicas (3 on a 3-node cluster)")
 	partitions := fs.Int("partitions", 0, "job streams per model beyond RERANK_JOBS (RERANK_JOBS_P0…, each with its own leader) for fleets one stream cannot carry; producers publish to rerank.jobs.<model>.p<N> with the same count (docs/scaling.md); 0: none")
@@ -231,7 +232,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	wcfg := worker.Config{
 		Provision: *provision, Replicas: *replicas, AckWait: *ackWait, MaxDeliver: *maxDeliver,
-		MaxAckPending: *maxAckPending, Concurrency: *concurrency, ShutdownGrace: *grace, WorkerID: *workerID,
+		MaxAckPending: *maxAckPending, Concurrency: *concurrency, InteractiveSlots: *interactiveSlots, ShutdownGrace: *grace, WorkerID: *workerID,
 		PublishRetry: *publishRetry, Partitions: *partitions,
 		Limits: schemas.Limits{MaxCandidates: *maxCandidates, ReplyAllow: replyAllow.values},
 	}
