@@ -102,6 +102,13 @@ func TestNext(t *testing.T) {
 				{"small", schemas.Interactive, 10, 1200}}, // big's key 120-120 = 0 < 10
 			calls: [][]string{{"big:16"}},
 		},
+		{
+			name: "aging survives a big job's chunks: once ahead, a fresh small job does not push it back",
+			cfg:  sched.Config{AgingRate: 100},
+			arrivals: []arrival{{"big", schemas.Interactive, 120, 0},
+				{"small", schemas.Interactive, 10, 1200}}, // after a chunk, big's key 104-120-8 = -24 < 10
+			calls: [][]string{{"big:16"}, {"big:16"}},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -190,5 +197,78 @@ func TestRemoveDropsWhatIsLeft(t *testing.T) {
 	}
 	if _, chunks := p.Next(t0); chunks != nil {
 		t.Fatalf("a removed request was handed out: %v", chunks)
+	}
+}
+
+// WorkAging credits a waiting request with the pairs its lane hands out,
+// so a big job goes before fresh small ones once the lane has handed out
+// (its pairs − theirs)/WorkAging, however little time passes.
+func TestWorkAgingLetsABigJobGoFirst(t *testing.T) {
+	tests := []struct {
+		name      string
+		workAging float64
+		calls     []string // the request of each call's first chunk
+	}{
+		{"WorkAging 1: big goes first after 32 pairs", 1, []string{"s1", "s2", "big", "big", "big", "s3"}},
+		{"WorkAging 0.5: big goes first after 64 pairs", 0.5, []string{"s1", "s2", "s3", "s4", "big", "big", "big", "s5"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := sched.New(sched.Config{WorkAging: tt.workAging, AgingRate: 1e-9})
+			big := req(schemas.Interactive, 48)
+			names := map[*sched.Request]string{big: "big"}
+			p.Add(big, t0)
+			var got []string
+			for i := range tt.calls {
+				s := req(schemas.Interactive, 16) // a fresh small job before each call
+				names[s] = "s" + itoa(i+1)
+				p.Add(s, t0)
+				_, chunks := p.Next(t0)
+				got = append(got, names[chunks[0].Req])
+			}
+			if !equal(got, tt.calls) {
+				t.Fatalf("calls %v, want %v", got, tt.calls)
+			}
+		})
+	}
+}
+
+// The first half of each call goes in key order, even where the requests
+// behind have shorter pairs: otherwise a big job's rest, its longest pairs,
+// could lose every call to small jobs behind it.
+func TestTheFirstHalfOfEachCallGoesInKeyOrder(t *testing.T) {
+	tests := []struct {
+		name  string
+		reqs  map[string][]int // the pairs' lengths; key order a, b, c by size
+		calls [][]string
+	}{
+		{
+			name:  "the first request's longer pairs are not left behind",
+			reqs:  map[string][]int{"a": {50, 50, 50, 50}, "b": {1, 1, 1, 1, 1}},
+			calls: [][]string{{"a:2", "b:2"}, {"a:2", "b:2"}, {"b:1"}},
+		},
+		{
+			name:  "the half goes to the first requests in key order, then the shortest pairs",
+			reqs:  map[string][]int{"a": {50}, "b": {40, 40, 40}, "c": {1, 1, 1, 1, 1}},
+			calls: [][]string{{"a:1", "b:1", "c:2"}, {"b:2", "c:2"}, {"c:1"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := sched.New(sched.Config{BatchPairs: 4})
+			names := map[*sched.Request]string{}
+			for _, n := range []string{"a", "b", "c"} {
+				if l, ok := tt.reqs[n]; ok {
+					r := &sched.Request{Lane: schemas.Interactive, Pairs: len(l), Lengths: l}
+					names[r] = n
+					p.Add(r, t0)
+				}
+			}
+			for i, want := range tt.calls {
+				if _, chunks := p.Next(t0); !equal(picks(names, chunks), want) {
+					t.Fatalf("call %d: %v, want %v", i, picks(names, chunks), want)
+				}
+			}
+		})
 	}
 }
