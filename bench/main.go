@@ -31,7 +31,7 @@ type config struct {
 	coldRuns, gatewayRuns                               int
 	runs, intraOp, interOp, concurrentRuns              int
 	maxBatchSize, maxBatchTokens, natsRuns, smallRuns   int
-	fairnessRuns, idleRuns                              int
+	fairnessRuns, idleRuns, backfillRuns                int
 	only                                                string
 	sweep, sweepBatch, compareCPU                       bool
 }
@@ -56,6 +56,7 @@ func main() {
 	flag.IntVar(&c.smallRuns, "small-runs", 2, "interleaved runs of small_jobs_batching_gain (200 jobs of 10 each)")
 	flag.IntVar(&c.fairnessRuns, "fairness-runs", 2, "runs of the latency-under-bulk figures (a 4,000-candidate bulk job each; odd runs in reverse order)")
 	flag.IntVar(&c.idleRuns, "idle-runs", 3, "interleaved runs of idle_models_throughput_ratio")
+	flag.IntVar(&c.backfillRuns, "backfill-runs", 2, "interleaved runs of interactive_under_bulk_backfill_ratio (12 bulk jobs of 150 candidates each)")
 	flag.StringVar(&c.only, "only", "", "comma-separated figure names to run (default all)")
 	flag.BoolVar(&c.sweep, "sweep-threads", false, "measure thread settings instead of the figures")
 	flag.BoolVar(&c.sweepBatch, "sweep-batch", false, "measure batch sizes × token budgets on --device instead of the figures")
@@ -165,6 +166,11 @@ func run(c config) error {
 	}
 	if c.want("small_job_latency_under_bulk_ratio") {
 		if err := benchLatencyUnderBulk(ctx, c, m, r); err != nil {
+			return err
+		}
+	}
+	if c.want("interactive_under_bulk_backfill_ratio") {
+		if err := benchBackfill(ctx, c, r); err != nil {
 			return err
 		}
 	}
