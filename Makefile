@@ -111,7 +111,7 @@ parity: build ort tiny-model parity-js
 	@cp tools/parity/parity.mjs $(PARITY)/
 	@node $(PARITY)/parity.mjs --rerank $(BIN) --model $(TINY_MODEL) --jobs tools/parity/jobs.json --golden inject/testdata --ort-lib $(abspath $(ORT_LIB))
 
-FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model:FuzzTokenizePair model/quantize:FuzzGraph
+FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model:FuzzTokenizePair model:FuzzGraphInfo model:FuzzPrepare model/quantize:FuzzGraph internal/onnxpb:FuzzFields
 fuzz-short:
 	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
 	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -32,68 +33,125 @@ type graphInfo struct {
 	inputs, outputs []onnxpb.ValueInfo
 }
 
+// maxGraphIO is the most inputs, and the most outputs, readGraphInfo
+// takes from a graph. A BERT cross-encoder has 2 or 3 inputs and 1 output;
+// graphs of IR version < 4 (exports before 2019) list their initializers
+// among their inputs too, about 200 in a BERT-base cross-encoder and 3
+// times as many quantized. 4096 bounds what a crafted file of 2-byte input
+// fields costs: a 64-byte record each, about 1 MiB allocated for each list
+// with the slice's growth.
+const maxGraphIO = 1 << 12
+
 // readGraphInfo streams an ONNX file, skipping tensor data, so a model of
-// any size costs a few KiB of memory.
+// any size costs a few KiB of memory (see graphInfoFrom).
 func readGraphInfo(path string) (graphInfo, error) {
-	var info graphInfo
 	f, err := os.Open(path)
 	if err != nil {
-		return info, err
+		return graphInfo{}, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return info, err
+		return graphInfo{}, err
 	}
-	r := &pbReader{f: f, br: bufio.NewReaderSize(f, 64<<10)}
-	inits := map[string]bool{}
-	err = r.fields(st.Size(), func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
-		if num != onnxpb.ModelGraph || typ != protowire.BytesType {
-			return false, nil
-		}
-		return true, r.fields(r.pos+n, func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
-			switch {
-			case typ != protowire.BytesType:
-				return false, nil
-			case num == onnxpb.GraphNode:
-				return true, r.fields(r.pos+n, func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
-					if num != onnxpb.NodeOpType || n > 256 {
-						return false, nil
-					}
-					op, err := r.bytes(n)
-					if op == "DynamicQuantizeLinear" || op == "DynamicQuantizeMatMul" {
-						info.dynamicQuant = true
-					}
-					return true, err
-				})
-			case num == onnxpb.GraphInitializer:
-				name, dims, err := r.tensorHead(r.pos + n)
-				if err == nil && info.positions == 0 && positionTable(name) && len(dims) == 2 {
-					info.positions = int(dims[0])
-				}
-				inits[name] = true
-				return true, err
-			case (num == onnxpb.GraphInput || num == onnxpb.GraphOutput) && n <= 1<<16:
-				b, err := r.bytes(n)
-				if err != nil {
-					return true, err
-				}
-				v, err := onnxpb.ParseValueInfo([]byte(b))
-				if num == onnxpb.GraphInput {
-					info.inputs = append(info.inputs, v)
-				} else {
-					info.outputs = append(info.outputs, v)
-				}
-				return true, err
-			}
-			return false, nil
-		})
-	})
+	info, err := graphInfoFrom(f, st.Size())
 	if err != nil {
 		return info, fmt.Errorf("reading the graph: %w", err)
 	}
-	info.inputs = slices.DeleteFunc(info.inputs, func(v onnxpb.ValueInfo) bool { return inits[v.Name] })
 	return info, nil
+}
+
+// graphInfoFrom reads the graph info of the ONNX model of size bytes in r,
+// skipping tensor data. The file is untrusted: what it costs is bounded by
+// the reader's buffer (64 KiB), by the file's size (op types, names and
+// value infos are read one at a time, 64 KiB at most) and by maxGraphIO
+// and onnxpb.MaxRank; a file over one of these limits is an error wrapping
+// onnxpb.ErrLimit, a malformed one is errBadProto (or the read error).
+func graphInfoFrom(rs io.ReadSeeker, size int64) (graphInfo, error) {
+	var info graphInfo
+	r := &pbReader{f: rs, br: bufio.NewReaderSize(rs, 64<<10)}
+	hasInits := false
+	err := r.graphFields(size, func(num protowire.Number, n int64) (bool, error) {
+		switch {
+		case num == onnxpb.GraphNode:
+			return true, r.fields(r.pos+n, func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
+				if num != onnxpb.NodeOpType || n > 256 {
+					return false, nil
+				}
+				op, err := r.bytes(n)
+				if s := string(op); s == "DynamicQuantizeLinear" || s == "DynamicQuantizeMatMul" {
+					info.dynamicQuant = true
+				}
+				return true, err
+			})
+		case num == onnxpb.GraphInitializer:
+			hasInits = true
+			name, dims, err := r.tensorHead(r.pos + n)
+			if err == nil && info.positions == 0 && positionTable(name) && len(dims) == 2 && dims[0] > 0 && dims[0] <= math.MaxInt32 {
+				info.positions = int(dims[0])
+			}
+			return true, err
+		case (num == onnxpb.GraphInput || num == onnxpb.GraphOutput) && n <= 1<<16:
+			list := &info.inputs
+			if num == onnxpb.GraphOutput {
+				list = &info.outputs
+			}
+			if len(*list) == maxGraphIO {
+				return true, fmt.Errorf("%w: more than %d graph inputs or outputs", onnxpb.ErrLimit, maxGraphIO)
+			}
+			b, err := r.bytes(n)
+			if err != nil {
+				return true, err
+			}
+			v, err := onnxpb.ParseValueInfo(b)
+			*list = append(*list, v)
+			return true, err
+		}
+		return false, nil
+	})
+	if err != nil || !hasInits || len(info.inputs) == 0 {
+		return info, err
+	}
+	// Inputs that are initializers (IR < 4 lists them) are left out: a
+	// second pass over the initializers' names, checked against the inputs
+	// (at most maxGraphIO) rather than kept, as many as there are.
+	isInit := make(map[string]bool, len(info.inputs))
+	for _, v := range info.inputs {
+		isInit[v.Name] = false
+	}
+	if _, err := rs.Seek(0, io.SeekStart); err != nil {
+		return info, err
+	}
+	r.pos = 0
+	r.br.Reset(rs)
+	err = r.graphFields(size, func(num protowire.Number, n int64) (bool, error) {
+		if num != onnxpb.GraphInitializer {
+			return false, nil
+		}
+		name, _, err := r.tensorHead(r.pos + n)
+		if _, ok := isInit[name]; ok {
+			isInit[name] = true
+		}
+		return true, err
+	})
+	if err != nil {
+		return info, err
+	}
+	info.inputs = slices.DeleteFunc(info.inputs, func(v onnxpb.ValueInfo) bool { return isInit[v.Name] })
+	return info, nil
+}
+
+// graphFields calls visit for each length-delimited field of the graphs of
+// the ModelProto that ends at end, as fields does.
+func (r *pbReader) graphFields(end int64, visit func(num protowire.Number, n int64) (bool, error)) error {
+	return r.fields(end, func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
+		if num != onnxpb.ModelGraph {
+			return false, nil
+		}
+		return true, r.fields(r.pos+n, func(num protowire.Number, typ protowire.Type, n int64) (bool, error) {
+			return visit(num, n)
+		})
+	})
 }
 
 // positionTable reports whether an initializer is BERT's position
@@ -102,29 +160,37 @@ func positionTable(name string) bool {
 	return strings.HasSuffix(name, "position_embeddings.weight") || strings.HasSuffix(name, "position_embeddings.weight_quantized")
 }
 
-// bytes reads n bytes as a string.
-func (r *pbReader) bytes(n int64) (string, error) {
+// bytes reads the next n bytes.
+func (r *pbReader) bytes(n int64) ([]byte, error) {
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r.br, b); err != nil {
-		return "", err
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
 	}
 	r.pos += n
-	return string(b), nil
+	return b, nil
 }
 
 // pbReader walks protobuf messages in a file without loading them.
 type pbReader struct {
-	f   *os.File
+	f   io.ReadSeeker
 	br  *bufio.Reader
 	pos int64
 }
 
+// errBadProto reports a model file that is not a well-formed ONNX
+// protobuf.
 var errBadProto = errors.New("malformed protobuf")
 
 func (r *pbReader) varint() (uint64, error) {
 	var v uint64
 	for shift := 0; shift < 64; shift += 7 {
 		b, err := r.br.ReadByte()
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // fields reads only before a message's end
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -135,6 +201,19 @@ func (r *pbReader) varint() (uint64, error) {
 		}
 	}
 	return 0, errBadProto
+}
+
+// length reads the length of a length-delimited field, which must end by
+// end.
+func (r *pbReader) length(end int64) (int64, error) {
+	n, err := r.varint()
+	if err != nil {
+		return 0, err
+	}
+	if n > uint64(max(end-r.pos, 0)) {
+		return 0, errBadProto
+	}
+	return int64(n), nil
 }
 
 func (r *pbReader) skip(n int64) error {
@@ -175,22 +254,19 @@ func (r *pbReader) fields(end int64, visit func(num protowire.Number, typ protow
 		case protowire.Fixed64Type:
 			err = r.skip(8)
 		case protowire.BytesType:
-			var n uint64
-			if n, err = r.varint(); err != nil {
+			var n int64
+			if n, err = r.length(end); err != nil {
 				return err
 			}
-			if int64(n) < 0 || r.pos+int64(n) > end {
-				return errBadProto
-			}
 			start := r.pos
-			used, verr := visit(num, typ, int64(n))
+			used, verr := visit(num, typ, n)
 			if verr != nil {
 				return verr
 			}
 			if !used {
-				err = r.skip(int64(n))
-			} else if r.pos != start+int64(n) {
-				err = r.skip(start + int64(n) - r.pos)
+				err = r.skip(n)
+			} else if r.pos != start+n {
+				err = r.skip(start + n - r.pos)
 			}
 		default:
 			return errBadProto
@@ -205,8 +281,16 @@ func (r *pbReader) fields(end int64, visit func(num protowire.Number, typ protow
 	return nil
 }
 
-// tensorHead reads a TensorProto's name and dims, skipping its data.
+// tensorHead reads a TensorProto's name and dims (at most onnxpb.MaxRank),
+// skipping its data.
 func (r *pbReader) tensorHead(end int64) (name string, dims []int64, err error) {
+	dim := func(v uint64) error {
+		if len(dims) == onnxpb.MaxRank {
+			return fmt.Errorf("%w: a tensor of more than %d dimensions", onnxpb.ErrLimit, onnxpb.MaxRank)
+		}
+		dims = append(dims, int64(v))
+		return nil
+	}
 	for r.pos < end {
 		tag, err := r.varint()
 		if err != nil {
@@ -216,10 +300,12 @@ func (r *pbReader) tensorHead(end int64) (name string, dims []int64, err error) 
 		switch {
 		case num == onnxpb.TensorDims && typ == protowire.VarintType:
 			v, err := r.varint()
+			if err == nil {
+				err = dim(v)
+			}
 			if err != nil {
 				return "", nil, err
 			}
-			dims = append(dims, int64(v))
 		case typ == protowire.VarintType:
 			if _, err := r.varint(); err != nil {
 				return "", nil, err
@@ -229,29 +315,30 @@ func (r *pbReader) tensorHead(end int64) (name string, dims []int64, err error) 
 		case typ == protowire.Fixed64Type:
 			err = r.skip(8)
 		case typ == protowire.BytesType:
-			n, err := r.varint()
+			n, err := r.length(end)
 			if err != nil {
 				return "", nil, err
 			}
-			if int64(n) < 0 || r.pos+int64(n) > end {
-				return "", nil, errBadProto
-			}
 			switch {
 			case num == onnxpb.TensorDims: // packed
-				stop := r.pos + int64(n)
+				stop := r.pos + n
 				for r.pos < stop {
 					v, err := r.varint()
+					if err == nil {
+						err = dim(v)
+					}
 					if err != nil {
 						return "", nil, err
 					}
-					dims = append(dims, int64(v))
 				}
 			case num == onnxpb.TensorName && n <= 4096:
-				if name, err = r.bytes(int64(n)); err != nil {
+				b, err := r.bytes(n)
+				if err != nil {
 					return "", nil, err
 				}
+				name = string(b)
 			default:
-				if err := r.skip(int64(n)); err != nil {
+				if err := r.skip(n); err != nil {
 					return "", nil, err
 				}
 			}

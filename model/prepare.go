@@ -49,7 +49,13 @@ type prepared struct {
 
 // prepareGraph returns the ONNX model in file (its bytes, data) with its
 // large initializers mapped (mapWeights) and its residual Add +
-// LayerNormalization pairs fused (fuse).
+// LayerNormalization pairs fused (fuse), or errUnprepared when neither
+// changes anything. The file is untrusted: besides its output (at most
+// the size of data, written twice: as a graph, then as a model), it
+// allocates at most about 4 bytes per byte of data to index it
+// (onnxpb.Fields; a model of more fields than that keeps for its size is
+// an onnxpb.ErrLimit error), and what fusion indexes, bounded by
+// maxFusedNodes and maxFusedValues.
 func prepareGraph(file string, data []byte, mapWeights, fuse bool) ([]byte, prepared, error) {
 	var st prepared
 	top, err := onnxpb.Fields(data)
@@ -57,78 +63,143 @@ func prepareGraph(file string, data []byte, mapWeights, fuse bool) ([]byte, prep
 		return nil, st, err
 	}
 	location := filepath.Base(file)
-	out := make([]byte, 0, 1<<20)
-	at := 0 // offset of the current top-level field in data
-	for _, f := range top {
-		if f.Num != onnxpb.ModelGraph || f.Typ != protowire.BytesType {
-			out = append(out, f.Raw...)
-			at += len(f.Raw)
-			continue
+	graphs := map[int][]byte{} // top-level field index → its prepared GraphProto
+	at := 0                    // offset of the current top-level field in data
+	for i, f := range top {
+		if f.Num == onnxpb.ModelGraph && f.Typ == protowire.BytesType {
+			g, changed, err := prepareNodes(f.Val, at+len(f.Raw)-len(f.Val), location, mapWeights, fuse, &st)
+			if err != nil {
+				return nil, st, err
+			}
+			if changed {
+				graphs[i] = g
+			}
 		}
-		g, err := prepareNodes(f.Val, at+len(f.Raw)-len(f.Val), location, mapWeights, fuse, &st)
-		if err != nil {
-			return nil, st, err
-		}
-		out = onnxpb.AppendBytes(out, onnxpb.ModelGraph, g)
 		at += len(f.Raw)
 	}
 	if st.mapped == 0 && st.fused == 0 {
 		return nil, st, errUnprepared
 	}
+	var imports []byte
 	if st.fused > 0 {
-		imports, _ := onnxpb.OpsetImports(top) // a malformed one is onnxruntime's to report
-		if _, ok := imports[msDomain]; !ok {
-			out = onnxpb.AppendOpsetImport(out, msDomain, 1)
+		opsets, _ := onnxpb.OpsetImports(top) // a malformed one is onnxruntime's to report
+		if _, ok := opsets[msDomain]; !ok {
+			imports = onnxpb.AppendOpsetImport(nil, msDomain, 1)
 		}
 	}
-	return out, st, nil
+	size := len(data) + len(imports)
+	for i, g := range graphs {
+		size += protowire.SizeTag(onnxpb.ModelGraph) + protowire.SizeBytes(len(g)) - len(top[i].Raw)
+	}
+	out := make([]byte, 0, size)
+	for i, f := range top {
+		if g, ok := graphs[i]; ok {
+			out = onnxpb.AppendBytes(out, onnxpb.ModelGraph, g)
+		} else {
+			out = append(out, f.Raw...)
+		}
+	}
+	return append(out, imports...), st, nil
 }
 
 const msDomain = "com.microsoft"
 
 // prepareNodes rewrites one GraphProto whose bytes start at offset at of
-// the file.
-func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, st *prepared) ([]byte, error) {
+// the file; changed is false (and the graph nil) when nothing in it
+// changes.
+func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, st *prepared) (g []byte, changed bool, err error) {
 	gf, err := onnxpb.Fields(graph)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var skip map[int]bool          // graph field index of a fused Add
 	var fused map[int]residualNorm // graph field index of a LayerNormalization → it and its Add
 	var names map[string]bool      // node names in use
-	if fuse {
+	if fuse && fusable(gf) {
 		if skip, fused, names, err = residualNorms(gf); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	var g []byte
+	// The fields that change (a fused Add: to nothing), then the graph
+	// written at its size.
+	edits := map[int][]byte{}
 	for i, x := range gf {
 		switch {
 		case skip[i]:
+			edits[i] = nil
 		case fused[i].norm != nil:
 			add, ln := fused[i].add, fused[i].norm
 			name := onnxpb.FreshName(names, ln.Name+"_skip")
-			g = onnxpb.AppendBytes(g, onnxpb.GraphNode, onnxpb.EncodeNode(msDomain, name, "SkipLayerNormalization",
+			edits[i] = onnxpb.AppendBytes(nil, onnxpb.GraphNode, onnxpb.EncodeNode(msDomain, name, "SkipLayerNormalization",
 				[]string{add.Inputs[0], add.Inputs[1], ln.Inputs[1], ln.Inputs[2]}, ln.Outputs[:1],
 				onnxpb.FloatAttr("epsilon", ln.AttrFloat("epsilon", 1e-5))))
 			st.fused++
 		case x.Num == onnxpb.GraphInitializer && mapWeights:
 			t, ok, err := mapTensor(x, at+len(x.Raw)-len(x.Val), location)
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			if ok {
 				st.mapped++
-				g = onnxpb.AppendBytes(g, onnxpb.GraphInitializer, t)
-			} else {
-				g = append(g, x.Raw...)
+				edits[i] = onnxpb.AppendBytes(nil, onnxpb.GraphInitializer, t)
 			}
-		default:
-			g = append(g, x.Raw...)
 		}
 		at += len(x.Raw)
 	}
-	return g, nil
+	if len(edits) == 0 {
+		return nil, false, nil
+	}
+	size := len(graph)
+	for i, e := range edits {
+		size += len(e) - len(gf[i].Raw)
+	}
+	g = make([]byte, 0, size)
+	for i, x := range gf {
+		if e, ok := edits[i]; ok {
+			g = append(g, e...)
+		} else {
+			g = append(g, x.Raw...)
+		}
+	}
+	return g, true, nil
+}
+
+// maxFusedNodes is the most nodes of a graph that prepareNodes fuses, and
+// maxFusedValues the most inputs and outputs of its nodes in all; a larger
+// graph is only mapped. Matching the residual connections indexes every
+// node and every value a node reads or writes, by name (about 730 bytes
+// for a node of 3 inputs and 1 output), and a crafted file of tiny nodes
+// must not cost that without end: these bound it to about 12 MiB, and are
+// far above a cross-encoder's graph (about 1,000 nodes in a 12-layer
+// MiniLM export, 3,000 in a 24-layer BERT-large, twice as many quantized;
+// each reads 1 to 3 values and writes 1).
+const (
+	maxFusedNodes  = 1 << 14
+	maxFusedValues = 4 * maxFusedNodes
+)
+
+// fusable reports whether a graph is within maxFusedNodes and
+// maxFusedValues.
+func fusable(gf []onnxpb.Field) bool {
+	nodes, values := 0, 0
+	for _, x := range gf {
+		if x.Num != onnxpb.GraphNode {
+			continue
+		}
+		nodes++
+		for f, err := range onnxpb.All(x.Val) {
+			if err != nil {
+				break // ParseNode reports it
+			}
+			if f.Num == onnxpb.NodeInput || f.Num == onnxpb.NodeOutput {
+				values++
+			}
+		}
+		if nodes > maxFusedNodes || values > maxFusedValues {
+			return false
+		}
+	}
+	return true
 }
 
 // residualNorms finds the encoder's residual connections: a
@@ -165,28 +236,27 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]residual
 				producer[o] = at{i, n}
 			}
 		case onnxpb.GraphInitializer:
-			tf, err := onnxpb.Fields(x.Val)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			name, dims, float := "", 0, false
-			for _, y := range tf {
+			var name string
+			var dims []int64
+			float := false
+			for y, err := range onnxpb.All(x.Val) {
+				if err != nil {
+					return nil, nil, nil, err
+				}
 				switch {
 				case y.Num == onnxpb.TensorName:
 					name = string(y.Val)
 				case y.Num == onnxpb.TensorDims:
-					d, err := onnxpb.AppendInt64s(nil, y)
-					if err != nil {
+					if dims, err = onnxpb.AppendDims(dims, y); err != nil {
 						return nil, nil, nil, err
 					}
-					dims += len(d)
 				case y.Num == onnxpb.TensorDataType:
 					float = y.V == onnxpb.DataTypeFloat
 				}
 			}
 			// Only float32 norms are fused: the CPU kernel's float16 path is
 			// another code path, not measured here.
-			if dims == 1 && float {
+			if len(dims) == 1 && float {
 				vectors[name] = true
 			}
 		case onnxpb.GraphOutput:
@@ -255,12 +325,11 @@ type residualNorm struct{ add, norm *onnxpb.Node }
 // file, to refer to its raw data in place; ok is false for a tensor to
 // leave as it is (small, already external, or without raw data).
 func mapTensor(x onnxpb.Field, at int, location string) ([]byte, bool, error) {
-	tf, err := onnxpb.Fields(x.Val)
-	if err != nil {
-		return nil, false, err
-	}
 	rawAt, rawLen := -1, 0
-	for _, y := range tf {
+	for y, err := range onnxpb.All(x.Val) {
+		if err != nil {
+			return nil, false, err
+		}
 		switch y.Num {
 		case onnxpb.TensorRawData:
 			rawAt, rawLen = at+len(y.Raw)-len(y.Val), len(y.Val)
@@ -273,7 +342,7 @@ func mapTensor(x onnxpb.Field, at int, location string) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	var t []byte
-	for _, y := range tf {
+	for y := range onnxpb.All(x.Val) { // well-formed: read above
 		if y.Num != onnxpb.TensorRawData {
 			t = append(t, y.Raw...)
 		}

@@ -258,3 +258,117 @@ func TestMappedGraphPointsIntoTheFile(t *testing.T) {
 		t.Fatal("garbage prepared")
 	}
 }
+
+// TestPrepareGraphAllocationIsBounded: preparing a crafted model of N
+// bytes allocates at most 6N bytes (its index, at most 4N, and its output,
+// at most N, written as a graph, then as a model), plus a few KiB,
+// whatever it answers: its parse keeps no 64-byte record per 2-byte field,
+// and it fuses no graph of more than maxFusedNodes nodes.
+func TestPrepareGraphAllocationIsBounded(t *testing.T) {
+	graphs := hostileGraphs()
+	// Something to map, so that the output is written.
+	graphs["small nodes, mapped"] = append(onnxpb.AppendBytes(nil, onnxpb.GraphInitializer, initializer("w", make([]byte, mapThreshold), mapThreshold/4)),
+		graphs["small nodes"]...)
+	for name, graph := range graphs {
+		t.Run(name, func(t *testing.T) {
+			data := onnxModel(graph)
+			var err error
+			got := allocated(func() { _, _, err = prepareGraph("model.onnx", data, true, true) })
+			t.Logf("%d bytes allocated for %d (err %v)", got, len(data), err)
+			if limit := uint64(6*len(data) + 64<<10); got > limit {
+				t.Fatalf("preparing %d bytes allocated %d bytes (err %v), want at most %d", len(data), got, err, limit)
+			}
+		})
+	}
+}
+
+// FuzzPrepare: no model panics prepareGraph or makes it loop; what it
+// prepares is a well-formed model whose mapped tensors point, by offset
+// and length, into the file's bytes.
+func FuzzPrepare(f *testing.F) {
+	for _, spec := range []testmodel.Spec{
+		{Name: "fuzz", Layers: 1, Hidden: 16, Heads: 2, FFN: 16, MaxPositions: 8, TypeVocab: 2, Vocab: 8, Seed: 1, InitStd: 0.3},
+		// 32×32 float weights: 4 KiB each, mapped.
+		{Name: "fuzz-mapped", Layers: 1, Hidden: 32, Heads: 2, FFN: 32, MaxPositions: 8, TypeVocab: 2, Vocab: 8, Seed: 1, InitStd: 0.3},
+	} {
+		var b bytes.Buffer
+		if err := testmodel.WriteONNX(&b, spec); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+	}
+	f.Add([]byte{})
+	f.Add(onnxModel(onnxpb.AppendBytes(nil, onnxpb.GraphInitializer, initializer("w", make([]byte, mapThreshold), mapThreshold/4))))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		for _, mode := range [][2]bool{{true, true}, {true, false}, {false, true}} {
+			g, st, err := prepareGraph("model.onnx", in, mode[0], mode[1])
+			if err != nil {
+				continue
+			}
+			if st.mapped < 0 || st.fused < 0 || st.mapped == 0 && st.fused == 0 {
+				t.Fatalf("prepared %+v", st)
+			}
+			checkPrepared(t, g, in)
+		}
+	})
+}
+
+// checkPrepared checks that a model prepared from file is well-formed
+// protobuf down to its initializers, and that the external data of those
+// it rewrote lies within the file.
+func checkPrepared(t *testing.T, model, file []byte) {
+	t.Helper()
+	kept := map[string]bool{} // the file's initializers, as they are
+	for top := range onnxpb.All(file) {
+		if top.Num == onnxpb.ModelGraph {
+			for x := range onnxpb.All(top.Val) {
+				if x.Num == onnxpb.GraphInitializer {
+					kept[string(x.Val)] = true
+				}
+			}
+		}
+	}
+	for top, err := range onnxpb.All(model) {
+		if err != nil {
+			t.Fatalf("prepared model: %v", err)
+		}
+		if top.Num != onnxpb.ModelGraph {
+			continue
+		}
+		for x, err := range onnxpb.All(top.Val) {
+			if err != nil {
+				t.Fatalf("prepared graph: %v", err)
+			}
+			if x.Num != onnxpb.GraphInitializer || kept[string(x.Val)] {
+				continue
+			}
+			ext := map[string]string{}
+			for y, err := range onnxpb.All(x.Val) {
+				if err != nil {
+					t.Fatalf("prepared initializer: %v", err)
+				}
+				if y.Num != onnxpb.TensorExternalData {
+					continue
+				}
+				var k, v string
+				for e, err := range onnxpb.All(y.Val) {
+					if err != nil {
+						t.Fatalf("external data entry: %v", err)
+					}
+					switch e.Num {
+					case onnxpb.EntryKey:
+						k = string(e.Val)
+					case onnxpb.EntryValue:
+						v = string(e.Val)
+					}
+				}
+				ext[k] = v
+			}
+			off, err1 := strconv.Atoi(ext["offset"])
+			n, err2 := strconv.Atoi(ext["length"])
+			if ext["location"] != "model.onnx" || err1 != nil || err2 != nil || off < 0 || n < mapThreshold || off+n > len(file) {
+				t.Fatalf("external data %v in a %d-byte file", ext, len(file))
+			}
+		}
+	}
+}

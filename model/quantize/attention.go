@@ -153,8 +153,11 @@ func (ix *graphIndex) projectionOf(i int) (projection, bool) {
 	if reshape == nil || reshape.inputs[0] != add.outputs[0] || reshape.attrInt("allowzero", 0) != 0 {
 		return projection{}, false
 	}
+	// heads × head size is the hidden size, neither more than it (their
+	// product would overflow, and might wrap around to it).
 	shape, shapeNodes := ix.reshapeTo(reshape)
-	if len(shape) != 4 || shape[0] != 0 || (shape[1] != 0 && shape[1] != -1) || shape[2] < 1 || shape[3] < 1 || shape[2]*shape[3] != hidden {
+	if len(shape) != 4 || shape[0] != 0 || (shape[1] != 0 && shape[1] != -1) || shape[2] < 1 || shape[3] < 1 ||
+		shape[2] > hidden || shape[3] > hidden || shape[2]*shape[3] != hidden {
 		return projection{}, false
 	}
 	tr := ix.sole(reshape.outputs[0])
@@ -162,7 +165,7 @@ func (ix *graphIndex) projectionOf(i int) (projection, bool) {
 	if transpose == nil {
 		return projection{}, false
 	}
-	return projection{matmul: i, add: a, reshape: rs, transpose: tr, shapeNodes: shapeNodes, perm: transpose.pb.Ints["perm"], heads: shape[2], size: shape[3], out: transpose.outputs[0]}, true
+	return projection{matmul: i, add: a, reshape: rs, transpose: tr, shapeNodes: shapeNodes, perm: transpose.pb.AttrInts("perm"), heads: shape[2], size: shape[3], out: transpose.outputs[0]}, true
 }
 
 // int64s is the value of a small int64 constant, or nil.
@@ -227,7 +230,7 @@ func (ix *graphIndex) reshapeTo(rs *node) ([]int64, []int) {
 		}
 		idx := ix.int64s(g.inputs[1])
 		si, sh := ix.produced(g.inputs[0], "Shape", 1)
-		if sh == nil || sh.inputs[0] != rs.inputs[0] || len(idx) != 1 || idx[0] != int64(len(shape)) || len(sh.pb.Attrs) > 0 {
+		if sh == nil || sh.inputs[0] != rs.inputs[0] || len(idx) != 1 || idx[0] != int64(len(shape)) || sh.pb.NumAttrs > 0 {
 			return nil, nil
 		}
 		shape = append(shape, 0)
@@ -242,7 +245,7 @@ func (ix *graphIndex) axes(u *node) []int64 {
 	if len(u.inputs) > 1 {
 		return ix.int64s(u.inputs[1])
 	}
-	return u.pb.Ints["axes"]
+	return u.pb.AttrInts("axes")
 }
 
 // unsqueezed is dims after Unsqueeze(axes) (1 for each dimension
@@ -435,7 +438,7 @@ func findAttentions(ix *graphIndex) ([]attention, map[int]bool) {
 		}
 		ti := ix.sole(pv.outputs[0])
 		tr := ix.op(ti, "Transpose", 1)
-		if tr == nil || !slices.Equal(tr.pb.Ints["perm"], []int64{0, 2, 1, 3}) {
+		if tr == nil || !slices.Equal(tr.pb.AttrInts("perm"), []int64{0, 2, 1, 3}) {
 			continue
 		}
 		ri := ix.sole(tr.outputs[0])

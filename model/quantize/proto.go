@@ -19,7 +19,9 @@ var ErrMalformed = errors.New("malformed ONNX model")
 // field is one encoded protobuf field (onnxpb.Field).
 type field = onnxpb.Field
 
-// fields splits a message into its fields; a malformed one is ErrMalformed.
+// fields splits a message into its fields; a malformed one, or one of more
+// fields than onnxpb.Fields keeps for its size (onnxpb.ErrLimit), is
+// ErrMalformed.
 func fields(b []byte) ([]field, error) {
 	fs, err := onnxpb.Fields(b)
 	if err != nil {
@@ -65,31 +67,37 @@ func (n *node) attrFloat(name string, def float32) float32 { return n.pb.AttrFlo
 
 func intAttr(name string, v int64) []byte { return onnxpb.IntAttr(name, v) }
 
+// maxConstInts is the most values int64s reads: shape and axes constants
+// are short, and parseTensor keeps no more of a tensor's int64_data.
+const maxConstInts = 16
+
 // tensor is a TensorProto initializer.
 type tensor struct {
 	name     string
-	dims     []int64
+	dims     []int64 // at most onnxpb.MaxRank
 	dataType int
 	external bool
 	raw      []byte    // raw_data
 	floats   []float32 // float_data
-	ints     []int64   // int64_data
+	ints     []int64   // int64_data: its first maxConstInts values
+	nInts    int64     // int64_data: the number of values
 }
 
+// parseTensor parses a TensorProto; one of more than onnxpb.MaxRank
+// dimensions is ErrMalformed (and onnxpb.ErrLimit).
 func parseTensor(b []byte) (*tensor, error) {
-	fs, err := fields(b)
-	if err != nil {
-		return nil, err
-	}
 	t := &tensor{}
-	for _, f := range fs {
+	for f, err := range onnxpb.All(b) {
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
 		switch f.Num {
 		case onnxpb.TensorName:
 			t.name = string(f.Val)
 		case onnxpb.TensorDataType:
 			t.dataType = int(f.V)
 		case onnxpb.TensorDims:
-			if t.dims, err = onnxpb.AppendInt64s(t.dims, f); err != nil {
+			if t.dims, err = onnxpb.AppendDims(t.dims, f); err != nil {
 				return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 			}
 		case onnxpb.TensorRawData:
@@ -104,8 +112,8 @@ func parseTensor(b []byte) (*tensor, error) {
 				t.floats = append(t.floats, math.Float32frombits(uint32(f.V)))
 			}
 		case onnxpb.TensorInt64Data:
-			if t.ints, err = onnxpb.AppendInt64s(t.ints, f); err != nil {
-				return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+			if err := t.appendInts(f); err != nil {
+				return nil, err
 			}
 		case onnxpb.TensorExternalData:
 			t.external = true
@@ -116,23 +124,68 @@ func parseTensor(b []byte) (*tensor, error) {
 	return t, nil
 }
 
-func (t *tensor) numel() int64 {
+// appendInts counts the values of one int64_data field, packed or not,
+// and keeps them while there are at most maxConstInts.
+func (t *tensor) appendInts(f field) error {
+	if f.Typ != protowire.BytesType {
+		if t.nInts++; t.nInts <= maxConstInts {
+			t.ints = append(t.ints, int64(f.V))
+		}
+		return nil
+	}
+	for p := f.Val; len(p) > 0; {
+		v, k := protowire.ConsumeVarint(p)
+		if k < 0 {
+			return fmt.Errorf("%w: %s: %w", ErrMalformed, t.name, protowire.ParseError(k))
+		}
+		if t.nInts++; t.nInts <= maxConstInts {
+			t.ints = append(t.ints, int64(v))
+		}
+		p = p[k:]
+	}
+	return nil
+}
+
+// numel is the number of elements of t's dims, when every dim is at least
+// 0 and their product at most have, the elements its data holds; else
+// ErrMalformed. A tensor's dims are untrusted: their product may be
+// negative, or overflow, or wrap to what its data happens to hold.
+func (t *tensor) numel(have int64) (int64, error) {
+	for _, d := range t.dims {
+		if d < 0 {
+			return 0, fmt.Errorf("%w: %s has a dimension of %d", ErrMalformed, t.name, d)
+		}
+	}
+	if slices.Contains(t.dims, 0) {
+		return 0, nil
+	}
 	n := int64(1)
 	for _, d := range t.dims {
+		if d > have/n {
+			return 0, fmt.Errorf("%w: %s: dims %v give more than the %d elements its data holds", ErrMalformed, t.name, t.dims, have)
+		}
 		n *= d
 	}
-	return n
+	return n, nil
 }
 
 // float32s returns a copy of the values of a float tensor (its callers
-// scale them in place).
+// scale them in place), or ErrMalformed when its dims do not give the
+// number of values its data holds.
 func (t *tensor) float32s() ([]float32, error) {
-	n := t.numel()
 	if t.floats != nil {
+		n, err := t.numel(int64(len(t.floats)))
+		if err != nil {
+			return nil, err
+		}
 		if int64(len(t.floats)) != n {
 			return nil, fmt.Errorf("%w: %s has %d floats for %d elements", ErrMalformed, t.name, len(t.floats), n)
 		}
 		return slices.Clone(t.floats), nil
+	}
+	n, err := t.numel(int64(len(t.raw) / 4))
+	if err != nil {
+		return nil, err
 	}
 	if int64(len(t.raw)) != 4*n {
 		return nil, fmt.Errorf("%w: %s has %d bytes for %d floats", ErrMalformed, t.name, len(t.raw), n)
@@ -146,19 +199,19 @@ func (t *tensor) float32s() ([]float32, error) {
 }
 
 // int64s returns the values of a small int64 tensor (a shape or axes
-// constant), or nil when it is not one.
+// constant: at most maxConstInts values), or nil when it is not one.
 func (t *tensor) int64s() []int64 {
-	n := t.numel()
-	if t.dataType != onnxpb.DataTypeInt64 || t.external || n > 16 {
+	if t.dataType != onnxpb.DataTypeInt64 || t.external {
 		return nil
 	}
-	if t.ints != nil {
-		if int64(len(t.ints)) != n {
+	if t.nInts > 0 {
+		if n, err := t.numel(min(t.nInts, maxConstInts)); err != nil || n != t.nInts {
 			return nil
 		}
 		return t.ints
 	}
-	if int64(len(t.raw)) != 8*n {
+	n, err := t.numel(min(int64(len(t.raw)/8), maxConstInts))
+	if err != nil || int64(len(t.raw)) != 8*n {
 		return nil
 	}
 	out := make([]int64, n)
@@ -171,7 +224,10 @@ func (t *tensor) int64s() []int64 {
 
 // scalar returns the value of a one-element float tensor.
 func (t *tensor) scalar() (float32, bool) {
-	if t.dataType != onnxpb.DataTypeFloat || t.external || t.numel() != 1 {
+	if t.dataType != onnxpb.DataTypeFloat || t.external {
+		return 0, false
+	}
+	if n, err := t.numel(1); err != nil || n != 1 {
 		return 0, false
 	}
 	v, err := t.float32s()

@@ -369,11 +369,10 @@ func parseGraph(gf []field, opts Options) (*graphProto, error) {
 			g.names[t.name] = true
 			g.initName[i] = t.name
 		case onnxpb.GraphOutput:
-			vf, err := fields(f.Val)
-			if err != nil {
-				return nil, err
-			}
-			for _, v := range vf {
+			for v, err := range onnxpb.All(f.Val) {
+				if err != nil {
+					return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+				}
 				if v.Num == onnxpb.ValueInfoName {
 					g.outputs[string(v.Val)] = true
 				}
@@ -484,12 +483,11 @@ func rewriteGraph(b []byte, opts Options, rep *Report) ([]byte, bool, error) {
 			}
 		case onnxpb.GraphInput:
 			// IR < 4 lists initializers among the inputs too.
-			vf, err := fields(f.Val)
-			if err != nil {
-				return nil, false, err
-			}
 			drop := false
-			for _, v := range vf {
+			for v, err := range onnxpb.All(f.Val) {
+				if err != nil {
+					return nil, false, fmt.Errorf("%w: %w", ErrMalformed, err)
+				}
 				if v.Num == onnxpb.ValueInfoName && dropped[string(v.Val)] {
 					drop = true
 				}
