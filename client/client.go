@@ -151,8 +151,10 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 		return nil, fmt.Errorf("subscribing to %s: %w", p.subject, err)
 	}
 	if c.opts.Track {
-		// An id already accepted is that job: wait for its result.
-		if rec, err := c.accepted(ctx, job.ID); err == nil && rec.Seq != 0 {
+		// An id already accepted is that job: wait for its result, unless
+		// the job is gone, answered and its result dropped (the results
+		// stream at its byte limit): then it is queued again.
+		if rec, err := c.accepted(ctx, job.ID); err == nil && rec.Seq != 0 && c.live(ctx, rec, p.subject) {
 			p.dup, p.stream, p.seq = true, rec.Stream, rec.Seq
 			return p, nil
 		}
@@ -182,6 +184,28 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 		}
 	}
 	return p, nil
+}
+
+// live reports whether the job message rec can still be answered or has
+// been: it waits in its stream, or its result is stored on subject. When
+// that cannot be read it reports true (waiting for the recorded job never
+// runs it twice).
+func (c *Client) live(ctx context.Context, rec acceptedRecord, subject string) bool {
+	s, err := c.js.Stream(ctx, rec.Stream)
+	if err != nil {
+		return !errors.Is(err, jetstream.ErrStreamNotFound)
+	}
+	if _, err := s.GetMsg(ctx, rec.Seq); err == nil || !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true
+	}
+	r, err := c.storedResult(ctx, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false
+	case err != nil:
+		return true
+	}
+	return r.Answers(rec.Stream, rec.Seq)
 }
 
 // queueFull reports the server's refusal of a message by a stream at its

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/rerank/rerank/client"
 	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/schemas"
@@ -109,5 +111,35 @@ func TestTrackedIDIsOneJobPastTheDedupWindow(t *testing.T) {
 	fresh, err := plain.Submit(ctx, job("idem", "a", "bb", "ccc"))
 	if err != nil || len(fresh.Results) != 3 || fresh.Answers(first.JobStream, first.JobSeq) {
 		t.Fatalf("untracked reuse: %+v, %v; want a new job's 3 entries", fresh, err)
+	}
+}
+
+// A tracked id whose job was answered and whose result the results stream
+// has since dropped (at its byte limit) is queued again when submitted
+// again, rather than waited for in vain.
+func TestTrackedIDWhoseResultWasDroppedIsQueuedAgain(t *testing.T) {
+	e := setup(t, false)
+	shortDedupWindow(t, e) // results are dropped hours after the window, not within it
+	tracked, _ := client.New(e.nc, client.Options{Model: "m", Track: true})
+	if err := tracked.ProvisionTracking(context.Background(), 1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first, err := tracked.Submit(ctx, job("dropped", "a", "bb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.js.Stream(ctx, schemas.ResultsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(schemas.ResultSubject("dropped"))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // past the shortened window (server time, not a wait for an event)
+	again, err := tracked.Submit(ctx, job("dropped", "a", "bb"))
+	if err != nil || again.Answers(first.JobStream, first.JobSeq) || len(again.Results) != 2 {
+		t.Fatalf("resubmission after the result was dropped: %+v, %v; want a new job's answer", again, err)
 	}
 }

@@ -161,9 +161,23 @@ func (c *Client) accepted(ctx context.Context, id string) (acceptedRecord, error
 // Accepted reports whether a client with Options.Track submitted job id
 // (within the bucket's TTL).
 func (c *Client) Accepted(ctx context.Context, id string) (bool, error) {
-	_, err := c.accepted(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, nil
+	_, ok, err := c.AcceptedAt(ctx, id)
+	return ok, err
+}
+
+// AcceptedAt reports when a client with Options.Track first submitted job
+// id, if it did (within the bucket's TTL): the time its record was stored.
+func (c *Client) AcceptedAt(ctx context.Context, id string) (time.Time, bool, error) {
+	kv, err := c.js.KeyValue(ctx, AcceptedBucket)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("reading the %s bucket: %w", AcceptedBucket, err)
 	}
-	return err == nil, err
+	e, err := kv.Get(ctx, acceptedKey(id))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return time.Time{}, false, nil
+	case err != nil:
+		return time.Time{}, false, fmt.Errorf("reading job %s in the %s bucket: %w", id, AcceptedBucket, err)
+	}
+	return e.Created(), true, nil
 }

@@ -102,7 +102,11 @@ func (s *Server) cohere(version int) handler {
 		if err := s.decodeBody(w, r, &req); err != nil {
 			return err
 		}
-		job, wait, err := s.newJob(r, req.Model, req.Timeout, len(req.Documents))
+		size := len(req.Query)
+		for _, d := range req.Documents {
+			size += len(d.Text)
+		}
+		job, wait, err := s.newJob(r, req.Model, req.Timeout, len(req.Documents), size)
 		if err != nil {
 			return err
 		}

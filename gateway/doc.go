@@ -5,7 +5,7 @@
 //	POST /v1/rerank, /v2/rerank   Cohere (and Jina) compatible (cohere.go)
 //	POST /rerank                  Hugging Face TEI compatible (tei.go)
 //	POST /v1/jobs                 a native job, answered 202 {id} (jobs.go)
-//	GET  /v1/jobs/{id}            its stored result, 202 while pending, 404
+//	GET  /v1/jobs/{id}            its stored result, 202 while pending, 410, 404
 //	GET  /v1/models               the models the workers serve
 //	GET  /healthz, /readyz, /metrics
 //

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/rerank/rerank/schemas"
 )
@@ -14,35 +16,64 @@ var (
 	ErrUnavailable = errors.New("queue unavailable")
 	// ErrNotFound: no result and no pending job with that id (404).
 	ErrNotFound = errors.New("job not found")
+	// ErrGone: the job was accepted but its result is no longer stored,
+	// or it has waited longer than results are kept (410).
+	ErrGone = errors.New("job result expired")
 )
 
 // Codes of the gateway's own errors, beside those of schemas.
 const (
-	codeUnauthorized schemas.Code = "unauthorized"
-	codeTimeout      schemas.Code = "timeout"
-	codeUnavailable  schemas.Code = "unavailable"
-	codeNotFound     schemas.Code = "not_found"
-	codeBadRequest   schemas.Code = "bad_request"
-	codeNoModel      schemas.Code = "no_model"
+	codeUnauthorized     schemas.Code = "unauthorized"
+	codeTimeout          schemas.Code = "timeout"
+	codeUnavailable      schemas.Code = "unavailable"
+	codeNotFound         schemas.Code = "not_found"
+	codeGone             schemas.Code = "gone"
+	codeBadRequest       schemas.Code = "bad_request"
+	codeNoModel          schemas.Code = "no_model"
+	codeRequestTimeout   schemas.Code = "request_timeout"
+	codeUnsupportedMedia schemas.Code = "unsupported_media_type"
+	codeForbiddenOrigin  schemas.Code = "forbidden_origin"
+	codeMisdirected      schemas.Code = "misdirected_request"
+	// codeClientClosed is a request whose client went away before its
+	// answer: recorded (499, as nginx does), never an error of the gateway.
+	codeClientClosed schemas.Code = "client_closed"
 )
+
+// statusClientClosed is nginx's status for a request its client abandoned.
+const statusClientClosed = 499
+
+// httpStatus is the HTTP status of each error code; any other code is a
+// 400 (a job the contract refuses).
+var httpStatus = map[schemas.Code]int{
+	codeUnauthorized:            http.StatusUnauthorized,
+	codeForbiddenOrigin:         http.StatusForbidden,
+	codeNotFound:                http.StatusNotFound,
+	schemas.CodeUnknownModel:    http.StatusNotFound,
+	codeRequestTimeout:          http.StatusRequestTimeout,
+	codeGone:                    http.StatusGone,
+	schemas.CodePayloadTooLarge: http.StatusRequestEntityTooLarge,
+	codeUnsupportedMedia:        http.StatusUnsupportedMediaType,
+	codeMisdirected:             http.StatusMisdirectedRequest,
+	schemas.CodeInputTooLong:    http.StatusUnprocessableEntity,
+	schemas.CodeResultTooLarge:  http.StatusUnprocessableEntity,
+	codeClientClosed:            statusClientClosed,
+	schemas.CodeInternal:        http.StatusInternalServerError,
+	codeUnavailable:             http.StatusServiceUnavailable,
+	schemas.CodeQueueFull:       http.StatusServiceUnavailable,
+	codeTimeout:                 http.StatusGatewayTimeout,
+}
+
+// retryAfter is the Retry-After of the transient refusals: NATS reconnects
+// within about a second, a full queue drains more slowly.
+var retryAfter = map[schemas.Code]time.Duration{
+	codeUnavailable:       2 * time.Second,
+	schemas.CodeQueueFull: 5 * time.Second,
+}
 
 // status is the HTTP status of an error code.
 func status(code schemas.Code) int {
-	switch code {
-	case codeUnauthorized:
-		return http.StatusUnauthorized
-	case codeTimeout:
-		return http.StatusGatewayTimeout
-	case codeUnavailable, schemas.CodeQueueFull:
-		return http.StatusServiceUnavailable
-	case codeNotFound, schemas.CodeUnknownModel:
-		return http.StatusNotFound
-	case schemas.CodePayloadTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case schemas.CodeInputTooLong, schemas.CodeResultTooLarge:
-		return http.StatusUnprocessableEntity
-	case schemas.CodeInternal:
-		return http.StatusInternalServerError
+	if s, ok := httpStatus[code]; ok {
+		return s
 	}
 	return http.StatusBadRequest
 }
@@ -52,6 +83,9 @@ type apiError struct {
 	code    schemas.Code
 	message string
 	jobID   string // set when the job exists (a timeout: fetch it later)
+	// unread marks an answer given without reading the request body: the
+	// connection is closed instead of waiting for a body nobody wants.
+	unread bool
 }
 
 func (e *apiError) Error() string { return string(e.code) + ": " + e.message }
@@ -72,6 +106,8 @@ func asAPIError(err error) *apiError {
 		return errorf(codeUnavailable, err.Error())
 	case errors.Is(err, ErrNotFound):
 		return errorf(codeNotFound, err.Error())
+	case errors.Is(err, ErrGone):
+		return errorf(codeGone, err.Error())
 	}
 	return errorf(schemas.CodeInternal, err.Error())
 }
@@ -84,6 +120,8 @@ const (
 	dialectTEI                   // {"error", "error_type"}
 )
 
+// writeError is the one place an error answer is written: its status comes
+// from httpStatus, its body from the dialect.
 func writeError(w http.ResponseWriter, d dialect, e *apiError) {
 	var body any
 	switch d {
@@ -103,8 +141,15 @@ func writeError(w http.ResponseWriter, d dialect, e *apiError) {
 	if e.jobID != "" {
 		w.Header().Set(HeaderJobID, e.jobID)
 	}
-	if e.code == schemas.CodeQueueFull || e.code == codeUnavailable {
-		w.Header().Set("Retry-After", "5")
+	if d, ok := retryAfter[e.code]; ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)))
+	}
+	if e.unread {
+		// Connection: close spares the server reading (and waiting for)
+		// the body before answering; the read deadline makes the body's
+		// close after the handler fail at once instead of draining it.
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now()) // not supported by test recorders
 	}
 	writeJSON(w, status(e.code), body)
 }

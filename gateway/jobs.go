@@ -14,15 +14,18 @@ import (
 // body's "lane" ("interactive" or "bulk"); default bulk, for asynchronous
 // bulk work. The result is read with GET /v1/jobs/{id}.
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) error {
-	var raw json.RawMessage
-	if err := s.decodeBody(w, r, &raw); err != nil {
+	raw, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	if err := s.checkArrays(raw); err != nil {
 		return err
 	}
 	// The lane is not part of the job (the edge chooses it).
 	var extra struct {
 		Lane string `json:"lane"`
 	}
-	_ = json.Unmarshal(raw, &extra)
+	_ = json.Unmarshal(raw, &extra) // a body that is no JSON object is DecodeJob's to refuse
 	lane := schemas.Bulk
 	if extra.Lane != "" {
 		l, err := schemas.ParseLane(extra.Lane)
@@ -54,14 +57,14 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	p.Cancel() // the result is stored; nobody waits here
 	w.Header().Set(HeaderJobID, job.ID)
-	w.Header().Set("Location", "/v1/jobs/"+job.ID)
+	w.Header().Set("Location", jobPath(job.ID))
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": job.ID, "status": "queued"})
 	return nil
 }
 
 // getJob serves GET /v1/jobs/{id}: the stored result (200; a job answered
-// with an error is still 200, its "error" set), 202 while the job waits, or
-// 404.
+// with an error is still 200, its "error" set), 202 while the job waits,
+// 410 when it was accepted but its result is no longer stored, or 404.
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	if err := schemas.CheckID(id); err != nil {
@@ -72,6 +75,9 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return &apiError{code: codeNotFound, message: "no job " + id + " (unknown, or its result has expired)", jobID: id}
+	case errors.Is(err, ErrGone):
+		return &apiError{code: codeGone, jobID: id, message: "job " + id + " was accepted, but its result is no longer stored " +
+			"(or the job has waited longer than results are kept): submit it again"}
 	case err != nil:
 		return err
 	case res == nil && pending:

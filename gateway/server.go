@@ -3,18 +3,14 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/rerank/rerank/schemas"
@@ -31,6 +27,10 @@ const (
 	HeaderTimeout = "X-Request-Timeout"
 	// HeaderJobID is set on every answer about a job.
 	HeaderJobID = "X-Rerank-Job-Id"
+	// HeaderRequestID names the HTTP request on every answer of the API
+	// endpoints; the gateway's log names it too (an internal error is
+	// answered with this id, and logged in full under it).
+	HeaderRequestID = "X-Request-Id"
 )
 
 // Queue is what the gateway needs of the job queue; package client over
@@ -40,7 +40,8 @@ type Queue interface {
 	// Submit publishes job on lane; the returned Pending waits for its result.
 	Submit(ctx context.Context, job *schemas.Job, lane schemas.Lane) (Pending, error)
 	// Lookup returns the stored result of job id; pending reports a job
-	// accepted without a result yet; ErrNotFound when neither.
+	// accepted without a result yet; ErrGone a job accepted whose result
+	// is no longer stored; ErrNotFound when none of these.
 	Lookup(ctx context.Context, id string) (res *schemas.Result, pending bool, err error)
 	// Models lists the models that have a consumer (a worker pool).
 	Models(ctx context.Context) ([]string, error)
@@ -59,81 +60,27 @@ type Observer interface {
 	Request(endpoint string, status int, d time.Duration)
 }
 
-// Config configures a Server.
-type Config struct {
-	// DefaultModel serves requests that name no model (and every TEI
-	// request); empty: the only model the workers serve, if there is one.
-	DefaultModel string
-	// Tokens are the accepted bearer tokens; none leaves the gateway open.
-	Tokens []string
-	// Limits are the job limits; zero fields take schemas' defaults.
-	Limits schemas.Limits
-	// Timeout is the default wait for a result; default 60 s.
-	Timeout time.Duration
-	// MaxTimeout caps the wait a request may ask for; default 10 min.
-	MaxTimeout time.Duration
-	// Metrics, when set, is served at /metrics.
-	Metrics http.Handler
-	// ModelsTTL is how long the model list is cached; default 5 s.
-	ModelsTTL time.Duration
-}
-
-// Defaults. DefaultAddr is where `rerank serve` on its embedded NATS
-// server listens for HTTP.
-const (
-	DefaultAddr       = "127.0.0.1:8080"
-	DefaultTimeout    = 60 * time.Second
-	DefaultMaxTimeout = 10 * time.Minute
-)
-
-func (c Config) withDefaults() Config {
-	if c.Timeout <= 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.MaxTimeout <= 0 {
-		c.MaxTimeout = DefaultMaxTimeout
-	}
-	if c.ModelsTTL <= 0 {
-		c.ModelsTTL = 5 * time.Second
-	}
-	if c.Limits.MaxPayloadBytes <= 0 {
-		c.Limits.MaxPayloadBytes = schemas.DefaultMaxPayloadBytes
-	}
-	return c
-}
-
-// Validate reports a configuration the server cannot run with.
-func (c Config) Validate() error {
-	if c.Timeout > 0 && c.MaxTimeout > 0 && c.Timeout > c.MaxTimeout {
-		return fmt.Errorf("gateway: timeout %s is over the max timeout %s", c.Timeout, c.MaxTimeout)
-	}
-	for _, t := range c.Tokens {
-		if strings.TrimSpace(t) == "" || strings.ContainsAny(t, " \t\r\n") {
-			return errors.New("gateway: a bearer token is empty or contains whitespace")
-		}
-	}
-	return nil
-}
-
 // Server is the HTTP gateway.
 type Server struct {
-	cfg Config
-	q   Queue
-	obs Observer
-	log *slog.Logger
-	mux *http.ServeMux
-
-	mu       sync.Mutex
-	models   []string
-	modelsAt time.Time
+	cfg    Config
+	q      Queue
+	obs    Observer
+	log    *slog.Logger
+	mux    *http.ServeMux
+	models *modelCache
 }
 
-// New returns a server over q; obs may be nil.
+// New returns a server over q; obs and log may be nil.
 func New(cfg Config, q Queue, obs Observer, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg.withDefaults(), q: q, obs: obs, log: log, mux: http.NewServeMux()}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{cfg: cfg, q: q, obs: obs, log: log, mux: http.NewServeMux(),
+		models: &modelCache{q: q, ttl: cfg.ModelsTTL, maxStale: cfg.ModelsMaxStale, errTTL: cfg.ModelsErrorTTL}}
 	s.route("POST /v1/rerank", "cohere_v1", dialectCohere, s.cohere(1))
 	s.route("POST /v2/rerank", "cohere_v2", dialectCohere, s.cohere(2))
 	s.route("POST /rerank", "tei", dialectTEI, s.tei)
@@ -153,7 +100,7 @@ func New(cfg Config, q Queue, obs Observer, log *slog.Logger) (*Server, error) {
 	if cfg.Metrics != nil {
 		s.mux.Handle("GET /metrics", cfg.Metrics)
 	}
-	if len(cfg.Tokens) == 0 && log != nil {
+	if len(cfg.Tokens) == 0 {
 		log.Warn("the HTTP gateway has no bearer tokens: anyone who reaches it can submit jobs")
 	}
 	return s, nil
@@ -165,9 +112,17 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // Serve serves on ln until ctx ends, then stops taking requests and waits
 // up to 30 s for those in flight. A request cut short loses no job: the job
 // stays queued and its result can be fetched by id. The caller opens ln
-// (and so can fail, or log the bound address, before serving).
+// (and so can fail, or log the bound address, before serving). Reading a
+// request is bounded by Config.ReadTimeout (headers alone by 10 s), idle
+// keep-alive connections by Config.IdleTimeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: min(readHeaderTimeout, s.cfg.ReadTimeout),
+		ReadTimeout:       s.cfg.ReadTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn), // net/http's own: accept errors, bad TLS
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }() // owned here: Serve returns after it
 	select {
@@ -175,7 +130,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serving HTTP: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	<-done
@@ -185,28 +140,58 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// handler serves one endpoint: it returns the status it wrote.
+// handler serves one endpoint. It writes its success itself and returns
+// any failure, which route answers.
 type handler func(w http.ResponseWriter, r *http.Request) error
 
+// route serves one endpoint: it names the request (X-Request-Id), admits
+// it, runs h, answers its failure (the one place failures are answered) and
+// reports the outcome to the Observer.
 func (s *Server) route(pattern, endpoint string, d dialect, h handler) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		err := s.authorize(r)
+		rid := newRequestID()
+		sw.Header().Set(HeaderRequestID, rid)
+		err := s.admit(r)
 		if err == nil {
 			err = h(sw, r)
 		}
 		if err != nil {
-			ae := asAPIError(err)
-			if ae.code == schemas.CodeInternal && s.log != nil {
-				s.log.Error("gateway request failed", "endpoint", endpoint, "err", err)
-			}
-			writeError(sw, d, ae)
+			writeError(sw, d, s.failure(r, endpoint, rid, err))
 		}
 		if s.obs != nil {
 			s.obs.Request(endpoint, sw.status, time.Since(start))
 		}
 	})
+}
+
+// failure is the answer to a failed request. A request whose client went
+// away is its own outcome (499), logged at Info: it is no failure of the
+// gateway's and must not feed the 5xx alert. An internal error is logged
+// in full with the request id, and answered with that id only: its text
+// may name hosts, paths or credentials.
+func (s *Server) failure(r *http.Request, endpoint, rid string, err error) *apiError {
+	ae := asAPIError(err)
+	// A body that stalled past ReadTimeout cancels the request too (net/http
+	// cancels it on any read error): that is the client's slowness, a 408.
+	if r.Context().Err() != nil && ae.code != codeRequestTimeout {
+		s.log.Info("gateway request abandoned by its client", "endpoint", endpoint, "request_id", rid, "status", statusClientClosed, "err", err)
+		return errorf(codeClientClosed, "the client closed the request")
+	}
+	if ae.code == schemas.CodeInternal {
+		s.log.Error("gateway request failed", "endpoint", endpoint, "request_id", rid, "job_id", ae.jobID, "err", err)
+		return &apiError{code: ae.code, jobID: ae.jobID, message: "internal error; the gateway's log holds it under request id " + rid}
+	}
+	return ae
+}
+
+// newRequestID names one HTTP request, in the answer's X-Request-Id and
+// the gateway's log.
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 type statusWriter struct {
@@ -219,39 +204,8 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (s *Server) authorize(r *http.Request) error {
-	if len(s.cfg.Tokens) == 0 {
-		return nil
-	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if ok {
-		for _, t := range s.cfg.Tokens {
-			if subtle.ConstantTimeCompare([]byte(tok), []byte(t)) == 1 {
-				return nil
-			}
-		}
-	}
-	return errorf(codeUnauthorized, "missing or unknown bearer token (Authorization: Bearer …)")
-}
-
-// decodeBody reads a JSON request body of at most the job payload limit
-// (a request is never larger than the job it becomes, give or take its
-// JSON punctuation, so twice the limit bounds it).
-func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, 2*int64(s.cfg.Limits.MaxPayloadBytes))
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return errorf(schemas.CodePayloadTooLarge, fmt.Sprintf("request body over %d bytes", mbe.Limit))
-		}
-		return errorf(codeBadRequest, "decoding the JSON body: "+err.Error())
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errorf(codeBadRequest, "decoding the JSON body: data after the JSON value")
-	}
-	return nil
-}
+// Unwrap gives http.ResponseController the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // jobID is the request's Idempotency-Key, or a new id.
 func jobID(r *http.Request) (string, error) {
@@ -290,11 +244,16 @@ func (s *Server) timeout(r *http.Request, bodySeconds float64) (time.Duration, e
 }
 
 // newJob starts the job of a re-rank request: its model, its id, how long
-// the request waits for it, and its size against the limit (checked before
-// the candidates are copied).
-func (s *Server) newJob(r *http.Request, model string, timeout float64, candidates int) (*schemas.Job, time.Duration, error) {
-	if max := s.cfg.Limits.MaxCandidates; max > 0 && candidates > max {
+// the request waits for it, and its size against the limits (checked
+// before the candidates are copied). textBytes is the length of the query
+// and the texts: the job could not be smaller, so over the payload limit
+// it could not be published.
+func (s *Server) newJob(r *http.Request, model string, timeout float64, candidates, textBytes int) (*schemas.Job, time.Duration, error) {
+	if max := s.cfg.Limits.MaxCandidates; candidates > max {
 		return nil, 0, schemas.Errorf(schemas.CodeTooManyCandidates, "%d documents, limit %d", candidates, max)
+	}
+	if max := s.cfg.Limits.MaxPayloadBytes; textBytes > max {
+		return nil, 0, schemas.Errorf(schemas.CodePayloadTooLarge, "the query and texts are %d bytes, over the job limit of %d", textBytes, max)
 	}
 	model, err := s.model(r.Context(), model)
 	if err != nil {
@@ -334,19 +293,10 @@ func (s *Server) model(ctx context.Context, name string) (string, error) {
 	return "", errorf(schemas.CodeUnknownModel, fmt.Sprintf("no worker serves model %q (served: %v)", name, models))
 }
 
-func (s *Server) modelList(ctx context.Context) ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.models != nil && time.Since(s.modelsAt) < s.cfg.ModelsTTL {
-		return s.models, nil
-	}
-	ms, err := s.q.Models(ctx)
-	if err != nil {
-		return nil, err
-	}
-	s.models, s.modelsAt = ms, time.Now()
-	return ms, nil
-}
+func (s *Server) modelList(ctx context.Context) ([]string, error) { return s.models.list(ctx) }
+
+// jobPath is the path of job id's result.
+func jobPath(id string) string { return "/v1/jobs/" + url.PathEscape(id) }
 
 // rerank submits job and waits for its result up to wait. A job the
 // worker answered with an error comes back as that error; a wait that ends
@@ -362,7 +312,7 @@ func (s *Server) rerank(ctx context.Context, job *schemas.Job, lane schemas.Lane
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			return nil, &apiError{code: codeTimeout, jobID: job.ID,
-				message: fmt.Sprintf("no result within %s; the job stays queued: GET /v1/jobs/%s", wait, job.ID)}
+				message: fmt.Sprintf("no result within %s; the job stays queued: GET %s", wait, jobPath(job.ID))}
 		}
 		return nil, err
 	}

@@ -43,7 +43,11 @@ func (s *Server) tei(w http.ResponseWriter, r *http.Request) error {
 	if req.TruncationDirection != "" && req.TruncationDirection != "right" && req.TruncationDirection != "Right" {
 		return errorf(codeBadRequest, "truncation_direction: only right truncation is supported (the model's configured truncation applies)")
 	}
-	job, wait, err := s.newJob(r, req.Model, req.Timeout, len(req.Texts))
+	size := len(req.Query)
+	for _, t := range req.Texts {
+		size += len(t)
+	}
+	job, wait, err := s.newJob(r, req.Model, req.Timeout, len(req.Texts), size)
 	if err != nil {
 		return err
 	}

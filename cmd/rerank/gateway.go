@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rerank/rerank/client"
 	"github.com/rerank/rerank/gateway"
@@ -25,6 +26,7 @@ import (
 type gatewayFlags struct {
 	model, tokens, tokensFile string
 	timeout, maxTimeout       time.Duration
+	readTimeout, idleTimeout  time.Duration
 }
 
 func (g *gatewayFlags) register(fs *flag.FlagSet) {
@@ -33,10 +35,13 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.tokensFile, "gateway-tokens-file", "", "file of bearer tokens, one per line (# comments)")
 	fs.DurationVar(&g.timeout, "gateway-timeout", gateway.DefaultTimeout, "default wait for a result of a synchronous HTTP request")
 	fs.DurationVar(&g.maxTimeout, "gateway-max-timeout", gateway.DefaultMaxTimeout, "longest wait a request may ask for (timeout field or X-Request-Timeout)")
+	fs.DurationVar(&g.readTimeout, "gateway-read-timeout", gateway.DefaultReadTimeout, "longest time to read an HTTP request, headers and body (not the wait for its result); a client that stalls is answered 408 and disconnected")
+	fs.DurationVar(&g.idleTimeout, "gateway-idle-timeout", gateway.DefaultIdleTimeout, "idle keep-alive HTTP connections are closed after this long")
 }
 
 func (g *gatewayFlags) config(limits schemas.Limits) (gateway.Config, error) {
-	cfg := gateway.Config{DefaultModel: g.model, Limits: limits, Timeout: g.timeout, MaxTimeout: g.maxTimeout}
+	cfg := gateway.Config{DefaultModel: g.model, Limits: limits, Timeout: g.timeout, MaxTimeout: g.maxTimeout,
+		ReadTimeout: g.readTimeout, IdleTimeout: g.idleTimeout}
 	for _, t := range strings.Split(g.tokens, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			cfg.Tokens = append(cfg.Tokens, t)
@@ -58,14 +63,21 @@ func (g *gatewayFlags) config(limits schemas.Limits) (gateway.Config, error) {
 
 // natsQueue is gateway.Queue over NATS: one client per lane, both
 // recording the jobs they submit (client.Options.Track) so that a pending
-// job is told from an unknown one.
+// job is told from an unknown one. Every call answers
+// gateway.ErrUnavailable at once while the connection is not CONNECTED,
+// rather than wait for a reconnect the request may not outlive.
 type natsQueue struct {
 	nc    *nats.Conn
+	js    jetstream.JetStream
 	lanes map[schemas.Lane]*client.Client
 }
 
 func newNATSQueue(nc *nats.Conn, limits schemas.Limits, partitions int) (*natsQueue, error) {
-	q := &natsQueue{nc: nc, lanes: map[schemas.Lane]*client.Client{}}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("creating JetStream context: %w", err)
+	}
+	q := &natsQueue{nc: nc, js: js, lanes: map[schemas.Lane]*client.Client{}}
 	for _, l := range schemas.Lanes {
 		c, err := client.New(nc, client.Options{Lane: l, Limits: limits, Track: true, Partitions: partitions})
 		if err != nil {
@@ -76,13 +88,33 @@ func newNATSQueue(nc *nats.Conn, limits schemas.Limits, partitions int) (*natsQu
 	return q, nil
 }
 
-// unavailable marks errors of an unreachable NATS or JetStream.
+// connectGatewayNATS connects the gateway to NATS. It keeps retrying the
+// first connection (a gateway started before NATS answers 503, and its
+// readyz fails, until it connects), and it buffers nothing while
+// reconnecting: a job published then fails at once (503) instead of
+// waiting in the reconnect buffer, to be published after its request was
+// answered.
+func connectGatewayNATS(url string, opts []nats.Option) (*nats.Conn, error) {
+	return nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1))...)
+}
+
+// connected is gateway.ErrUnavailable unless the connection is up.
+func (q *natsQueue) connected() error {
+	if st := q.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("%w: NATS is %s", gateway.ErrUnavailable, st)
+	}
+	return nil
+}
+
+// unavailable marks errors of an unreachable NATS or JetStream, or of a
+// connection lost or closing.
 func unavailable(err error) error {
 	if err == nil || schemas.AsError(err) != nil {
 		return err
 	}
 	for _, e := range []error{nats.ErrNoResponders, nats.ErrTimeout, nats.ErrConnectionClosed, nats.ErrConnectionReconnecting,
-		nats.ErrDisconnected, nats.ErrNoServers, context.DeadlineExceeded, nats.ErrJetStreamNotEnabled} {
+		nats.ErrConnectionDraining, nats.ErrReconnectBufExceeded, nats.ErrDisconnected, nats.ErrNoServers, nats.ErrStaleConnection,
+		context.DeadlineExceeded, nats.ErrJetStreamNotEnabled, jetstream.ErrNoStreamResponse, jetstream.ErrJetStreamNotEnabled} {
 		if errors.Is(err, e) {
 			return fmt.Errorf("%w: %w", gateway.ErrUnavailable, err)
 		}
@@ -90,49 +122,107 @@ func unavailable(err error) error {
 	return err
 }
 
+// Submit publishes job. A job over the NATS server's max payload is a
+// payload_too_large refusal (413), as one over the gateway's own limit is.
 func (q *natsQueue) Submit(ctx context.Context, job *schemas.Job, lane schemas.Lane) (gateway.Pending, error) {
+	if err := q.connected(); err != nil {
+		return nil, err
+	}
 	p, err := q.lanes[lane].SubmitAsync(ctx, job)
-	if err != nil {
+	switch {
+	case errors.Is(err, client.ErrPayloadTooLarge):
+		return nil, schemas.Errorf(schemas.CodePayloadTooLarge, "%v", err)
+	case err != nil:
 		return nil, unavailable(err)
 	}
 	return p, nil
 }
 
+// Lookup reads job id's result. A job accepted (by a gateway) without a
+// result is pending, unless it was accepted before the oldest result the
+// results stream still holds: the stream, at its byte limit, dropped the
+// results before that one, so the job's result is gone (or the job has
+// waited longer than results are kept; if it is answered yet, its result
+// is served again). Without this a dropped result read as pending until
+// the accepted record expired, a day later.
 func (q *natsQueue) Lookup(ctx context.Context, id string) (*schemas.Result, bool, error) {
-	c := q.lanes[schemas.Interactive]
-	res, err := c.Lookup(ctx, id)
+	if err := q.connected(); err != nil {
+		return nil, false, err
+	}
+	res, err := q.lanes[schemas.Interactive].Lookup(ctx, id)
 	if err == nil {
 		return res, false, nil
 	}
 	if !errors.Is(err, client.ErrNotFound) {
 		return nil, false, unavailable(err)
 	}
-	ok, err := c.Accepted(ctx, id)
+	at, ok, err := q.lanes[schemas.Interactive].AcceptedAt(ctx, id)
 	if err != nil {
 		return nil, false, unavailable(err)
 	}
 	if !ok {
 		return nil, false, gateway.ErrNotFound
 	}
+	oldest, err := q.oldestResult(ctx)
+	if err != nil {
+		return nil, false, unavailable(err)
+	}
+	if at.Before(oldest) {
+		return nil, false, fmt.Errorf("job %s accepted at %s, before the oldest stored result (%s): %w",
+			id, at.Format(time.RFC3339), oldest.Format(time.RFC3339), gateway.ErrGone)
+	}
 	return nil, true, nil
 }
 
+// oldestResult is when the oldest result the results stream holds was
+// stored, once the stream has dropped older ones (by age or bytes); the
+// zero time while it has dropped none.
+func (q *natsQueue) oldestResult(ctx context.Context) (time.Time, error) {
+	s, err := q.js.Stream(ctx, schemas.ResultsStream)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading the %s stream: %w", schemas.ResultsStream, err)
+	}
+	st := s.CachedInfo().State
+	switch {
+	case st.FirstSeq <= 1:
+		return time.Time{}, nil
+	case st.Msgs == 0:
+		return st.LastTime, nil // every result dropped, the last one included
+	}
+	return st.FirstTime, nil
+}
+
 func (q *natsQueue) Models(ctx context.Context) ([]string, error) {
+	if err := q.connected(); err != nil {
+		return nil, err
+	}
 	ms, err := q.lanes[schemas.Interactive].Models(ctx)
 	return ms, unavailable(err)
 }
 
 func (q *natsQueue) Ready(ctx context.Context) error {
-	if !q.nc.IsConnected() {
-		return fmt.Errorf("%w: NATS is %s", gateway.ErrUnavailable, q.nc.Status())
+	if err := q.connected(); err != nil {
+		return err
 	}
 	_, err := q.lanes[schemas.Interactive].Models(ctx)
 	return unavailable(err)
 }
 
+// gatewayService is the HTTP gateway over NATS, made once its listener is
+// known.
+type gatewayService struct {
+	cfg gateway.Config
+	q   *natsQueue
+	obs gateway.Observer
+	log *slog.Logger
+}
+
 // startGateway provisions the accepted-jobs bucket (when provision is set)
-// and returns the gateway server, for the caller to Run.
-func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config, provision bool, replicas, partitions int, obs gateway.Observer, log *slog.Logger) (*gateway.Server, error) {
+// and returns the gateway, for the caller to Serve.
+func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config, provision bool, replicas, partitions int, obs gateway.Observer, log *slog.Logger) (*gatewayService, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	q, err := newNATSQueue(nc, cfg.Limits, partitions)
 	if err != nil {
 		return nil, err
@@ -145,7 +235,23 @@ func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config, provis
 			return nil, err
 		}
 	}
-	return gateway.New(cfg, q, obs, log)
+	return &gatewayService{cfg: cfg, q: q, obs: obs, log: log}, nil
+}
+
+// Serve serves the gateway on ln until ctx ends (gateway.Server.Serve). A
+// gateway without bearer tokens on a loopback address answers loopback
+// Host names only (gateway.Config.LoopbackOnly): a web page that rebinds
+// its own name to 127.0.0.1 cannot reach it through the browser.
+func (g *gatewayService) Serve(ctx context.Context, ln net.Listener) error {
+	cfg := g.cfg
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsLoopback() && len(cfg.Tokens) == 0 {
+		cfg.LoopbackOnly = true
+	}
+	srv, err := gateway.New(cfg, g.q, g.obs, g.log)
+	if err != nil {
+		return err
+	}
+	return srv.Serve(ctx, ln)
 }
 
 func cmdGateway(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -159,11 +265,21 @@ func cmdGateway(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	replicas := fs.Int("replicas", 1, "replicas of that bucket (3 on a 3-node cluster)")
 	partitions := fs.Int("partitions", 0, "job streams per model beyond RERANK_JOBS, as the workers run (docs/scaling.md); 0: none")
 	maxCandidates := fs.Int("max-candidates", schemas.DefaultMaxCandidates, "largest candidate list of a request")
+	memoryLimit := fs.String("memory-limit", "auto", "Go heap soft limit: auto (75% of the container's memory limit unless GOMEMLIMIT is set), off, or a size such as 512MiB")
 	var sf serviceFlags
 	sf.register(fs)
 	log, err := sf.start(fs, args, stdout, stderr)
 	if err != nil || log == nil {
 		return err
+	}
+	// The limit makes the runtime collect the garbage of large requests
+	// before the container is OOM-killed, as in `rerank serve`.
+	memLimit, err := applyMemoryLimit(*memoryLimit)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	if memLimit > 0 {
+		log.Info("Go memory limit set", "bytes", memLimit)
 	}
 	cfg, err := gf.config(schemas.Limits{MaxCandidates: *maxCandidates})
 	if err != nil {
@@ -173,9 +289,7 @@ func cmdGateway(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if err != nil {
 		return &exitError{2, err}
 	}
-	// Keep retrying the first connection: a gateway started before NATS
-	// answers 503 (readyz fails) until it connects.
-	nc, err := nats.Connect(nf.url, append(opts, nats.RetryOnFailedConnect(true))...)
+	nc, err := connectGatewayNATS(nf.url, opts)
 	if err != nil {
 		return fmt.Errorf("connecting to NATS at %s: %w", redact(nf.url), err)
 	}

@@ -375,7 +375,19 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 		gcfg.Limits.ReplyAllow = nil
 		gcfg.Metrics = metrics.Handler(met.Registry)
-		gw, err := startGateway(ctx, nc, gcfg, *provision, *replicas, *partitions, metrics.NewGateway(met.Registry), log)
+		// Its own connection, which buffers nothing while reconnecting: a
+		// request answered 503 during an outage never publishes its job
+		// later (the worker's connection buffers its acks and results).
+		gopts, err := nf.options("rerank-gateway", log)
+		if err != nil {
+			return &exitError{2, err}
+		}
+		gnc, err := connectGatewayNATS(url, gopts)
+		if err != nil {
+			return fmt.Errorf("connecting the gateway to NATS at %s: %w", redact(url), err)
+		}
+		defer gnc.Close()
+		gw, err := startGateway(ctx, gnc, gcfg, *provision, *replicas, *partitions, metrics.NewGateway(met.Registry), log)
 		if err != nil {
 			return err
 		}
@@ -391,7 +403,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		defer func() { stopGW(); <-gwDone }()
 		log.Info("HTTP gateway started", "addr", ln.Addr().String(), "auth", len(gcfg.Tokens) > 0)
 		if nf.url == "" {
-			fmt.Fprintf(stdout, "HTTP: curl -s %s/v1/rerank -d '{\"query\":\"q\",\"documents\":[\"a\",\"b\"]}'\n", "http://"+ln.Addr().String())
+			fmt.Fprintf(stdout, "HTTP: curl -s %s/v1/rerank --json '{\"query\":\"q\",\"documents\":[\"a\",\"b\"]}'\n", "http://"+ln.Addr().String())
 		}
 	}
 	if err := w.Run(ctx); err != nil {

@@ -1,0 +1,4 @@
+package gateway
+
+// LongestArray exports longestArray to the fuzz test.
+var LongestArray = longestArray
