@@ -30,6 +30,7 @@ help:
 	@echo "make bench-scale  fleet scaling on a 3-node JetStream cluster, simulated model (docs/scaling.md)"
 	@echo "make fuzz   run every fuzz target for longer (FUZZTIME_LONG=$(FUZZTIME_LONG) each)"
 	@echo "make test-faults  fault injection at full load (RELIABILITY.md)"
+	@echo "make soak   mixed chaos for SOAK=20m on a 3-node cluster, 3 workers and a gateway"
 
 deps:
 	@$(GO) mod download
@@ -111,7 +112,7 @@ parity: build ort tiny-model parity-js
 	@cp tools/parity/parity.mjs $(PARITY)/
 	@node $(PARITY)/parity.mjs --rerank $(BIN) --model $(TINY_MODEL) --jobs tools/parity/jobs.json --golden inject/testdata --ort-lib $(abspath $(ORT_LIB))
 
-FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model:FuzzTokenizePair model:FuzzGraphInfo model:FuzzPrepare model/quantize:FuzzGraph internal/onnxpb:FuzzFields
+FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model:FuzzTokenizePair model:FuzzGraphInfo model:FuzzPrepare model/quantize:FuzzGraph internal/onnxpb:FuzzFields gateway:FuzzLongestArray
 fuzz-short:
 	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
 	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
@@ -186,4 +187,14 @@ test-faults: assets
 
 test-faults-short: assets
 	$(GO) test -short -count=1 -v -timeout 8m $(FAULTS_FLAGS) ./faults
+
+# make soak: mixed chaos for SOAK (default 20m) on a 3-node cluster with 3
+# workers and a gateway (faults.TestSoak, RELIABILITY.md): worker SIGKILLs,
+# server restarts, gateway kills, hostile jobs and HTTP requests, a bulk
+# backfill filling its lane beside interactive traffic; prints one
+# `soak: …` line. make test runs it for 30 s, make test-faults for 3 min.
+SOAK ?= 20m
+.PHONY: soak
+soak: assets
+	set -o pipefail; RERANK_SOAK=$(SOAK) $(GO) test -count=1 -v -timeout 90m -run '^TestSoak$$' ./faults | grep -E '^(soak|--- |FAIL|ok|PASS)|soak_test'
 # ---- end test-faults ----
