@@ -20,35 +20,44 @@ import (
 // rebinds its own name to 127.0.0.1 still sends that name as Host. The
 // Content-Type check refuses the form and text/plain bodies a page can send
 // without a CORS preflight.
-func (s *Server) admit(r *http.Request) error {
+func (s *Server) admit(r *http.Request) (tenant, error) {
 	if err := s.checkHost(r); err != nil {
-		return err
+		return "", err
 	}
 	if err := checkOrigin(r); err != nil {
-		return err
+		return "", err
 	}
-	if err := s.authorize(r); err != nil {
-		return err
+	t, err := s.authorize(r)
+	if err != nil {
+		return "", err
 	}
 	if r.Method == http.MethodPost {
-		return checkContentType(r)
+		return t, checkContentType(r)
 	}
-	return nil
+	return t, nil
 }
 
-func (s *Server) authorize(r *http.Request) error {
-	if len(s.cfg.Tokens) == 0 {
-		return nil
+// authorize returns the tenant of the request's bearer token (the empty
+// tenant on an open gateway). Every token is compared, in constant time,
+// so the time taken does not tell which one was close.
+func (s *Server) authorize(r *http.Request) (tenant, error) {
+	if len(s.tokens) == 0 {
+		return "", nil
 	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	var who tenant
+	found := false
 	if ok {
-		for _, t := range s.cfg.Tokens {
-			if subtle.ConstantTimeCompare([]byte(tok), []byte(t)) == 1 {
-				return nil
+		for _, t := range s.tokens {
+			if subtle.ConstantTimeCompare([]byte(got), t.secret) == 1 && !found {
+				who, found = t.tenant, true
 			}
 		}
 	}
-	return &apiError{code: codeUnauthorized, message: "missing or unknown bearer token (Authorization: Bearer …)", unread: true}
+	if !found {
+		return "", &apiError{code: codeUnauthorized, message: "missing or unknown bearer token (Authorization: Bearer …)", unread: true}
+	}
+	return who, nil
 }
 
 // checkHost refuses, when the gateway answers loopback names only, a Host

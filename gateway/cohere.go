@@ -97,7 +97,7 @@ type cohereMeta struct {
 
 // cohere serves Cohere's re-rank API, version 1 or 2.
 func (s *Server) cohere(version int) handler {
-	return func(w http.ResponseWriter, r *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request, t tenant) error {
 		var req cohereRequest
 		if err := s.decodeBody(w, r, &req); err != nil {
 			return err
@@ -106,11 +106,11 @@ func (s *Server) cohere(version int) handler {
 		for _, d := range req.Documents {
 			size += len(d.Text)
 		}
-		job, wait, err := s.newJob(r, req.Model, req.Timeout, len(req.Documents), size)
+		job, wait, err := s.newJob(r, t, req.Model, req.Timeout, len(req.Documents), size)
 		if err != nil {
 			return err
 		}
-		id := job.ID
+		id := t.key(job.ID)
 		job.Query, job.ReturnDocuments = req.Query, req.ReturnDocuments
 		if req.TopN != nil {
 			if *req.TopN < 1 {
@@ -130,7 +130,7 @@ func (s *Server) cohere(version int) handler {
 		if req.Priority > 0 {
 			lane = schemas.Bulk
 		}
-		res, err := s.rerank(r.Context(), job, lane, wait)
+		res, err := s.rerank(r.Context(), t, job, lane, wait)
 		if err != nil {
 			return err
 		}

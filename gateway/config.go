@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/rerank/rerank/schemas"
@@ -15,7 +14,9 @@ type Config struct {
 	// DefaultModel serves requests that name no model (and every TEI
 	// request); empty: the only model the workers serve, if there is one.
 	DefaultModel string
-	// Tokens are the accepted bearer tokens; none leaves the gateway open.
+	// Tokens are the accepted bearer tokens, each "TENANT:SECRET" or a
+	// bare SECRET (its own tenant); none leaves the gateway open. Job ids
+	// and Idempotency-Keys are per tenant (tenant.go).
 	Tokens []string
 	// Limits are the job limits; zero fields take schemas' defaults. A
 	// request body may be twice MaxPayloadBytes; its documents are counted
@@ -122,11 +123,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gateway: %s %s is negative", name, d))
 		}
 	}
-	for _, t := range c.Tokens {
-		if strings.TrimSpace(t) == "" || strings.ContainsAny(t, " \t\r\n") {
-			errs = append(errs, errors.New("gateway: a bearer token is empty or contains whitespace"))
-			break
-		}
+	if _, err := parseTokens(c.Tokens); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -11,8 +11,10 @@
 //
 // A gateway is stateless: the job id is the request's Idempotency-Key (or a
 // generated one), published as Nats-Msg-Id, so a retried request is the same
-// job, and a result outlives the request that asked for it. Errors use the
-// codes of schemas (errors.go maps them onto HTTP statuses).
+// job, and a result outlives the request that asked for it. Each bearer
+// token stands for a tenant, and ids are per tenant (tenant.go): a
+// tenant's key k is queued as "<tenant>~k". Errors use the codes of
+// schemas (errors.go maps them onto HTTP statuses).
 //
 // It owns the HTTP server, the wire types of each dialect and their
 // translation to and from schemas.Job and schemas.Result. It declares the

@@ -13,7 +13,7 @@ import (
 // id optional), queued and answered 202 {id} at once. The lane is the
 // body's "lane" ("interactive" or "bulk"); default bulk, for asynchronous
 // bulk work. The result is read with GET /v1/jobs/{id}.
-func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, t tenant) error {
 	raw, err := s.readBody(w, r)
 	if err != nil {
 		return err
@@ -41,12 +41,16 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) error {
 	if job.ReplyTo != "" {
 		return errorf(schemas.CodeInvalidReplyTo, "reply_to is not taken over HTTP: results are stored and read with GET /v1/jobs/{id}")
 	}
-	if job.ID == "" {
-		if job.ID, err = jobID(r); err != nil {
+	key := job.ID
+	if key == "" {
+		if key, err = jobID(r); err != nil {
 			return err
 		}
-	} else if k := r.Header.Get(HeaderIdempotencyKey); k != "" && k != job.ID {
+	} else if k := r.Header.Get(HeaderIdempotencyKey); k != "" && k != key {
 		return errorf(codeBadRequest, "the job id and the "+HeaderIdempotencyKey+" header differ")
+	}
+	if job.ID, err = t.jobID(key); err != nil {
+		return err
 	}
 	if job.Model, err = s.model(r.Context(), job.Model); err != nil {
 		return err
@@ -56,21 +60,25 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p.Cancel() // the result is stored; nobody waits here
-	w.Header().Set(HeaderJobID, job.ID)
-	w.Header().Set("Location", jobPath(job.ID))
-	writeJSON(w, http.StatusAccepted, map[string]string{"id": job.ID, "status": "queued"})
+	w.Header().Set(HeaderJobID, key)
+	w.Header().Set("Location", jobPath(key))
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": key, "status": "queued"})
 	return nil
 }
 
 // getJob serves GET /v1/jobs/{id}: the stored result (200; a job answered
 // with an error is still 200, its "error" set), 202 while the job waits,
 // 410 when it was accepted but its result is no longer stored, or 404.
-func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request, t tenant) error {
 	id := r.PathValue("id")
 	if err := schemas.CheckID(id); err != nil {
 		return err
 	}
-	res, pending, err := s.q.Lookup(r.Context(), id)
+	jid, err := t.jobID(id)
+	if err != nil {
+		return err
+	}
+	res, pending, err := s.q.Lookup(r.Context(), jid)
 	w.Header().Set(HeaderJobID, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -86,12 +94,13 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
 	case res == nil:
 		return &apiError{code: codeNotFound, message: "no job " + id, jobID: id}
 	}
+	res.ID = id // the tenant's name for it
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 
 // listModels serves GET /v1/models.
-func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ tenant) error {
 	ms, err := s.modelList(r.Context())
 	if err != nil {
 		return err

@@ -68,6 +68,7 @@ type Server struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	models *modelCache
+	tokens []token // parsed Config.Tokens
 }
 
 // New returns a server over q; obs and log may be nil.
@@ -79,7 +80,8 @@ func New(cfg Config, q Queue, obs Observer, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, q: q, obs: obs, log: log, mux: http.NewServeMux(),
+	tokens, _ := parseTokens(cfg.Tokens) // checked by Validate
+	s := &Server{cfg: cfg, q: q, obs: obs, log: log, mux: http.NewServeMux(), tokens: tokens,
 		models: &modelCache{q: q, ttl: cfg.ModelsTTL, maxStale: cfg.ModelsMaxStale, errTTL: cfg.ModelsErrorTTL}}
 	s.route("POST /v1/rerank", "cohere_v1", dialectCohere, s.cohere(1))
 	s.route("POST /v2/rerank", "cohere_v2", dialectCohere, s.cohere(2))
@@ -140,9 +142,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// handler serves one endpoint. It writes its success itself and returns
-// any failure, which route answers.
-type handler func(w http.ResponseWriter, r *http.Request) error
+// handler serves one endpoint for tenant t. It writes its success itself
+// and returns any failure, which route answers.
+type handler func(w http.ResponseWriter, r *http.Request, t tenant) error
 
 // route serves one endpoint: it names the request (X-Request-Id), admits
 // it, runs h, answers its failure (the one place failures are answered) and
@@ -153,9 +155,9 @@ func (s *Server) route(pattern, endpoint string, d dialect, h handler) {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		rid := newRequestID()
 		sw.Header().Set(HeaderRequestID, rid)
-		err := s.admit(r)
+		t, err := s.admit(r)
 		if err == nil {
-			err = h(sw, r)
+			err = h(sw, r, t)
 		}
 		if err != nil {
 			writeError(sw, d, s.failure(r, endpoint, rid, err))
@@ -248,7 +250,7 @@ func (s *Server) timeout(r *http.Request, bodySeconds float64) (time.Duration, e
 // before the candidates are copied). textBytes is the length of the query
 // and the texts: the job could not be smaller, so over the payload limit
 // it could not be published.
-func (s *Server) newJob(r *http.Request, model string, timeout float64, candidates, textBytes int) (*schemas.Job, time.Duration, error) {
+func (s *Server) newJob(r *http.Request, t tenant, model string, timeout float64, candidates, textBytes int) (*schemas.Job, time.Duration, error) {
 	if max := s.cfg.Limits.MaxCandidates; candidates > max {
 		return nil, 0, schemas.Errorf(schemas.CodeTooManyCandidates, "%d documents, limit %d", candidates, max)
 	}
@@ -259,7 +261,11 @@ func (s *Server) newJob(r *http.Request, model string, timeout float64, candidat
 	if err != nil {
 		return nil, 0, err
 	}
-	id, err := jobID(r)
+	key, err := jobID(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	id, err := t.jobID(key)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -301,7 +307,8 @@ func jobPath(id string) string { return "/v1/jobs/" + url.PathEscape(id) }
 // rerank submits job and waits for its result up to wait. A job the
 // worker answered with an error comes back as that error; a wait that ends
 // first is a timeout naming the job, which stays queued.
-func (s *Server) rerank(ctx context.Context, job *schemas.Job, lane schemas.Lane, wait time.Duration) (*schemas.Result, error) {
+func (s *Server) rerank(ctx context.Context, t tenant, job *schemas.Job, lane schemas.Lane, wait time.Duration) (*schemas.Result, error) {
+	key := t.key(job.ID)
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	p, err := s.q.Submit(wctx, job, lane) // an unanswered publish is the Queue's ErrUnavailable
@@ -311,13 +318,13 @@ func (s *Server) rerank(ctx context.Context, job *schemas.Job, lane schemas.Lane
 	res, err := p.Result(wctx)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			return nil, &apiError{code: codeTimeout, jobID: job.ID,
-				message: fmt.Sprintf("no result within %s; the job stays queued: GET %s", wait, jobPath(job.ID))}
+			return nil, &apiError{code: codeTimeout, jobID: key,
+				message: fmt.Sprintf("no result within %s; the job stays queued: GET %s, or send the request again with the same %s", wait, jobPath(key), HeaderIdempotencyKey)}
 		}
 		return nil, err
 	}
 	if res.Error != nil {
-		return nil, &apiError{code: res.Error.Code, message: res.Error.Message, jobID: job.ID}
+		return nil, &apiError{code: res.Error.Code, message: res.Error.Message, jobID: key}
 	}
 	return res, nil
 }

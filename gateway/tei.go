@@ -29,7 +29,7 @@ type teiResult struct {
 	Text  *string `json:"text,omitempty"`
 }
 
-func (s *Server) tei(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) tei(w http.ResponseWriter, r *http.Request, tn tenant) error {
 	var req teiRequest
 	if err := s.decodeBody(w, r, &req); err != nil {
 		return err
@@ -47,17 +47,17 @@ func (s *Server) tei(w http.ResponseWriter, r *http.Request) error {
 	for _, t := range req.Texts {
 		size += len(t)
 	}
-	job, wait, err := s.newJob(r, req.Model, req.Timeout, len(req.Texts), size)
+	job, wait, err := s.newJob(r, tn, req.Model, req.Timeout, len(req.Texts), size)
 	if err != nil {
 		return err
 	}
-	id := job.ID
+	id := tn.key(job.ID)
 	job.Query, job.ReturnDocuments = req.Query, req.ReturnText
 	job.Candidates = make([]schemas.Candidate, len(req.Texts))
 	for i, t := range req.Texts {
 		job.Candidates[i] = schemas.Candidate{ID: strconv.Itoa(i), Text: t}
 	}
-	res, err := s.rerank(r.Context(), job, schemas.Interactive, wait)
+	res, err := s.rerank(r.Context(), tn, job, schemas.Interactive, wait)
 	if err != nil {
 		return err
 	}

@@ -31,8 +31,8 @@ type gatewayFlags struct {
 
 func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.model, "gateway-model", "", "model of HTTP requests that name none, and of TEI's /rerank (empty: the only model served)")
-	fs.StringVar(&g.tokens, "gateway-tokens", "", "bearer tokens the HTTP gateway accepts, comma-separated (secret; prefer RERANK_GATEWAY_TOKENS or --gateway-tokens-file; none: open)")
-	fs.StringVar(&g.tokensFile, "gateway-tokens-file", "", "file of bearer tokens, one per line (# comments)")
+	fs.StringVar(&g.tokens, "gateway-tokens", "", "bearer tokens the HTTP gateway accepts, comma-separated, each NAME:TOKEN (a tenant: its job ids are its own) or a bare TOKEN (a tenant of its own) (secret; prefer RERANK_GATEWAY_TOKENS or --gateway-tokens-file; none: open)")
+	fs.StringVar(&g.tokensFile, "gateway-tokens-file", "", "file of bearer tokens, one per line, NAME:TOKEN or TOKEN (# comments)")
 	fs.DurationVar(&g.timeout, "gateway-timeout", gateway.DefaultTimeout, "default wait for a result of a synchronous HTTP request")
 	fs.DurationVar(&g.maxTimeout, "gateway-max-timeout", gateway.DefaultMaxTimeout, "longest wait a request may ask for (timeout field or X-Request-Timeout)")
 	fs.DurationVar(&g.readTimeout, "gateway-read-timeout", gateway.DefaultReadTimeout, "longest time to read an HTTP request, headers and body (not the wait for its result); a client that stalls is answered 408 and disconnected")

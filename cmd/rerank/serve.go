@@ -358,9 +358,6 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		defer ms.Close()
 		log.Info("serving metrics", "addr", ms.Addr(), "paths", "/metrics /healthz /readyz")
 	}
-	if nf.url == "" {
-		fmt.Fprintf(stdout, "rerank is serving %s on %s — in another terminal: rerank submit examples/job.json\n", strings.Join(names, ", "), url)
-	}
 	gwAddr := *httpAddr
 	if gwAddr == "auto" {
 		gwAddr = ""
@@ -368,6 +365,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			gwAddr = gateway.DefaultAddr
 		}
 	}
+	var httpHint string
 	if gwAddr != "" {
 		gcfg, err := gf.config(wcfg.Limits)
 		if err != nil {
@@ -402,9 +400,13 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		go func() { gwDone <- gw.Serve(gctx, ln) }() // owned here: stopped and awaited below
 		defer func() { stopGW(); <-gwDone }()
 		log.Info("HTTP gateway started", "addr", ln.Addr().String(), "auth", len(gcfg.Tokens) > 0)
-		if nf.url == "" {
-			fmt.Fprintf(stdout, "HTTP: curl -s %s/v1/rerank --json '{\"query\":\"q\",\"documents\":[\"a\",\"b\"]}'\n", "http://"+ln.Addr().String())
-		}
+		httpHint = fmt.Sprintf("HTTP: curl -s %s/v1/rerank --json '{\"query\":\"q\",\"documents\":[\"a\",\"b\"]}'\n", "http://"+ln.Addr().String())
+	}
+	// The banner comes once everything listens: a user (or a test) that
+	// acts on it finds NATS and the gateway ready.
+	if nf.url == "" {
+		fmt.Fprintf(stdout, "rerank is serving %s on %s — in another terminal: rerank submit examples/job.json\n", strings.Join(names, ", "), url)
+		fmt.Fprint(stdout, httpHint)
 	}
 	if err := w.Run(ctx); err != nil {
 		return err

@@ -1,0 +1,55 @@
+package gateway_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/rerank/rerank/gateway"
+)
+
+func TestTokensConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tokens []string
+		ok     bool
+	}{
+		{"bare", []string{"s3cret"}, true},
+		{"named", []string{"acme:s3cret", "globex:other"}, true},
+		{"rotation: two tokens, one tenant", []string{"acme:old", "acme:new"}, true},
+		{"secret with a colon", []string{"acme:a:b"}, true},
+		{"empty", []string{""}, false},
+		{"whitespace", []string{"a b"}, false},
+		{"tenant name with a dot", []string{"ac.me:x"}, false},
+		{"tenant name with the separator", []string{"ac~me:x"}, false},
+		{"tenant name too long", []string{strings.Repeat("a", 65) + ":x"}, false},
+		{"empty secret", []string{"acme:"}, false},
+		{"one secret, two tenants", []string{"acme:x", "globex:x"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := gateway.New(gateway.Config{Tokens: tc.tokens}, &fakeQueue{}, nil, nil)
+			if (err == nil) != tc.ok {
+				t.Fatalf("tokens %q: error %v, want ok=%v", tc.tokens, err, tc.ok)
+			}
+		})
+	}
+}
+
+// A tenant's job goes on the queue as "<tenant>~<key>", and is answered
+// under its key; a key too long to fit beside the tenant's name is refused.
+func TestTenantJobIDs(t *testing.T) {
+	q := &fakeQueue{models: []string{"m"}}
+	ts, _ := newServer(t, q, gateway.Config{Tokens: []string{"acme:tok"}})
+	code, hdr, body := post(t, ts.URL+"/v1/rerank", `{"query":"q","documents":["a","bb"]}`,
+		"Authorization", "Bearer tok", "Idempotency-Key", "k1")
+	if code != 200 || hdr.Get(gateway.HeaderJobID) != "k1" || !strings.Contains(body, `"id":"k1"`) {
+		t.Fatalf("%d %v %s", code, hdr, body)
+	}
+	if got := q.jobs[0].ID; got != "acme~k1" {
+		t.Fatalf("queued as %q, want acme~k1", got)
+	}
+	code, _, body = post(t, ts.URL+"/v1/rerank", `{"query":"q","documents":["a"]}`,
+		"Authorization", "Bearer tok", "Idempotency-Key", strings.Repeat("k", 252))
+	if code != 400 || !strings.Contains(body, "invalid_id") {
+		t.Fatalf("a key too long for the tenant: %d %s", code, body)
+	}
+}
