@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,13 +114,18 @@ func (e *authEnv) conn(t *testing.T, u nkeyUser) (*nats.Conn, *errLog) {
 	t.Helper()
 	log := &errLog{}
 	nc, err := nats.Connect(e.url, nats.Nkey(u.pub, u.kp.Sign), nats.RootCAs(e.pki.ca),
-		nats.ClientCert(e.clientCert, e.clientKey), nats.ErrorHandler(log.handler), nats.Name("faults-"+u.name))
+		nats.ClientCert(e.clientCert, e.clientKey), nats.ErrorHandler(log.handler), nats.Name("faults-"+u.name),
+		nats.CustomInboxPrefix(inboxOf(u.name)))
 	if err != nil {
 		t.Fatalf("connecting as %s: %v", u.name, err)
 	}
 	t.Cleanup(nc.Close)
 	return nc, log
 }
+
+// inboxOf is the private inbox prefix deploy/nats/accounts.conf grants
+// user name.
+func inboxOf(name string) string { return "_INBOX_" + name }
 
 // say prints a line for the report and the test log.
 func say(t *testing.T, format string, a ...any) {
@@ -151,7 +157,8 @@ func TestAuthTLSNKeys(t *testing.T) {
 	bin, tiny, _ := assets(t)
 	e := startAuthServer(t)
 	tlsFlags := func(u nkeyUser, cert, key string) []string {
-		return []string{"--nats-nkey", u.seedFile, "--tls-ca", e.pki.ca, "--tls-cert", cert, "--tls-key", key}
+		return []string{"--nats-nkey", u.seedFile, "--tls-ca", e.pki.ca, "--tls-cert", cert, "--tls-key", key,
+			"--nats-inbox-prefix", inboxOf(u.name)}
 	}
 
 	// Refused at the door.
@@ -403,7 +410,7 @@ func TestAuthCreds(t *testing.T) {
 	} else {
 		say(t, "auth: refused (operator mode, no creds): %v", err)
 	}
-	opsNC, err := nats.Connect(url, nats.UserCredentials(opsCreds))
+	opsNC, err := nats.Connect(url, nats.UserCredentials(opsCreds), nats.CustomInboxPrefix(inboxOf("ops")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,11 +421,12 @@ func TestAuthCreds(t *testing.T) {
 	if err := worker.Provision(ctx, opsJS, []string{"demo"}, worker.Config{}); err != nil {
 		t.Fatalf("ops provisioning: %v", err)
 	}
-	startWorker(t, "w1", url, tiny, "--nats-creds", workerCreds, "--provision=false")
+	startWorker(t, "w1", url, tiny, "--nats-creds", workerCreds, "--provision=false", "--nats-inbox-prefix", inboxOf("worker"))
 
 	job := &schemas.Job{ID: "search-creds-1", Query: "q", ReplyTo: "rerank.results.search.search-creds-1",
 		Candidates: []schemas.Candidate{{ID: "a", Text: "first passage"}, {ID: "b", Text: "second passage"}}}
-	out, err := exec.Command(bin, "submit", "--nats-url", url, "--nats-creds", searchCreds, "--json", "--timeout", "60s", writeJob(t, job)).CombinedOutput()
+	out, err := exec.Command(bin, "submit", "--nats-url", url, "--nats-creds", searchCreds, "--nats-inbox-prefix", inboxOf("search"),
+		"--json", "--timeout", "60s", writeJob(t, job)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("rerank submit --nats-creds: %v\n%s", err, out)
 	}
@@ -429,7 +437,7 @@ func TestAuthCreds(t *testing.T) {
 	say(t, "auth: allowed: `rerank serve --nats-creds worker.creds` + `rerank submit --nats-creds search.creds` got %d results for %s", len(res.Results), res.ID)
 
 	log := &errLog{}
-	nc, err := nats.Connect(url, nats.UserCredentials(searchCreds), nats.ErrorHandler(log.handler))
+	nc, err := nats.Connect(url, nats.UserCredentials(searchCreds), nats.ErrorHandler(log.handler), nats.CustomInboxPrefix(inboxOf("search")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,4 +481,69 @@ func confPermissions(t *testing.T) map[string]*server.Permissions {
 		t.Fatalf("%s: found users %v, want ops, worker, search, ads", accountsConf, out)
 	}
 	return out
+}
+
+// TestClientsCannotReadEachOthersJobsInFlight: under the shipped
+// deploy/nats/accounts.conf, while "search" submits jobs, client "ads",
+// using everything its permissions allow — wildcard subscriptions on every
+// subject it may subscribe to, and the ones it may not — receives none of
+// search's jobs, results or acknowledgements. (Before private inboxes,
+// "_INBOX.>" delivered every job the worker pulled, in clear.)
+func TestClientsCannotReadEachOthersJobsInFlight(t *testing.T) {
+	defer dumpLogs(t)
+	_, tiny, _ := assets(t)
+	e := startAuthServer(t)
+	opsNC, _ := e.conn(t, e.ops)
+	opsJS, _ := jetstream.New(opsNC)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := worker.Provision(ctx, opsJS, []string{"demo"}, worker.Config{}); err != nil {
+		t.Fatalf("ops provisioning: %v", err)
+	}
+	startWorker(t, "w1", e.url, tiny, "--nats-nkey", e.worker.seedFile, "--tls-ca", e.pki.ca, "--tls-cert", e.workerCert,
+		"--tls-key", e.workerKey, "--provision=false", "--nats-inbox-prefix", inboxOf("worker"))
+
+	adsNC, adsErrs := e.conn(t, e.ads)
+	var seen atomic.Int64
+	var leaked sync.Map
+	spy := func(m *nats.Msg) {
+		if strings.Contains(string(m.Data), "search-secret") {
+			seen.Add(1)
+			leaked.Store(m.Subject, true)
+		}
+	}
+	allowed := []string{"rerank.results.ads.>", inboxOf("ads") + ".>"}
+	refused := []string{"_INBOX.>", inboxOf("search") + ".>", inboxOf("worker") + ".>", ">", "rerank.>", "rerank.results.search.>", "$JS.>"}
+	for _, subj := range append(allowed, refused...) {
+		if _, err := adsNC.Subscribe(subj, spy); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adsNC.Flush()
+	for _, subj := range refused {
+		if got := adsErrs.find(`Permissions Violation for Subscription to "` + subj + `"`); got == "" {
+			t.Errorf("ads may subscribe to %s", subj)
+		}
+	}
+
+	searchNC, _ := e.conn(t, e.search)
+	search, err := client.New(searchNC, client.Options{Model: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		j := &schemas.Job{ID: fmt.Sprintf("search-%d", i), Query: "search-secret query", ReplyTo: fmt.Sprintf("rerank.results.search.search-%d", i),
+			Candidates: []schemas.Candidate{{ID: "a", Text: "search-secret document one"}, {ID: "b", Text: "search-secret document two"}}}
+		j.ReturnDocuments = true
+		if res, err := search.Submit(ctx, j); err != nil || res.Error != nil || len(res.Results) != 2 {
+			t.Fatalf("search job %d: %v %+v", i, err, res)
+		}
+	}
+	adsNC.Flush()
+	if n := seen.Load(); n != 0 {
+		var subjects []string
+		leaked.Range(func(k, _ any) bool { subjects = append(subjects, k.(string)); return true })
+		t.Fatalf("ads received %d messages carrying search's jobs or results, on %v", n, subjects)
+	}
+	say(t, "auth: ads subscribed to %d subjects (%d refused) while search ran 10 jobs: received none of them", len(allowed)+len(refused), len(refused))
 }

@@ -27,7 +27,7 @@ import (
 
 // natsFlags are the connection flags shared by serve and submit.
 type natsFlags struct {
-	url, creds, nkey, tlsCA, tlsCert, tlsKey string
+	url, creds, nkey, tlsCA, tlsCert, tlsKey, inbox string
 }
 
 func (n *natsFlags) register(fsDefaultURL string, add func(p *string, name, value, usage string)) {
@@ -37,6 +37,7 @@ func (n *natsFlags) register(fsDefaultURL string, add func(p *string, name, valu
 	add(&n.tlsCA, "tls-ca", "", "CA certificate file to verify the NATS server")
 	add(&n.tlsCert, "tls-cert", "", "client certificate file for TLS")
 	add(&n.tlsKey, "tls-key", "", "client key file for TLS")
+	add(&n.inbox, "nats-inbox-prefix", "", "prefix of this process's reply subjects (JetStream API answers, pulled jobs), e.g. _INBOX_search: grant each NATS user only its own (deploy/nats/accounts.conf) so that nobody reads another's jobs in flight (empty: NATS's _INBOX)")
 }
 
 func (n *natsFlags) options(name string, log *slog.Logger) ([]nats.Option, error) {
@@ -54,6 +55,12 @@ func (n *natsFlags) options(name string, log *slog.Logger) ([]nats.Option, error
 			log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted())
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { log.Info("NATS connection closed") }),
+	}
+	if n.inbox != "" {
+		if strings.ContainsAny(n.inbox, "*> \t\r\n") || strings.HasSuffix(n.inbox, ".") || strings.HasPrefix(n.inbox, ".") || strings.Contains(n.inbox, "..") {
+			return nil, fmt.Errorf("--nats-inbox-prefix %q: a subject without wildcards, spaces or empty tokens", n.inbox)
+		}
+		opts = append(opts, nats.CustomInboxPrefix(n.inbox))
 	}
 	if n.creds != "" {
 		opts = append(opts, nats.UserCredentials(n.creds))
