@@ -7,11 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/rerank/rerank/client"
-	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/worker"
@@ -106,17 +102,7 @@ func TestFullJobStreamPushesBack(t *testing.T) {
 // and model m2's lanes open, in RERANK_JOBS and in a partition.
 func TestFullBulkLaneRefusesOnlyItself(t *testing.T) {
 	cfg := worker.Config{Provision: true, FetchWait: 200 * time.Millisecond, WorkerID: "w", JobsMaxMsgs: 3, Partitions: 2}
-	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Stop)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	_, nc, js := startNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := worker.Provision(ctx, js, []string{"m", "m2"}, cfg); err != nil {

@@ -54,8 +54,8 @@ func setup(t *testing.T, noWorker bool) *env {
 	return setupWith(t, worker.Config{Provision: true, FetchWait: 200 * time.Millisecond, WorkerID: "w"}, noWorker)
 }
 
-// setupWith is setup with the worker configuration (and stream limits) cfg.
-func setupWith(t *testing.T, cfg worker.Config, noWorker bool) *env {
+// startNATS starts an in-process JetStream server and connects to it.
+func startNATS(t *testing.T) (*natsembed.Server, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()})
 	if err != nil {
@@ -68,6 +68,13 @@ func setupWith(t *testing.T, cfg worker.Config, noWorker bool) *env {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
+	return ns, nc, js
+}
+
+// setupWith is setup with the worker configuration (and stream limits) cfg.
+func setupWith(t *testing.T, cfg worker.Config, noWorker bool) *env {
+	t.Helper()
+	ns, nc, js := startNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := worker.Provision(ctx, js, []string{"m"}, cfg); err != nil {

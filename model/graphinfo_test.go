@@ -7,25 +7,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rerank/rerank/internal/onnxpb"
+	"github.com/rerank/rerank/internal/testenv"
 	"github.com/rerank/rerank/model/testmodel"
 )
-
-// allocated is the number of bytes f allocates on the heap.
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
 
 // onnxModel is a ModelProto (IR version 8) holding graph.
 func onnxModel(graph []byte) []byte {
@@ -101,7 +91,7 @@ func TestReadGraphInfoAllocationIsBounded(t *testing.T) {
 			data := onnxModel(graph)
 			path := writeModel(t, data)
 			var err error
-			got := allocated(func() { _, err = readGraphInfo(path) })
+			got := testenv.Allocated(func() { _, err = readGraphInfo(path) })
 			if err != nil && !errors.Is(err, onnxpb.ErrLimit) {
 				t.Errorf("err = %v, want nil or %v", err, onnxpb.ErrLimit)
 			}

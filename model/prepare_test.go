@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/rerank/rerank/internal/onnxpb"
+	"github.com/rerank/rerank/internal/testenv"
 	"github.com/rerank/rerank/model/testmodel"
 )
 
@@ -273,7 +274,7 @@ func TestPrepareGraphAllocationIsBounded(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			data := onnxModel(graph)
 			var err error
-			got := allocated(func() { _, _, err = prepareGraph("model.onnx", data, true, true) })
+			got := testenv.Allocated(func() { _, _, err = prepareGraph("model.onnx", data, true, true) })
 			t.Logf("%d bytes allocated for %d (err %v)", got, len(data), err)
 			if limit := uint64(6*len(data) + 64<<10); got > limit {
 				t.Fatalf("preparing %d bytes allocated %d bytes (err %v), want at most %d", len(data), got, err, limit)

@@ -3,10 +3,10 @@ package schemas_test
 import (
 	"bytes"
 	"errors"
-	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/rerank/rerank/internal/testenv"
 	"github.com/rerank/rerank/schemas"
 )
 
@@ -75,16 +75,6 @@ func emptyCandidates(n int, f schemas.Format) []byte {
 	return b.Bytes()
 }
 
-// allocated is how many bytes f allocates.
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 // A hostile job costs little beyond its own bytes: the candidate count is
 // checked before the candidates are allocated, in msgpack and in JSON.
 func TestHostileJobIsRefusedBeforeAllocation(t *testing.T) {
@@ -106,7 +96,7 @@ func TestHostileJobIsRefusedBeforeAllocation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
-			n := allocated(func() { _, err = schemas.DecodeJob(tc.data, tc.f, schemas.Limits{}) })
+			n := testenv.Allocated(func() { _, err = schemas.DecodeJob(tc.data, tc.f, schemas.Limits{}) })
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}

@@ -3,7 +3,6 @@ package onnxpb_test
 import (
 	"bytes"
 	"errors"
-	"runtime"
 	"slices"
 	"testing"
 	"unsafe"
@@ -11,17 +10,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rerank/rerank/internal/onnxpb"
+	"github.com/rerank/rerank/internal/testenv"
 )
-
-// allocated is the number of bytes f allocates on the heap.
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
 
 // TestFieldsAllocationIsBoundedByInputSize: a crafted message of 2-byte
 // fields costs Fields at most 4 bytes per input byte (plus a few KiB),
@@ -30,7 +20,7 @@ func TestFieldsAllocationIsBoundedByInputSize(t *testing.T) {
 	const n = 1 << 20
 	crafted := bytes.Repeat(onnxpb.AppendVarint(nil, 1, 0), n/2)
 	var err error
-	got := allocated(func() { _, err = onnxpb.Fields(crafted) })
+	got := testenv.Allocated(func() { _, err = onnxpb.Fields(crafted) })
 	if limit := uint64(4*n + 16<<10); got > limit {
 		t.Fatalf("Fields of %d bytes allocated %d bytes, want at most %d", n, got, limit)
 	}
@@ -65,7 +55,7 @@ func TestFieldsLimit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var fs []onnxpb.Field
 			var err error
-			got := allocated(func() { fs, err = onnxpb.Fields(tc.in) })
+			got := testenv.Allocated(func() { fs, err = onnxpb.Fields(tc.in) })
 			if !errors.Is(err, tc.want) || tc.want != nil && err == nil || len(fs) != tc.fields {
 				t.Fatalf("Fields = %d fields, %v; want %d, %v", len(fs), err, tc.fields, tc.want)
 			}
@@ -180,7 +170,7 @@ func TestParseNodeAllocationIsBounded(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			var err error
-			got := allocated(func() { _, err = onnxpb.ParseNode(node) })
+			got := testenv.Allocated(func() { _, err = onnxpb.ParseNode(node) })
 			if limit := uint64(5*len(node) + 16<<10); got > limit {
 				t.Fatalf("ParseNode of %d bytes allocated %d (err %v), want at most %d", len(node), got, err, limit)
 			}

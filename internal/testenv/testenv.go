@@ -1,6 +1,7 @@
 // Package testenv locates the native library and files that tests need
 // (ONNX Runtime, the BERT tokenizer.json) and fails the test, never skips it,
-// when they are missing: `make test` installs them first.
+// when they are missing: `make test` installs them first. Allocated
+// measures what the tests of hostile input bound.
 //
 // It may import only the standard library.
 package testenv
