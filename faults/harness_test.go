@@ -259,6 +259,18 @@ func mustWait(t testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 // streamState returns a stream's message count (-1 when unavailable).
+// waitJetStream waits up to a minute for JetStream to answer (a fresh
+// cluster elects its meta leader first).
+func waitJetStream(t testing.TB, js jetstream.JetStream) {
+	t.Helper()
+	mustWait(t, 60*time.Second, "JetStream cluster ready", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err == nil
+	})
+}
+
 func streamMsgs(js jetstream.JetStream, name string) int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

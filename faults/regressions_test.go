@@ -93,12 +93,7 @@ func TestConcurrentProvisioningOnFreshCluster(t *testing.T) {
 	wg.Wait()
 	url := strings.Join(urls, ",")
 	_, js := connect(t, url)
-	mustWait(t, 60*time.Second, "JetStream cluster ready", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := js.AccountInfo(ctx)
-		return err == nil
-	})
+	waitJetStream(t, js)
 	// Two workers, each on its own node, provisioning at once.
 	procs := make([]*proc, 2)
 	errs := make([]error, 2)

@@ -288,12 +288,7 @@ func leaderLoss(t *testing.T, name string, c cluster) {
 	rng := rand.New(rand.NewPCG(seed(t), 1))
 	url := c.url()
 	_, js := connect(t, url)
-	mustWait(t, 60*time.Second, "JetStream cluster ready", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := js.AccountInfo(ctx)
-		return err == nil
-	})
+	waitJetStream(t, js)
 	// Provision the R3 streams here, once, before the workers start, as ops
 	// would (TestConcurrentProvisioningOnFreshCluster covers workers doing it).
 	for _, sc := range worker.StreamConfigs(3) {

@@ -154,12 +154,7 @@ func TestSoak(t *testing.T) {
 	c := newProcessCluster(t)
 	url := c.url()
 	nc, js := connect(t, url)
-	mustWait(t, 60*time.Second, "JetStream cluster ready", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := js.AccountInfo(ctx)
-		return err == nil
-	})
+	waitJetStream(t, js)
 	const laneLimit = 150
 	wcfg := worker.Config{Replicas: 3, JobsMaxMsgs: laneLimit}
 	mustWait(t, 60*time.Second, "streams provisioned", func() bool {
