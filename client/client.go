@@ -2,6 +2,9 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -27,6 +30,10 @@ var (
 	// Split the candidates over several jobs.
 	ErrPayloadTooLarge = errors.New("job exceeds the server's max payload")
 	ErrNoModel         = errors.New("no model: set Job.Model or Options.Model")
+	// ErrIDConflict: with Options.Track, the job id names a job already
+	// accepted with other content (another query, candidates or options):
+	// nothing was published. An id is one job; use a new one.
+	ErrIDConflict = errors.New("job id already used for another job")
 	// ErrQueueFull: the job stream is at its limit (max_bytes or max_msgs,
 	// discard new) and refused the job, which was not queued. The error
 	// also matches the coded schemas.CodeQueueFull. Retry after a while.
@@ -155,6 +162,10 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 		// the job is gone, answered and its result dropped (the results
 		// stream at its byte limit): then it is queued again.
 		if rec, err := c.accepted(ctx, job.ID); err == nil && rec.Seq != 0 && c.live(ctx, rec, p.subject) {
+			if rec.Digest != "" && rec.Digest != jobDigest(job) {
+				p.sub.Unsubscribe()
+				return nil, fmt.Errorf("submitting job %s: %w", job.ID, ErrIDConflict)
+			}
 			p.dup, p.stream, p.seq = true, rec.Stream, rec.Seq
 			return p, nil
 		}
@@ -177,13 +188,24 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 	}
 	p.dup, p.stream, p.seq = ack.Duplicate, ack.Stream, ack.Sequence
 	if c.opts.Track {
-		if err := c.markAccepted(ctx, job.ID, acceptedRecord{Stream: ack.Stream, Seq: ack.Sequence}); err != nil {
+		if err := c.markAccepted(ctx, job.ID, acceptedRecord{Stream: ack.Stream, Seq: ack.Sequence, Digest: jobDigest(job)}); err != nil {
 			// The job is queued: it will be answered; only its pending
 			// state is not recorded.
 			c.trackErrors.Add(1)
 		}
 	}
 	return p, nil
+}
+
+// jobDigest identifies a job's content (its JSON form, whose map keys are
+// sorted): a tracked id resubmitted with another digest is a conflict.
+func jobDigest(job *schemas.Job) string {
+	b, err := json.Marshal(job)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 // live reports whether the job message rec can still be answered or has

@@ -32,6 +32,12 @@ func shortDedupWindow(t *testing.T, e *env) {
 	}
 }
 
+// pastDedupWindow waits until the shortened window has passed: the server
+// forgets a message id on a timer of the window's period, so an id may be
+// remembered for twice the window; a second is ten times that. (A wait on
+// the server's clock, not for an event the test could observe.)
+func pastDedupWindow() { time.Sleep(time.Second) }
+
 // storeOldResult stores, under job's id, the answer to another job message
 // (the id's use before the dedup window ended).
 func storeOldResult(t *testing.T, e *env, job *schemas.Job) {
@@ -99,7 +105,7 @@ func TestTrackedIDIsOneJobPastTheDedupWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // past the shortened window (server time, not a wait for an event)
+	pastDedupWindow()
 	again, err := tracked.Submit(ctx, job("idem", "a", "bb"))
 	if err != nil || !again.Answers(first.JobStream, first.JobSeq) {
 		t.Fatalf("tracked resubmission: %+v, %v; want the first job's result", again, err)
@@ -130,6 +136,19 @@ func TestTrackedIDWhoseResultWasDroppedIsQueuedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The worker acks after storing the result: wait for the ack to take
+	// the job out of the work queue (hours before a result is dropped).
+	jobs, err := e.js.Stream(ctx, schemas.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if info, err := jobs.Info(ctx); err == nil && info.State.Msgs == 0 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the job was not acknowledged: %v %+v", err, info)
+		}
+	}
 	s, err := e.js.Stream(ctx, schemas.ResultsStream)
 	if err != nil {
 		t.Fatal(err)
@@ -137,9 +156,31 @@ func TestTrackedIDWhoseResultWasDroppedIsQueuedAgain(t *testing.T) {
 	if err := s.Purge(ctx, jetstream.WithPurgeSubject(schemas.ResultSubject("dropped"))); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // past the shortened window (server time, not a wait for an event)
+	pastDedupWindow()
 	again, err := tracked.Submit(ctx, job("dropped", "a", "bb"))
 	if err != nil || again.Answers(first.JobStream, first.JobSeq) || len(again.Results) != 2 {
 		t.Fatalf("resubmission after the result was dropped: %+v, %v; want a new job's answer", again, err)
+	}
+}
+
+// With Track, an id is one job: the same id with other content is refused
+// (ErrIDConflict) and nothing is published, instead of answering the other
+// job's result.
+func TestTrackedIDWithOtherContentIsAConflict(t *testing.T) {
+	e := setup(t, false)
+	tracked, _ := client.New(e.nc, client.Options{Model: "m", Track: true})
+	if err := tracked.ProvisionTracking(context.Background(), 1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := tracked.Submit(ctx, job("once", "a", "bb")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := tracked.Submit(ctx, job("once", "a", "bb", "ccc")); !errors.Is(err, client.ErrIDConflict) {
+		t.Fatalf("the id with other candidates: %+v, %v; want ErrIDConflict", res, err)
+	}
+	if res, err := tracked.Submit(ctx, job("once", "a", "bb")); err != nil || len(res.Results) != 2 {
+		t.Fatalf("the same job again: %+v, %v", res, err)
 	}
 }

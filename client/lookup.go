@@ -127,6 +127,7 @@ func acceptedKey(id string) string { return base64.RawURLEncoding.EncodeToString
 type acceptedRecord struct {
 	Stream string    `json:"stream"`
 	Seq    uint64    `json:"seq"`
+	Digest string    `json:"digest,omitempty"` // jobDigest of what was published
 	At     time.Time `json:"at"`
 }
 

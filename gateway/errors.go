@@ -19,6 +19,10 @@ var (
 	// ErrGone: the job was accepted but its result is no longer stored,
 	// or it has waited longer than results are kept (410).
 	ErrGone = errors.New("job result expired")
+	// ErrConflict: the job id (Idempotency-Key) names a job that was
+	// submitted with other content (409): a key is one request, not a
+	// name to reuse.
+	ErrConflict = errors.New("job id reused with other content")
 )
 
 // Codes of the gateway's own errors, beside those of schemas.
@@ -28,6 +32,7 @@ const (
 	codeUnavailable      schemas.Code = "unavailable"
 	codeNotFound         schemas.Code = "not_found"
 	codeGone             schemas.Code = "gone"
+	codeConflict         schemas.Code = "conflict"
 	codeBadRequest       schemas.Code = "bad_request"
 	codeNoModel          schemas.Code = "no_model"
 	codeRequestTimeout   schemas.Code = "request_timeout"
@@ -51,6 +56,7 @@ var httpStatus = map[schemas.Code]int{
 	schemas.CodeUnknownModel:    http.StatusNotFound,
 	codeRequestTimeout:          http.StatusRequestTimeout,
 	codeGone:                    http.StatusGone,
+	codeConflict:                http.StatusConflict,
 	schemas.CodePayloadTooLarge: http.StatusRequestEntityTooLarge,
 	codeUnsupportedMedia:        http.StatusUnsupportedMediaType,
 	codeMisdirected:             http.StatusMisdirectedRequest,
@@ -108,6 +114,8 @@ func asAPIError(err error) *apiError {
 		return errorf(codeNotFound, err.Error())
 	case errors.Is(err, ErrGone):
 		return errorf(codeGone, err.Error())
+	case errors.Is(err, ErrConflict):
+		return errorf(codeConflict, err.Error())
 	}
 	return errorf(schemas.CodeInternal, err.Error())
 }

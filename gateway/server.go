@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rerank/rerank/schemas"
@@ -160,7 +161,11 @@ func (s *Server) route(pattern, endpoint string, d dialect, h handler) {
 			err = h(sw, r, t)
 		}
 		if err != nil {
-			writeError(sw, d, s.failure(r, endpoint, rid, err))
+			ae := s.failure(r, endpoint, rid, err)
+			if t != "" { // answers name a tenant's jobs by their keys
+				ae.message = strings.ReplaceAll(ae.message, string(t)+tenantSep, "")
+			}
+			writeError(sw, d, ae)
 		}
 		if s.obs != nil {
 			s.obs.Request(endpoint, sw.status, time.Since(start))
@@ -313,6 +318,11 @@ func (s *Server) rerank(ctx context.Context, t tenant, job *schemas.Job, lane sc
 	defer cancel()
 	p, err := s.q.Submit(wctx, job, lane) // an unanswered publish is the Queue's ErrUnavailable
 	if err != nil {
+		if ctx.Err() == nil && wctx.Err() != nil {
+			// The request's own deadline ran out during the publish: a
+			// timeout, not an outage.
+			return nil, &apiError{code: codeTimeout, message: fmt.Sprintf("the %s deadline passed before the job was queued: it was not; send the request again (with the same %s) and a longer timeout", wait, HeaderIdempotencyKey)}
+		}
 		return nil, err
 	}
 	res, err := p.Result(wctx)

@@ -87,8 +87,14 @@ func parseTokens(raw []string) ([]token, error) {
 }
 
 // jobID is the id of the tenant's job named key: the key itself on an open
-// gateway, else "<tenant>~<key>", which must still be a valid job id.
+// gateway, else "<tenant>~<key>", which must still be a valid job id. A
+// key holding the separator is refused at every gateway, open ones
+// included: through a gateway without tokens on the same NATS server it
+// would name (read, or plant) a tenant's job.
 func (t tenant) jobID(key string) (string, error) {
+	if strings.Contains(key, tenantSep) {
+		return "", schemas.Errorf(schemas.CodeInvalidID, "job ids and %s values may not hold %q (it separates a tenant's name from its keys)", HeaderIdempotencyKey, tenantSep)
+	}
 	if t == "" {
 		return key, nil
 	}

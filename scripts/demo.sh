@@ -7,7 +7,8 @@ BIN=bin/rerank
 PORT="${RERANK_DEMO_PORT:-14222}"
 DATA="$(mktemp -d)"
 LOG="$DATA/serve.log"
-$BIN serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/nats" --log-format text >"$LOG" 2>&1 &
+# No metrics or HTTP listener: the demo must run beside a `make run`.
+$BIN serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/nats" --log-format text --metrics-addr "" --http "" >"$LOG" 2>&1 &
 PID=$!
 cleanup() { kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT

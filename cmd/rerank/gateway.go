@@ -132,6 +132,8 @@ func (q *natsQueue) Submit(ctx context.Context, job *schemas.Job, lane schemas.L
 	switch {
 	case errors.Is(err, client.ErrPayloadTooLarge):
 		return nil, schemas.Errorf(schemas.CodePayloadTooLarge, "%v", err)
+	case errors.Is(err, client.ErrIDConflict):
+		return nil, fmt.Errorf("%w: %s names a job already submitted with another query, documents or options: use another key", gateway.ErrConflict, gateway.HeaderIdempotencyKey)
 	case err != nil:
 		return nil, unavailable(err)
 	}

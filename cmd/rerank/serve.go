@@ -407,12 +407,16 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		go func() { gwDone <- gw.Serve(gctx, ln) }() // owned here: stopped and awaited below
 		defer func() { stopGW(); <-gwDone }()
 		log.Info("HTTP gateway started", "addr", ln.Addr().String(), "auth", len(gcfg.Tokens) > 0)
-		httpHint = fmt.Sprintf("HTTP: curl -s %s/v1/rerank --json '{\"query\":\"q\",\"documents\":[\"a\",\"b\"]}'\n", "http://"+ln.Addr().String())
+		auth := ""
+		if len(gcfg.Tokens) > 0 {
+			auth = ` -H "Authorization: Bearer $TOKEN"`
+		}
+		httpHint = fmt.Sprintf("HTTP: curl -s %s/v1/rerank%s --json '{\"query\":\"q\",\"documents\":[\"a\",\"b\"]}'\n", "http://"+ln.Addr().String(), auth)
 	}
 	// The banner comes once everything listens: a user (or a test) that
 	// acts on it finds NATS and the gateway ready.
 	if nf.url == "" {
-		fmt.Fprintf(stdout, "rerank is serving %s on %s — in another terminal: rerank submit examples/job.json\n", strings.Join(names, ", "), url)
+		fmt.Fprintf(stdout, "rerank is serving %s on %s — in another terminal: %s submit examples/job.json\n", strings.Join(names, ", "), url, os.Args[0])
 		fmt.Fprint(stdout, httpHint)
 	}
 	if err := w.Run(ctx); err != nil {

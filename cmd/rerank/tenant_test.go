@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,14 @@ func TestGatewayTenantsAreIsolated(t *testing.T) {
 	// acme's request with that key is acme's job: its own 3 documents.
 	if code, res := rerank("tok-acme", "k-shared", 3); code != 200 || len(res) != 3 {
 		t.Fatalf("acme, after globex used its key: %d, %d results; want acme's own 3", code, len(res))
+	}
+	// A key is one request: acme's key with other documents is a conflict.
+	if code, _ := rerank("tok-acme", "k-shared", 5); code != http.StatusConflict {
+		t.Fatalf("acme reusing its key for other documents: %d, want 409", code)
+	}
+	// No key names another tenant's job, through any gateway.
+	if code, body := httpDo(t, "GET", p.http+"/v1/jobs/"+url.PathEscape("t0~k-shared"), "tok-globex", ""); code != http.StatusBadRequest {
+		t.Fatalf("a key with the tenant separator: %d %s, want 400", code, body)
 	}
 	// acme queues a job; globex cannot read it by its key, acme can.
 	code, body := httpDo(t, "POST", p.http+"/v1/jobs", "tok-acme", `{"id":"acme-private","query":"q","candidates":[{"id":"a","text":"secret text"}]}`,
