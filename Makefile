@@ -112,7 +112,7 @@ parity: build ort tiny-model parity-js
 	@cp tools/parity/parity.mjs $(PARITY)/
 	@node $(PARITY)/parity.mjs --rerank $(BIN) --model $(TINY_MODEL) --jobs tools/parity/jobs.json --golden inject/testdata --ort-lib $(abspath $(ORT_LIB))
 
-FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model:FuzzTokenizePair model:FuzzGraphInfo model:FuzzPrepare model/quantize:FuzzGraph internal/onnxpb:FuzzFields gateway:FuzzLongestArray
+FUZZ_TARGETS := schemas:FuzzDecodeJob inject:FuzzFormat model/wordpiece:FuzzTokenizePair model:FuzzGraphInfo model:FuzzPrepare model/quantize:FuzzGraph internal/onnxpb:FuzzFields gateway:FuzzLongestArray
 fuzz-short:
 	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
 	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
@@ -160,7 +160,7 @@ gpu-bundle: assets
 clean:
 	rm -rf bin .data
 
-# make tokref: regenerate the tokenizer reference cases (model/testdata/tokenizer)
+# make tokref: regenerate the tokenizer reference cases (model/wordpiece/testdata)
 # with the pinned Hugging Face tokenizers.js in tools/tokref. make test only
 # reads the committed file.
 TOKREF := $(CACHE)/tokref
@@ -169,9 +169,9 @@ tokref: $(TOKENIZER)
 	@mkdir -p $(TOKREF)
 	@cp tools/tokref/package.json tools/tokref/.npmrc tools/tokref/*.mjs $(TOKREF)/
 	@cd $(TOKREF) && npm install --ignore-scripts --no-audit --no-fund --silent
-	node $(TOKREF)/cases.mjs 1 400 | node $(TOKREF)/ref.mjs $(TOKENIZER) > model/testdata/tokenizer/bert-base-uncased-pairs.jsonl.part
-	@mv model/testdata/tokenizer/bert-base-uncased-pairs.jsonl.part model/testdata/tokenizer/bert-base-uncased-pairs.jsonl
-	@git diff --stat -- model/testdata/tokenizer || true
+	node $(TOKREF)/cases.mjs 1 400 | node $(TOKREF)/ref.mjs $(TOKENIZER) > model/wordpiece/testdata/bert-base-uncased-pairs.jsonl.part
+	@mv model/wordpiece/testdata/bert-base-uncased-pairs.jsonl.part model/wordpiece/testdata/bert-base-uncased-pairs.jsonl
+	@git diff --stat -- model/wordpiece/testdata || true
 
 # ---- test-faults: fault injection and security (faults/, RELIABILITY.md) ----
 # make test-faults        full loads (RERANK_FAULTS=full): 2,000-job SIGKILL,

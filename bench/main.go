@@ -21,6 +21,7 @@ import (
 
 	"github.com/rerank/rerank/inject"
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
 )
@@ -222,10 +223,10 @@ func newPipeline(m *model.Model, cfg pipeline.Config) (*pipeline.Pipeline, error
 	return pipeline.New(cfg, pipeline.Model{Name: "bench", Scorer: m, Inject: ic, BatchPairs: m.Options().MaxBatchSize})
 }
 
-func pairsOf(job *schemas.Job) []model.Pair {
-	out := make([]model.Pair, len(job.Candidates))
+func pairsOf(job *schemas.Job) []wordpiece.Pair {
+	out := make([]wordpiece.Pair, len(job.Candidates))
 	for i, c := range job.Candidates {
-		out[i] = model.Pair{A: job.Query, B: c.Text}
+		out[i] = wordpiece.Pair{A: job.Query, B: c.Text}
 	}
 	return out
 }
@@ -236,10 +237,10 @@ func benchTokenizer(m *model.Model) error {
 	tok := m.Tokenizer()
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(prev)
-	var enc model.Encoding
+	var enc wordpiece.Encoding
 	rate, err := measure(5, len(job.Candidates), func() error {
 		for _, c := range job.Candidates {
-			if err := tok.AppendPair(&enc, job.Query, c.Text, 512, model.LongestFirst); err != nil {
+			if err := tok.AppendPair(&enc, job.Query, c.Text, 512, wordpiece.LongestFirst); err != nil {
 				return err
 			}
 		}
@@ -318,9 +319,9 @@ func benchBucketing(ctx context.Context, c config, rt *model.Runtime, job *schem
 	_, stSorted := planStats(sorted, encs)
 	_, stArrival := planStats(arrival, encs)
 	r := rand.New(rand.NewPCG(5, 5))
-	sample := func() []model.Encoding {
+	sample := func() []wordpiece.Encoding {
 		idx := r.Perm(len(encs))[:len(encs)/4]
-		out := make([]model.Encoding, len(idx))
+		out := make([]wordpiece.Encoding, len(idx))
 		for i, k := range idx {
 			out[i] = encs[k]
 		}
@@ -349,7 +350,7 @@ func benchBucketing(ctx context.Context, c config, rt *model.Runtime, job *schem
 }
 
 // planStats computes padded/real tokens of m's batch plan without running it.
-func planStats(m *model.Model, encs []model.Encoding) (int, float64) {
+func planStats(m *model.Model, encs []wordpiece.Encoding) (int, float64) {
 	real, padded := 0, 0
 	plan := m.Plan(encs)
 	for _, b := range plan {

@@ -6,6 +6,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/wordpiece"
 )
 
 // rawSession is the baseline: ONNX Runtime alone, on tensors built before
@@ -67,7 +68,7 @@ func (b rawBatches) destroy() {
 }
 
 // prepare builds the input tensors of every batch of plan.
-func (r *rawSession) prepare(encs []model.Encoding, plan [][]int, pad int64) (rawBatches, error) {
+func (r *rawSession) prepare(encs []wordpiece.Encoding, plan [][]int, pad int64) (rawBatches, error) {
 	var out rawBatches
 	for _, idx := range plan {
 		seq := 0

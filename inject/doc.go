@@ -4,5 +4,7 @@
 // format is a small declarative Config, built from a named preset and
 // overridden by the model directory's rerank.json.
 //
-// It may import schemas and the standard library only.
+// It may import schemas, model/wordpiece (for Pair, the text pair it
+// renders and the tokenizer encodes: pure Go, no cgo) and the standard
+// library only.
 package inject

@@ -5,20 +5,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/schemas"
 )
 
-// Pair is the text pair the model reads for one candidate.
-type Pair struct {
-	A string `json:"text_a"`
-	B string `json:"text_b"`
-}
-
-// Render writes one Pair per candidate, in candidate order. A candidate that
-// lacks a score the templates need fails the job with missing_score naming
-// it: a score is never guessed. The config must have been validated
-// (Resolve and Preset do that).
-func (c *Config) Render(job *schemas.Job) ([]Pair, error) {
+// Render writes the text pair the model reads for each candidate, in
+// candidate order. A candidate that lacks a score the templates need fails
+// the job with missing_score naming it: a score is never guessed. The
+// config must have been validated (Resolve and Preset do that).
+func (c *Config) Render(job *schemas.Job) ([]wordpiece.Pair, error) {
 	var bm25, dpr []string
 	var err error
 	if c.NeedsBM25() {
@@ -31,7 +26,7 @@ func (c *Config) Render(job *schemas.Job) ([]Pair, error) {
 			return nil, err
 		}
 	}
-	pairs := make([]Pair, len(job.Candidates))
+	pairs := make([]wordpiece.Pair, len(job.Candidates))
 	var sb strings.Builder
 	v := values{query: job.Query}
 	for i := range job.Candidates {
@@ -153,7 +148,7 @@ type Line struct {
 }
 
 // Lines pairs a job's candidates with their rendered text.
-func Lines(job *schemas.Job, pairs []Pair) []Line {
+func Lines(job *schemas.Job, pairs []wordpiece.Pair) []Line {
 	out := make([]Line, len(pairs))
 	for i, p := range pairs {
 		out[i] = Line{Index: i, ID: job.Candidates[i].ID, TextA: p.A, TextB: p.B}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/rerank/rerank/model/wordpiece"
 )
 
 // Files of a model directory: a Hugging Face ONNX export (optimum writes
@@ -79,10 +81,10 @@ type Config struct {
 	Name string `json:"name"`
 	// ModelFile is the ONNX graph, relative to the model directory. Empty
 	// means model.onnx, else onnx/model.onnx, else onnx/model_quantized.onnx.
-	ModelFile  string       `json:"model_file,omitempty"`
-	MaxLength  int          `json:"max_length,omitempty"`
-	Truncation Truncation   `json:"truncation,omitempty"`
-	Output     OutputConfig `json:"output"`
+	ModelFile  string               `json:"model_file,omitempty"`
+	MaxLength  int                  `json:"max_length,omitempty"`
+	Truncation wordpiece.Truncation `json:"truncation,omitempty"`
+	Output     OutputConfig         `json:"output"`
 
 	// Raw is the whole rerank.json ("{}" when there is none).
 	Raw json.RawMessage `json:"-"`
@@ -212,7 +214,7 @@ func parseConfig(raw []byte, export ExportInfo) (Config, error) {
 		}
 	}
 	if cfg.Truncation == "" {
-		cfg.Truncation = LongestFirst
+		cfg.Truncation = wordpiece.LongestFirst
 	}
 	return cfg, cfg.Validate()
 }
@@ -226,7 +228,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: max_length %d out of range 8..8192", ErrInvalidConfig, c.MaxLength)
 	}
 	if !c.Truncation.Valid() {
-		return fmt.Errorf("%w: truncation %q: want %q or %q", ErrInvalidConfig, c.Truncation, LongestFirst, OnlySecond)
+		return fmt.Errorf("%w: truncation %q: want %q or %q", ErrInvalidConfig, c.Truncation, wordpiece.LongestFirst, wordpiece.OnlySecond)
 	}
 	if c.Output.Logit != nil && *c.Output.Logit < 0 {
 		return fmt.Errorf("%w: output.logit %d is negative", ErrInvalidConfig, *c.Output.Logit)

@@ -12,12 +12,9 @@ import (
 	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
-)
 
-// Pair is one (text A, text B) input; B is the passage.
-type Pair struct {
-	A, B string
-}
+	"github.com/rerank/rerank/model/wordpiece"
+)
 
 // Stats describes one Score call, for the worker's metrics.
 type Stats struct {
@@ -55,7 +52,7 @@ type Model struct {
 	dir    string
 	cfg    Config
 	opts   Options
-	tok    *Tokenizer
+	tok    *wordpiece.Tokenizer
 	inputs []string // graph inputs to feed, in our fixed order
 	output string
 	logit  int
@@ -129,7 +126,7 @@ func (r *Runtime) load(dir string, og *observedGraph, opts Options) (*Model, err
 	if cfg.Name == "" {
 		cfg.Name = filepath.Base(filepath.Clean(dir))
 	}
-	tok, err := LoadTokenizer(filepath.Join(dir, TokenizerFile))
+	tok, err := wordpiece.Load(filepath.Join(dir, TokenizerFile))
 	if err != nil {
 		return nil, fmt.Errorf("loading model %s: %w", dir, err)
 	}
@@ -326,7 +323,7 @@ func (m *Model) Config() Config { return m.cfg }
 func (m *Model) Options() Options { return m.opts }
 
 // Tokenizer is the model's tokenizer.
-func (m *Model) Tokenizer() *Tokenizer { return m.tok }
+func (m *Model) Tokenizer() *wordpiece.Tokenizer { return m.tok }
 
 // Inputs lists the graph inputs the model is fed.
 func (m *Model) Inputs() []string { return slices.Clone(m.inputs) }
@@ -357,8 +354,8 @@ func (e *PairError) Unwrap() error { return e.Err }
 
 // Tokenize encodes pairs with the model's max_length and truncation. A pair
 // that cannot be encoded fails the call with a *PairError naming it.
-func (m *Model) Tokenize(pairs []Pair) ([]Encoding, error) {
-	encs := make([]Encoding, len(pairs))
+func (m *Model) Tokenize(pairs []wordpiece.Pair) ([]wordpiece.Encoding, error) {
+	encs := make([]wordpiece.Encoding, len(pairs))
 	for i, p := range pairs {
 		if err := m.tok.AppendPair(&encs[i], p.A, p.B, m.cfg.MaxLength, m.cfg.Truncation); err != nil {
 			return nil, &PairError{Index: i, Err: err}
@@ -371,7 +368,7 @@ func (m *Model) Tokenize(pairs []Pair) ([]Encoding, error) {
 // are tokenized, sorted by length, cut into batches bounded by MaxBatchSize
 // and MaxBatchTokens (batch × longest sequence), each padded only to its own
 // longest sequence. ctx is checked between batches.
-func (m *Model) Score(ctx context.Context, pairs []Pair) ([]float32, Stats, error) {
+func (m *Model) Score(ctx context.Context, pairs []wordpiece.Pair) ([]float32, Stats, error) {
 	start := time.Now()
 	encs, err := m.Tokenize(pairs)
 	if err != nil {
@@ -384,11 +381,11 @@ func (m *Model) Score(ctx context.Context, pairs []Pair) ([]float32, Stats, erro
 }
 
 // Plan returns the batches (lists of indices into encs) Score would run.
-func (m *Model) Plan(encs []Encoding) [][]int {
+func (m *Model) Plan(encs []wordpiece.Encoding) [][]int {
 	return planBatches(encs, m.opts.MaxBatchSize, m.opts.MaxBatchTokens, m.opts.MaxBatchCells, !m.opts.NoLengthSort)
 }
 
-func planBatches(encs []Encoding, maxBatch, maxTokens, maxCells int, sortByLength bool) [][]int {
+func planBatches(encs []wordpiece.Encoding, maxBatch, maxTokens, maxCells int, sortByLength bool) [][]int {
 	order := make([]int, len(encs))
 	for i := range order {
 		order[i] = i
@@ -416,7 +413,7 @@ func planBatches(encs []Encoding, maxBatch, maxTokens, maxCells int, sortByLengt
 }
 
 // ScoreEncoded scores already tokenized pairs (see Score).
-func (m *Model) ScoreEncoded(ctx context.Context, encs []Encoding) ([]float32, Stats, error) {
+func (m *Model) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, Stats, error) {
 	st := Stats{Pairs: len(encs)}
 	scores := make([]float32, len(encs))
 	var buf batchBuffers
@@ -437,7 +434,7 @@ type batchBuffers struct {
 	ids, mask, types []int64
 }
 
-func (m *Model) runBatch(ctx context.Context, encs []Encoding, idx []int, scores []float32, buf *batchBuffers, st *Stats) error {
+func (m *Model) runBatch(ctx context.Context, encs []wordpiece.Encoding, idx []int, scores []float32, buf *batchBuffers, st *Stats) error {
 	seq := 0
 	for _, i := range idx {
 		seq = max(seq, len(encs[i].IDs))

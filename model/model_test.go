@@ -17,6 +17,7 @@ import (
 	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/testmodel"
+	"github.com/rerank/rerank/model/wordpiece"
 )
 
 var (
@@ -76,9 +77,9 @@ var words = strings.Fields(`the quick brown fox jumps over a lazy dog while pari
  bm25 ranks passages by term frequency inverse document frequency cross encoders read query passage pairs jointly
  résumé naïve café 北京 straße über`)
 
-func mixedPairs(n int, seed uint64) []model.Pair {
+func mixedPairs(n int, seed uint64) []wordpiece.Pair {
 	r := rand.New(rand.NewPCG(seed, 7))
-	pairs := make([]model.Pair, n)
+	pairs := make([]wordpiece.Pair, n)
 	for i := range pairs {
 		q := make([]string, 2+r.IntN(6))
 		for k := range q {
@@ -90,7 +91,7 @@ func mixedPairs(n int, seed uint64) []model.Pair {
 		for k := range p {
 			p[k] = words[r.IntN(len(words))]
 		}
-		pairs[i] = model.Pair{A: strings.Join(q, " "), B: strings.Join(p, " ")}
+		pairs[i] = wordpiece.Pair{A: strings.Join(q, " "), B: strings.Join(p, " ")}
 	}
 	return pairs
 }
@@ -109,7 +110,7 @@ func TestScoresIndependentOfBatching(t *testing.T) {
 	small := load(t, model.Options{MaxBatchSize: 7, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30})
 	// Shuffled, in batches of 7.
 	perm := rand.New(rand.NewPCG(2, 3)).Perm(len(pairs))
-	shuffled := make([]model.Pair, len(pairs))
+	shuffled := make([]wordpiece.Pair, len(pairs))
 	for i, p := range perm {
 		shuffled[i] = pairs[p]
 	}
@@ -344,13 +345,13 @@ func BenchmarkScoreL12(b *testing.B) {
 	}
 	defer m.Close()
 	// 32 pairs of ~128 tokens.
-	pairs := make([]model.Pair, 32)
+	pairs := make([]wordpiece.Pair, 32)
 	for i := range pairs {
 		p := make([]string, 110)
 		for k := range p {
 			p[k] = words[(i*7+k*3)%len(words)]
 		}
-		pairs[i] = model.Pair{A: "what is the capital of france", B: strings.Join(p, " ")}
+		pairs[i] = wordpiece.Pair{A: "what is the capital of france", B: strings.Join(p, " ")}
 	}
 	encs, _ := m.Tokenize(pairs)
 	b.ResetTimer()
@@ -416,7 +417,7 @@ func exportDir(t *testing.T, labels int, rerankJSON string) string {
 	return dir
 }
 
-func scoresOf(t *testing.T, dir string, pairs []model.Pair) ([]float32, *model.Model) {
+func scoresOf(t *testing.T, dir string, pairs []wordpiece.Pair) ([]float32, *model.Model) {
 	t.Helper()
 	rt, _ := fixture(t)
 	m, err := rt.Load(dir, model.Options{})
@@ -428,7 +429,7 @@ func scoresOf(t *testing.T, dir string, pairs []model.Pair) ([]float32, *model.M
 }
 
 // score is m's scores of pairs.
-func score(t *testing.T, m *model.Model, pairs []model.Pair) []float32 {
+func score(t *testing.T, m *model.Model, pairs []wordpiece.Pair) []float32 {
 	t.Helper()
 	s, _, err := m.Score(context.Background(), pairs)
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/pipeline/sched"
 	"github.com/rerank/rerank/schemas"
 )
@@ -14,7 +14,7 @@ import (
 // request is one job's tokenized pairs on their way through the batcher.
 type request struct {
 	ctx    context.Context
-	encs   []model.Encoding
+	encs   []wordpiece.Encoding
 	order  []int // encs by length: chunks are ranges of it
 	scores []float32
 	sr     sched.Request
@@ -50,7 +50,7 @@ type batcher struct {
 }
 
 // score submits encs and waits for their scores, in encs order.
-func (b *batcher) score(ctx context.Context, lane schemas.Lane, encs []model.Encoding) ([]float32, error) {
+func (b *batcher) score(ctx context.Context, lane schemas.Lane, encs []wordpiece.Encoding) ([]float32, error) {
 	if b.p.cfg.MaxBatchDelay < 0 {
 		return b.call(ctx, lane, encs, 1)
 	}
@@ -208,7 +208,7 @@ func (b *batcher) run(c *call) {
 		defer f(b.m.Name, -len(c.chunks))
 	}
 	c.scores, c.errs = make([][]float32, len(c.chunks)), make([]error, len(c.chunks))
-	var encs []model.Encoding
+	var encs []wordpiece.Encoding
 	for i, ch := range c.chunks {
 		for _, k := range c.reqs[i].order[ch.Lo:ch.Hi] {
 			encs = append(encs, c.reqs[i].encs[k])
@@ -250,7 +250,7 @@ func distinct(reqs []*request) int {
 
 // call runs one scoring call, reporting it to OnScore; a panic in the
 // scorer becomes the call's error rather than the end of the process.
-func (b *batcher) call(ctx context.Context, lane schemas.Lane, encs []model.Encoding, jobs int) (scores []float32, err error) {
+func (b *batcher) call(ctx context.Context, lane schemas.Lane, encs []wordpiece.Encoding, jobs int) (scores []float32, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			scores, err = nil, fmt.Errorf("%w: %v", ErrScorerPanic, p)

@@ -6,6 +6,6 @@
 // for at most MaxBatchDelay, and longer while the model is busy.
 //
 // It declares the Scorer interface it needs (package model satisfies it)
-// and may import schemas, inject and model (for the Pair, Encoding and
-// Stats types), never worker or cmd.
+// and may import schemas, inject, model (for the Stats and PairError types)
+// and model/wordpiece (for Pair and Encoding), never worker or cmd.
 package pipeline

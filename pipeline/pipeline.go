@@ -11,14 +11,15 @@ import (
 
 	"github.com/rerank/rerank/inject"
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/pipeline/sched"
 	"github.com/rerank/rerank/schemas"
 )
 
 // Scorer turns text pairs into relevance scores. *model.Model satisfies it.
 type Scorer interface {
-	Tokenize(pairs []model.Pair) ([]model.Encoding, error)
-	ScoreEncoded(ctx context.Context, encs []model.Encoding) ([]float32, model.Stats, error)
+	Tokenize(pairs []wordpiece.Pair) ([]wordpiece.Encoding, error)
+	ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error)
 }
 
 // Model is one servable model: its scorer and its input format.
@@ -200,13 +201,9 @@ func (p *Pipeline) Rerank(ctx context.Context, modelName string, job *schemas.Jo
 	if !ok {
 		return fail(schemas.Errorf(schemas.CodeUnknownModel, "no model %q here (serving: %v)", modelName, p.names))
 	}
-	texts, err := b.m.Inject.Render(job)
+	pairs, err := b.m.Inject.Render(job)
 	if err != nil {
 		return fail(err)
-	}
-	pairs := make([]model.Pair, len(texts))
-	for i, t := range texts {
-		pairs[i] = model.Pair{A: t.A, B: t.B}
 	}
 	t0 := time.Now()
 	encs, err := b.m.Scorer.Tokenize(pairs)
@@ -232,7 +229,7 @@ func (p *Pipeline) Rerank(ctx context.Context, modelName string, job *schemas.Jo
 // Anything else is the worker's.
 func tokenizeError(job *schemas.Job, err error) error {
 	var pe *model.PairError
-	if errors.As(err, &pe) && errors.Is(err, model.ErrSequenceTooShort) && pe.Index >= 0 && pe.Index < len(job.Candidates) {
+	if errors.As(err, &pe) && errors.Is(err, wordpiece.ErrSequenceTooShort) && pe.Index >= 0 && pe.Index < len(job.Candidates) {
 		return schemas.CandidateErrorf(schemas.CodeInputTooLong, pe.Index, job.Candidates[pe.Index].ID,
 			"the query leaves no room for the passage within the model's max_length: %v", pe.Err)
 	}

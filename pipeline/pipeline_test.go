@@ -12,6 +12,7 @@ import (
 
 	"github.com/rerank/rerank/inject"
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
 )
@@ -35,16 +36,16 @@ func pairHash(a, b string) int64 {
 
 func pairScore(a, b string) float32 { return float32(pairHash(a, b)) / 100 }
 
-func (f *fakeScorer) Tokenize(pairs []model.Pair) ([]model.Encoding, error) {
-	encs := make([]model.Encoding, len(pairs))
+func (f *fakeScorer) Tokenize(pairs []wordpiece.Pair) ([]wordpiece.Encoding, error) {
+	encs := make([]wordpiece.Encoding, len(pairs))
 	for i, p := range pairs {
 		// Carry the pair's hash in the ids so ScoreEncoded can score it.
-		encs[i] = model.Encoding{IDs: []int64{101, pairHash(p.A, p.B), 102}, TypeIDs: []int64{0, 0, 0}}
+		encs[i] = wordpiece.Encoding{IDs: []int64{101, pairHash(p.A, p.B), 102}, TypeIDs: []int64{0, 0, 0}}
 	}
 	return encs, nil
 }
 
-func (f *fakeScorer) ScoreEncoded(ctx context.Context, encs []model.Encoding) ([]float32, model.Stats, error) {
+func (f *fakeScorer) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
 	f.calls.Add(1)
 	f.mu.Lock()
 	f.sizes = append(f.sizes, len(encs))

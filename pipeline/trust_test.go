@@ -10,6 +10,7 @@ import (
 
 	"github.com/rerank/rerank/inject"
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
 )
@@ -23,11 +24,11 @@ type poisonScorer struct {
 	failedPairs atomic.Int64 // pairs in the largest failed call
 }
 
-func (p *poisonScorer) Tokenize(pairs []model.Pair) ([]model.Encoding, error) {
+func (p *poisonScorer) Tokenize(pairs []wordpiece.Pair) ([]wordpiece.Encoding, error) {
 	encs, err := p.fakeScorer.Tokenize(pairs)
 	for i, pr := range pairs {
 		if strings.Contains(pr.A, "too long") {
-			return nil, &model.PairError{Index: i, Err: model.ErrSequenceTooShort}
+			return nil, &model.PairError{Index: i, Err: wordpiece.ErrSequenceTooShort}
 		}
 		if strings.Contains(pr.B, "poison") {
 			encs[i].IDs[1] = -1
@@ -36,7 +37,7 @@ func (p *poisonScorer) Tokenize(pairs []model.Pair) ([]model.Encoding, error) {
 	return encs, err
 }
 
-func (p *poisonScorer) ScoreEncoded(ctx context.Context, encs []model.Encoding) ([]float32, model.Stats, error) {
+func (p *poisonScorer) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
 	for _, e := range encs {
 		if e.IDs[1] == -1 {
 			p.calls.Add(1)

@@ -22,6 +22,7 @@ import (
 	"github.com/rerank/rerank/inject"
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/worker"
@@ -59,17 +60,17 @@ type slowScorer struct {
 	active atomic.Int64 // calls running now
 }
 
-func (s *slowScorer) Tokenize(pairs []model.Pair) ([]model.Encoding, error) {
-	encs := make([]model.Encoding, len(pairs))
+func (s *slowScorer) Tokenize(pairs []wordpiece.Pair) ([]wordpiece.Encoding, error) {
+	encs := make([]wordpiece.Encoding, len(pairs))
 	for i, p := range pairs {
 		h := fnv.New32a()
 		h.Write([]byte(p.A + "\x00" + p.B))
-		encs[i] = model.Encoding{IDs: []int64{101, int64(h.Sum32() % 100000), 102}, TypeIDs: []int64{0, 0, 0}}
+		encs[i] = wordpiece.Encoding{IDs: []int64{101, int64(h.Sum32() % 100000), 102}, TypeIDs: []int64{0, 0, 0}}
 	}
 	return encs, nil
 }
 
-func (s *slowScorer) ScoreEncoded(ctx context.Context, encs []model.Encoding) ([]float32, model.Stats, error) {
+func (s *slowScorer) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
 	s.calls.Add(1)
 	s.active.Add(1)
 	defer s.active.Add(-1)
@@ -707,7 +708,7 @@ func TestJobOutOfDeliveriesWhileNoWorkerListensIsSwept(t *testing.T) {
 
 type failingScorer struct{ slowScorer }
 
-func (*failingScorer) ScoreEncoded(context.Context, []model.Encoding) ([]float32, model.Stats, error) {
+func (*failingScorer) ScoreEncoded(context.Context, []wordpiece.Encoding) ([]float32, model.Stats, error) {
 	return nil, model.Stats{}, errors.New("device lost")
 }
 

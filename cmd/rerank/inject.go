@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/rerank/rerank/inject"
+	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/schemas"
 )
 
@@ -41,7 +42,7 @@ func cmdInject(_ context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err == nil {
 		err = schemas.Validate(job, "", schemas.Limits{})
 	}
-	var pairs []inject.Pair
+	var pairs []wordpiece.Pair
 	if err == nil {
 		pairs, err = cfg.Render(job)
 	}

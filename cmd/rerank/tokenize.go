@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/wordpiece"
 )
 
 func cmdTokenize(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -19,7 +20,7 @@ func cmdTokenize(_ context.Context, args []string, stdin io.Reader, stdout, stde
 	if *path == "" {
 		return &exitError{2, fmt.Errorf("--tokenizer is required")}
 	}
-	tok, err := model.LoadTokenizer(*path)
+	tok, err := wordpiece.Load(*path)
 	if err != nil {
 		return err
 	}
@@ -48,9 +49,9 @@ func cmdTokenize(_ context.Context, args []string, stdin io.Reader, stdout, stde
 			req.MaxLength = model.DefaultMaxLength
 		}
 		if req.Truncation == "" {
-			req.Truncation = string(model.LongestFirst)
+			req.Truncation = string(wordpiece.LongestFirst)
 		}
-		e, err := tok.EncodePair(req.A, req.B, req.MaxLength, model.Truncation(req.Truncation))
+		e, err := tok.EncodePair(req.A, req.B, req.MaxLength, wordpiece.Truncation(req.Truncation))
 		if err != nil {
 			return &exitError{2, fmt.Errorf("line %d: %w", line, err)}
 		}

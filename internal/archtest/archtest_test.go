@@ -1,6 +1,7 @@
 package archtest
 
 import (
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -14,16 +15,17 @@ const module = "github.com/rerank/rerank/"
 // internal/onnxpb through model), as its doc.go says.
 var allowed = map[string][]string{
 	"schemas":                  {},
-	"inject":                   {"schemas"},
-	"model":                    {"internal/onnxpb"},
+	"inject":                   {"schemas", "model/wordpiece"},
+	"model/wordpiece":          {},
+	"model":                    {"model/wordpiece", "internal/onnxpb"},
 	"model/quantize":           {"internal/onnxpb"},
-	"model/quantize/calibrate": {"schemas", "inject", "model", "model/quantize", "pipeline", "pipeline/sched", "internal/onnxpb"},
+	"model/quantize/calibrate": {"schemas", "inject", "model", "model/wordpiece", "model/quantize", "pipeline", "pipeline/sched", "internal/onnxpb"},
 	"model/testmodel":          {"internal/onnxpb"},
-	"model/simulated":          {"model", "internal/onnxpb"},
+	"model/simulated":          {"model", "model/wordpiece", "internal/onnxpb"},
 	"internal/onnxpb":          {},
 	"internal/proc":            {},
 	"pipeline/sched":           {"schemas"},
-	"pipeline":                 {"schemas", "inject", "model", "pipeline/sched", "internal/onnxpb"},
+	"pipeline":                 {"schemas", "inject", "model", "model/wordpiece", "pipeline/sched", "internal/onnxpb"},
 	"worker":                   {"schemas"},
 	"gateway":                  {"schemas"},
 	"client":                   {"schemas"},
@@ -45,6 +47,30 @@ func TestImportRules(t *testing.T) {
 			if !slices.Contains(ok, d) {
 				t.Errorf("%s imports %s (allowed: %v)", pkg, d, ok)
 			}
+		}
+	}
+}
+
+// TestWordpieceIsPureGo holds model/wordpiece to its doc.go: the standard
+// library and golang.org/x/text only, so no cgo and no onnxruntime_go, and
+// its tests and fuzzing run with CGO_ENABLED=0. go list runs with cgo on, so
+// that a cgo file anywhere below it would show as a runtime/cgo dependency.
+func TestWordpieceIsPureGo(t *testing.T) {
+	const pkg = module + "model/wordpiece"
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}} {{.Standard}}", "../../model/wordpiece")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps model/wordpiece: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		dep, std, _ := strings.Cut(line, " ")
+		switch {
+		case dep == "runtime/cgo" || strings.Contains(dep, "onnxruntime_go"):
+			t.Errorf("model/wordpiece depends on %s: it must build without cgo", dep)
+		case std == "true", dep == pkg, strings.HasPrefix(dep, "golang.org/x/text/"):
+		default:
+			t.Errorf("model/wordpiece depends on %s (allowed: the standard library and golang.org/x/text)", dep)
 		}
 	}
 }

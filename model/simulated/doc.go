@@ -6,5 +6,6 @@
 // `rerank serve` offers it only behind the --test-simulated-model flag,
 // never from a model directory.
 //
-// It may import model (for the Pair, Encoding and Stats types) only.
+// It may import model (for the Stats type) and model/wordpiece (for the Pair
+// and Encoding types) only.
 package simulated

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/wordpiece"
 )
 
 // Cost is what one scoring call costs: PerCall once, plus PerPair for each
@@ -56,10 +57,10 @@ func (m *Model) Cost() Cost { return m.cost }
 
 // Tokenize "encodes" each pair as two tokens: hashes of its two texts. Two
 // pairs with the same text get the same encoding, hence the same score.
-func (m *Model) Tokenize(pairs []model.Pair) ([]model.Encoding, error) {
-	out := make([]model.Encoding, len(pairs))
+func (m *Model) Tokenize(pairs []wordpiece.Pair) ([]wordpiece.Encoding, error) {
+	out := make([]wordpiece.Encoding, len(pairs))
 	for i, p := range pairs {
-		out[i] = model.Encoding{IDs: []int64{hash(p.A), hash(p.B)}, TypeIDs: []int64{0, 1}}
+		out[i] = wordpiece.Encoding{IDs: []int64{hash(p.A), hash(p.B)}, TypeIDs: []int64{0, 1}}
 	}
 	return out, nil
 }
@@ -73,7 +74,7 @@ func hash(s string) int64 {
 // ScoreEncoded waits for the cost of scoring encs, or until ctx ends, and
 // returns each pair's score: a number in [-8, 8) fixed by its encoding alone
 // (so a pair's score never depends on its batch).
-func (m *Model) ScoreEncoded(ctx context.Context, encs []model.Encoding) ([]float32, model.Stats, error) {
+func (m *Model) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
 	start := time.Now()
 	st := model.Stats{Pairs: len(encs)}
 	if len(encs) == 0 {

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/simulated"
+	"github.com/rerank/rerank/model/wordpiece"
 )
 
 func TestParseSpec(t *testing.T) {
@@ -34,7 +34,7 @@ func TestParseSpec(t *testing.T) {
 
 func TestScoresDependOnTheTextAlone(t *testing.T) {
 	m := simulated.New(simulated.Cost{})
-	pairs := []model.Pair{{A: "q", B: "a"}, {A: "q", B: "b"}, {A: "r", B: "a"}, {A: "q", B: "a"}}
+	pairs := []wordpiece.Pair{{A: "q", B: "a"}, {A: "q", B: "b"}, {A: "r", B: "a"}, {A: "q", B: "a"}}
 	encs, err := m.Tokenize(pairs)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func TestScoresDependOnTheTextAlone(t *testing.T) {
 		t.Errorf("scores %v: equal texts must score equal, different ones differ", all)
 	}
 	for i, e := range encs {
-		one, _, err := m.ScoreEncoded(context.Background(), []model.Encoding{e})
+		one, _, err := m.ScoreEncoded(context.Background(), []wordpiece.Encoding{e})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +69,7 @@ func TestCostIsWaited(t *testing.T) {
 		t.Fatalf("Of(5) = %s", got)
 	}
 	m := simulated.New(c)
-	encs, _ := m.Tokenize(make([]model.Pair, 5))
+	encs, _ := m.Tokenize(make([]wordpiece.Pair, 5))
 	start := time.Now()
 	if _, _, err := m.ScoreEncoded(context.Background(), encs); err != nil {
 		t.Fatal(err)
@@ -81,13 +81,13 @@ func TestCostIsWaited(t *testing.T) {
 
 func TestCancelledCallReturns(t *testing.T) {
 	m := simulated.New(simulated.Cost{PerCall: time.Hour / 60})
-	encs, _ := m.Tokenize(make([]model.Pair, 1))
+	encs, _ := m.Tokenize(make([]wordpiece.Pair, 1))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, _, err := m.ScoreEncoded(ctx, encs); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
-	if _, _, err := m.ScoreEncoded(context.Background(), []model.Encoding{{IDs: []int64{1, 2, 3}}}); err == nil {
+	if _, _, err := m.ScoreEncoded(context.Background(), []wordpiece.Encoding{{IDs: []int64{1, 2, 3}}}); err == nil {
 		t.Error("a foreign encoding was scored")
 	}
 }

@@ -1,10 +1,15 @@
-package model
+package main
+
+// The tokenizer benchmarks: ours (model/wordpiece) and the library it
+// replaces, github.com/sugarme/tokenizer, on the same pairs. Run them side by
+// side with `go test ./bench -run '^$' -bench TokenizePairs`.
 
 import (
 	"strings"
 	"testing"
 
 	"github.com/rerank/rerank/internal/testenv"
+	"github.com/rerank/rerank/model/wordpiece"
 	sugarme "github.com/sugarme/tokenizer"
 	"github.com/sugarme/tokenizer/pretrained"
 )
@@ -45,6 +50,16 @@ func benchPairs() []benchPair {
 	return pairs
 }
 
+// bertTokenizer loads the BERT-uncased tokenizer.json with model/wordpiece.
+func bertTokenizer(b *testing.B) *wordpiece.Tokenizer {
+	b.Helper()
+	tok, err := wordpiece.Load(testenv.TokenizerJSON(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tok
+}
+
 func reportPairsPerSec(b *testing.B) {
 	if s := b.Elapsed().Seconds(); s > 0 {
 		b.ReportMetric(float64(b.N)/s, "pairs/s")
@@ -56,13 +71,13 @@ func reportPairsPerSec(b *testing.B) {
 func BenchmarkTokenizePairs(b *testing.B) {
 	tok := bertTokenizer(b)
 	pairs := benchPairs()
-	var enc Encoding
+	var enc wordpiece.Encoding
 	tokens := 0
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		p := pairs[i%len(pairs)]
-		if err := tok.AppendPair(&enc, p.q, p.p, 512, LongestFirst); err != nil {
+		if err := tok.AppendPair(&enc, p.q, p.p, 512, wordpiece.LongestFirst); err != nil {
 			b.Fatal(err)
 		}
 		tokens += len(enc.IDs)
@@ -79,10 +94,10 @@ func BenchmarkTokenizePairsParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		var enc Encoding
+		var enc wordpiece.Encoding
 		for i := 0; pb.Next(); i++ {
 			p := pairs[i%len(pairs)]
-			if err := tok.AppendPair(&enc, p.q, p.p, 512, LongestFirst); err != nil {
+			if err := tok.AppendPair(&enc, p.q, p.p, 512, wordpiece.LongestFirst); err != nil {
 				b.Error(err)
 				return
 			}
@@ -97,11 +112,11 @@ func BenchmarkTokenizePairsMultilingual(b *testing.B) {
 	tok := bertTokenizer(b)
 	q := "résumé vs cv différence à Zürich"
 	p := strings.Repeat("Привет мир, как дела? ÉCOLE NORMALE supérieure, Straße, Äpfel. 北京 is the capital of 中国. ", 4)
-	var enc Encoding
+	var enc wordpiece.Encoding
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if err := tok.AppendPair(&enc, q, p, 512, LongestFirst); err != nil {
+		if err := tok.AppendPair(&enc, q, p, 512, wordpiece.LongestFirst); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -109,7 +124,7 @@ func BenchmarkTokenizePairsMultilingual(b *testing.B) {
 }
 
 // BenchmarkSugarmeTokenizePairs does the same with github.com/sugarme/tokenizer
-// v0.3.0, the library this package replaces. Its padding preset is removed
+// v0.3.0, the library model/wordpiece replaces. Its padding preset is removed
 // (its zero padding direction corrupts type ids) and truncation set to
 // longest-first at 512, so it does the same work as ours.
 func BenchmarkSugarmeTokenizePairs(b *testing.B) {
