@@ -286,7 +286,11 @@ func verify(t testing.TB, js jetstream.JetStream, name string, l *load) *report 
 		}
 		if d, ok := deadByID[id]; !ok {
 			r.deadMissing++
-			r.problems = append(r.problems, "hostile job not dead-lettered: "+id)
+			why := ""
+			if res != nil {
+				why = fmt.Sprintf(" (answered by %s, attempt %d, message %s #%d)", res.Worker, res.Attempt, res.JobStream, res.JobSeq)
+			}
+			r.problems = append(r.problems, "hostile job not dead-lettered: "+id+why)
 		} else if h, ok := trimmed[id]; ok {
 			// Too large to store beside its reason headers: a prefix, with
 			// the whole's size and digest.

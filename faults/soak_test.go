@@ -1,3 +1,8 @@
+//go:build soak
+
+// The soak is built with -tags soak (make soak, make test-faults): a chaos
+// run of minutes on a 3-node cluster, not part of make test's suite.
+
 package faults
 
 import (
@@ -31,8 +36,8 @@ import (
 )
 
 // soakDuration is how long TestSoak runs its chaos: RERANK_SOAK (a Go
-// duration; `make soak` sets 20m), else 30 s in CI and 3 min with
-// RERANK_FAULTS=full.
+// duration; `make soak` sets 20m), else 3 min with RERANK_FAULTS=full
+// (make test-faults), else 30 s.
 func soakDuration(t testing.TB) time.Duration {
 	if v := os.Getenv("RERANK_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -463,6 +468,19 @@ func TestSoak(t *testing.T) {
 		soak.Minutes(), r.submitted, st.http.Load(), r.lost, r.duplicates, st.staleAnswers.Load(), pk.mib("worker"), pk.mib("gateway"), p99,
 		len(l.hostile), st.hostileHTTP.Load(), st.queueFull.Load(), st.interRefused.Load(),
 		st.workerKills.Load(), st.serverRestarts.Load(), st.gatewayKills.Load(), st.httpRetries.Load())
+	if r.deadMissing > 0 { // the dead-letter stream's own account, for the post-mortem
+		if ds, err := js.Stream(context.Background(), worker.DeadStream); err == nil {
+			if info, err := ds.Info(context.Background()); err == nil {
+				fmt.Printf("soak: %s first=%d last=%d msgs=%d deleted=%d bytes=%d cluster=%+v\n", worker.DeadStream,
+					info.State.FirstSeq, info.State.LastSeq, info.State.Msgs, info.State.NumDeleted, info.State.Bytes, info.Cluster)
+			}
+		}
+	}
+	if len(r.problems) > 20 { // finish shows 20: all of them on stdout, for the post-mortem
+		for _, p := range r.problems {
+			fmt.Println("soak problem:", p)
+		}
+	}
 	finish(t, r)
 	if st.workerKills.Load()+st.serverRestarts.Load()+st.gatewayKills.Load() == 0 {
 		t.Error("no fault was injected")
