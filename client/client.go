@@ -96,6 +96,13 @@ func New(nc *nats.Conn, opts Options) (*Client, error) {
 	return &Client{nc: nc, js: js, opts: opts}, nil
 }
 
+// lookupTimeout bounds one read of the results stream (and of the
+// accepted-jobs bucket). JetStream requests take their deadline from the
+// context: under the whole wait's context, one request whose answer was
+// lost (its server killed mid-request) held a Pending for the rest of its
+// wait, with its result stored and its live message unread.
+const lookupTimeout = 5 * time.Second
+
 // resultBuffer is how many messages a pending job's subscription holds
 // before the server counts it a slow consumer and drops messages: enough
 // that forged messages ahead of the real result (see Ignored) cannot crowd
@@ -161,7 +168,11 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 		// An id already accepted is that job: wait for its result, unless
 		// the job is gone, answered and its result dropped (the results
 		// stream at its byte limit): then it is queued again.
-		if rec, err := c.accepted(ctx, job.ID); err == nil && rec.Seq != 0 && c.live(ctx, rec, p.subject) {
+		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		rec, err := c.accepted(lctx, job.ID)
+		live := err == nil && rec.Seq != 0 && c.live(lctx, rec, p.subject)
+		cancel()
+		if live {
 			if rec.Digest != "" && rec.Digest != jobDigest(job) {
 				p.sub.Unsubscribe()
 				return nil, fmt.Errorf("submitting job %s: %w", job.ID, ErrIDConflict)
@@ -273,6 +284,11 @@ func (p *Pending) Result(ctx context.Context) (*schemas.Result, error) {
 				return r, nil
 			}
 		case <-poll.C:
+			// Messages that came during the last lookup go first: select
+			// would pick between them and the tick at random.
+			if r, ok := p.received(); ok {
+				return r, nil
+			}
 			if stored {
 				if r, err := p.lookup(ctx); err == nil {
 					return r, nil
@@ -292,6 +308,22 @@ func (p *Pending) Result(ctx context.Context) (*schemas.Result, error) {
 	}
 }
 
+// received takes the first message waiting on the subscription that is
+// this job's result, without waiting.
+func (p *Pending) received() (*schemas.Result, bool) {
+	for {
+		select {
+		case m := <-p.ch:
+			r, err := decode(m)
+			if r, err := p.accept(r, err, true); err == nil {
+				return r, true
+			}
+		default:
+			return nil, false
+		}
+	}
+}
+
 // Cancel stops listening for the result. Idempotent.
 func (p *Pending) Cancel() {
 	if p.sub != nil {
@@ -300,6 +332,8 @@ func (p *Pending) Cancel() {
 }
 
 func (p *Pending) lookup(ctx context.Context) (*schemas.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
 	r, err := p.c.storedResult(ctx, p.subject)
 	if err != nil && !errors.Is(err, errUndecodable) {
 		return nil, err

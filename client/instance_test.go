@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rerank/rerank/client"
@@ -182,5 +182,63 @@ func TestTrackedIDWithOtherContentIsAConflict(t *testing.T) {
 	}
 	if res, err := tracked.Submit(ctx, job("once", "a", "bb")); err != nil || len(res.Results) != 2 {
 		t.Fatalf("the same job again: %+v, %v", res, err)
+	}
+}
+
+// A read of the results stream whose answer is lost (its server died
+// mid-request) costs the waiting Pending one lookup's timeout, not the rest
+// of its wait: the result that arrives meanwhile is taken. (A plain NATS
+// server stands in for JetStream: the publish is acknowledged by hand, and
+// the results stream's info request is swallowed.)
+func TestLostLookupDoesNotHoldTheWait(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	fake, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fake.Close)
+	fake.Subscribe(schemas.JobSubject("m"), func(m *nats.Msg) { m.Respond([]byte(`{"stream":"RERANK_JOBS","seq":7}`)) })
+	asked := make(chan struct{}, 16)
+	fake.Subscribe("$JS.API.STREAM.INFO."+schemas.ResultsStream, func(*nats.Msg) { asked <- struct{}{} }) // never answered
+	fake.Flush()
+
+	c, _ := client.New(nc, client.Options{Model: "m"})
+	j := job("lost-lookup", "a", "bb")
+	p, err := c.SubmitAsync(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { // the result, live, while the first lookup waits for its lost answer
+		<-asked
+		res := &schemas.Result{V: schemas.Version, ID: j.ID, Model: "m", JobStream: "RERANK_JOBS", JobSeq: 7,
+			Results: []schemas.Ranked{{Index: 0, ID: "c0"}, {Index: 1, ID: "c1"}}}
+		b, _ := schemas.EncodeResult(res, schemas.Msgpack)
+		m := nats.NewMsg(schemas.ResultSubject(j.ID))
+		m.Data = b
+		m.Header.Set(schemas.HeaderContentType, schemas.ContentTypeMsgpack)
+		fake.PublishMsg(m)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	res, err := p.Result(ctx)
+	if err != nil || len(res.Results) != 2 {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("the result came after %s: a lost lookup held the wait", d)
 	}
 }
