@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -32,11 +33,32 @@ func shortDedupWindow(t *testing.T, e *env) {
 	}
 }
 
-// pastDedupWindow waits until the shortened window has passed: the server
-// forgets a message id on a timer of the window's period, so an id may be
-// remembered for twice the window; a second is ten times that. (A wait on
-// the server's clock, not for an event the test could observe.)
-func pastDedupWindow() { time.Sleep(time.Second) }
+// pastDedupWindow waits until the job stream has forgotten the message
+// ids stored so far: it stores a probe message with a fresh id (on a
+// subject no worker reads), then publishes it again until the stream no
+// longer calls it a duplicate. The server forgets ids oldest first, so the
+// ids stored before the probe are forgotten by then.
+func pastDedupWindow(t *testing.T, e *env) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id := fmt.Sprintf("dedup-probe-%d", time.Now().UnixNano())
+	probe := func() bool {
+		m := nats.NewMsg(schemas.JobSubject("probe"))
+		m.Data = []byte("{}")
+		ack, err := e.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
+		if err != nil {
+			t.Fatalf("publishing the dedup probe: %v", err)
+		}
+		return ack.Duplicate
+	}
+	if probe() {
+		t.Fatal("a fresh probe id was taken for a duplicate")
+	}
+	for probe() {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // storeOldResult stores, under job's id, the answer to another job message
 // (the id's use before the dedup window ended).
@@ -105,7 +127,7 @@ func TestTrackedIDIsOneJobPastTheDedupWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pastDedupWindow()
+	pastDedupWindow(t, e)
 	again, err := tracked.Submit(ctx, job("idem", "a", "bb"))
 	if err != nil || !again.Answers(first.JobStream, first.JobSeq) {
 		t.Fatalf("tracked resubmission: %+v, %v; want the first job's result", again, err)
@@ -156,7 +178,7 @@ func TestTrackedIDWhoseResultWasDroppedIsQueuedAgain(t *testing.T) {
 	if err := s.Purge(ctx, jetstream.WithPurgeSubject(schemas.ResultSubject("dropped"))); err != nil {
 		t.Fatal(err)
 	}
-	pastDedupWindow()
+	pastDedupWindow(t, e)
 	again, err := tracked.Submit(ctx, job("dropped", "a", "bb"))
 	if err != nil || again.Answers(first.JobStream, first.JobSeq) || len(again.Results) != 2 {
 		t.Fatalf("resubmission after the result was dropped: %+v, %v; want a new job's answer", again, err)

@@ -88,6 +88,10 @@ func newNATSQueue(nc *nats.Conn, limits schemas.Limits, partitions int) (*natsQu
 	return q, nil
 }
 
+// gatewayProvisionTimeout bounds the retries of the gateway's provisioning
+// at start.
+const gatewayProvisionTimeout = 2 * time.Minute
+
 // connectGatewayNATS connects the gateway to NATS. It keeps retrying the
 // first connection (a gateway started before NATS answers 503, and its
 // readyz fails, until it connects), and it buffers nothing while
@@ -230,11 +234,27 @@ func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config, provis
 		return nil, err
 	}
 	if provision {
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := q.lanes[schemas.Interactive].ProvisionTracking(pctx, replicas, 24*time.Hour)
-		cancel()
-		if err != nil {
-			return nil, err
+		// One request at a time under its own deadline, retried for up to
+		// two minutes: a cluster restarting a node may leave a request
+		// unanswered, and a gateway must not give up its start on one
+		// lost answer (as the worker's provisioning, RELIABILITY.md).
+		deadline := time.Now().Add(gatewayProvisionTimeout)
+		for delay := 250 * time.Millisecond; ; delay = min(2*delay, 4*time.Second) {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := q.lanes[schemas.Interactive].ProvisionTracking(pctx, replicas, 24*time.Hour)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
+				return nil, err
+			}
+			log.Warn("provisioning the accepted-jobs bucket, will retry", "err", err, "delay", delay.String())
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return nil, err
+			}
 		}
 	}
 	return &gatewayService{cfg: cfg, q: q, obs: obs, log: log}, nil
