@@ -35,6 +35,16 @@ func publishes(t *testing.T, e *env) func() int {
 	}
 }
 
+// trackedClient is a client with Options.Track, its bucket provisioned.
+func trackedClient(t *testing.T, e *env) *client.Client {
+	t.Helper()
+	c, _ := client.New(e.nc, client.Options{Model: "m", Track: true})
+	if err := c.ProvisionTracking(context.Background(), 1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // storeOldResult stores, under job's id, the answer to another job message
 // (the id's use before the dedup window ended).
 func storeOldResult(t *testing.T, e *env, job *schemas.Job) {
@@ -60,10 +70,7 @@ func TestReusedIDNeverGetsTheOlderResult(t *testing.T) {
 	e := setupWith(t, worker.Config{Provision: true, FetchWait: 200 * time.Millisecond, WorkerID: "w"}, true)
 	j := job("reused", "a", "bb", "ccc")
 	storeOldResult(t, e, j)
-	c, _ := client.New(e.nc, client.Options{Model: "m", Track: true})
-	if err := c.ProvisionTracking(context.Background(), 1, time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	c := trackedClient(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	res, err := c.Submit(ctx, j) // no worker yet: nothing may answer
@@ -92,10 +99,7 @@ func TestReusedIDNeverGetsTheOlderResult(t *testing.T) {
 // Idempotency-Key's promise). Without Track the id is published again.
 func TestTrackedIDIsOneJobPastTheDedupWindow(t *testing.T) {
 	e := setup(t, false)
-	tracked, _ := client.New(e.nc, client.Options{Model: "m", Track: true})
-	if err := tracked.ProvisionTracking(context.Background(), 1, time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	tracked := trackedClient(t, e)
 	seen := publishes(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -129,10 +133,7 @@ func TestTrackedIDIsOneJobPastTheDedupWindow(t *testing.T) {
 // again, rather than waited for in vain.
 func TestTrackedIDWhoseResultWasDroppedIsQueuedAgain(t *testing.T) {
 	e := setup(t, false)
-	tracked, _ := client.New(e.nc, client.Options{Model: "m", Track: true})
-	if err := tracked.ProvisionTracking(context.Background(), 1, time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	tracked := trackedClient(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err := tracked.Submit(ctx, job("dropped", "a", "bb"))
@@ -178,10 +179,7 @@ func TestTrackedIDWhoseResultWasDroppedIsQueuedAgain(t *testing.T) {
 // job's result.
 func TestTrackedIDWithOtherContentIsAConflict(t *testing.T) {
 	e := setup(t, false)
-	tracked, _ := client.New(e.nc, client.Options{Model: "m", Track: true})
-	if err := tracked.ProvisionTracking(context.Background(), 1, time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	tracked := trackedClient(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := tracked.Submit(ctx, job("once", "a", "bb")); err != nil {
