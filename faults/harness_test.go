@@ -285,13 +285,22 @@ func streamMsgs(js jetstream.JetStream, name string) int64 {
 	return int64(info.State.Msgs)
 }
 
-// readAll calls fn on every message of a stream, in order, through an
-// ordered consumer. A cluster in transition (no responders, a leader
-// change) only delays it: it resumes after the last message it handed on.
-func readAll(js jetstream.JetStream, stream string, fn func(jetstream.Msg)) error {
+// storedMsg is a message read back from a stream.
+type storedMsg struct {
+	subject string
+	header  nats.Header
+	data    []byte
+}
+
+// readAll calls fn for every message of stream, in sequence order: through
+// an ordered consumer, then message by message for any sequence the
+// consumer skipped (with large messages under chaos it was seen to jump
+// ahead, which read as dead letters missing when they were stored).
+func readAll(js jetstream.JetStream, stream string, fn func(storedMsg)) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var last, next uint64 // last sequence to read; next one to hand on
+	var first, last, next uint64 // the stream's range; next sequence to hand on
+	seen := map[uint64]bool{}
 	var lastErr error
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		if attempt > 0 {
@@ -318,34 +327,50 @@ func readAll(js jetstream.JetStream, stream string, fn func(jetstream.Msg)) erro
 				if info.State.Msgs == 0 {
 					return true, nil
 				}
-				last, next = info.State.LastSeq, info.State.FirstSeq
+				first, last, next = info.State.FirstSeq, info.State.LastSeq, info.State.FirstSeq
 			}
-			cons, err := s.OrderedConsumer(rctx, jetstream.OrderedConsumerConfig{
-				DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next})
-			if err != nil {
-				return false, err
-			}
-			for ctx.Err() == nil {
-				batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+			if next <= last {
+				cons, err := s.OrderedConsumer(rctx, jetstream.OrderedConsumerConfig{
+					DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next})
 				if err != nil {
 					return false, err
 				}
-				for m := range batch.Messages() {
-					md, err := m.Metadata()
-					if err != nil || md.Sequence.Stream < next {
-						continue
+				for next <= last && ctx.Err() == nil {
+					batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+					if err != nil {
+						return false, err
 					}
-					fn(m)
-					next = md.Sequence.Stream + 1
-					if next > last {
-						return true, nil
+					for m := range batch.Messages() {
+						md, err := m.Metadata()
+						if err != nil || md.Sequence.Stream < next || seen[md.Sequence.Stream] {
+							continue
+						}
+						seen[md.Sequence.Stream] = true
+						fn(storedMsg{m.Subject(), m.Headers(), m.Data()})
+						next = md.Sequence.Stream + 1
 					}
-				}
-				if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-					return false, err
+					if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+						return false, err
+					}
 				}
 			}
-			return false, ctx.Err()
+			// What the consumer skipped, one message at a time (a deleted
+			// sequence is not found: nothing to read).
+			for seq := first; seq <= last && ctx.Err() == nil; seq++ {
+				if seen[seq] {
+					continue
+				}
+				m, err := s.GetMsg(ctx, seq)
+				switch {
+				case errors.Is(err, jetstream.ErrMsgNotFound):
+				case err != nil:
+					return false, err
+				default:
+					fn(storedMsg{m.Subject, m.Header, m.Data})
+				}
+				seen[seq] = true
+			}
+			return ctx.Err() == nil, ctx.Err()
 		}()
 		if done {
 			return nil

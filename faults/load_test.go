@@ -208,11 +208,11 @@ func verify(t testing.TB, js jetstream.JetStream, name string, l *load) *report 
 	r := &report{name: name, submitted: l.submitted()}
 	counts := map[string]int{}
 	last := map[string]*schemas.Result{}
-	err := readAll(js, worker.ResultsStream, func(m jetstream.Msg) {
-		id := strings.TrimPrefix(m.Subject(), worker.ResultsPrefix)
+	err := readAll(js, worker.ResultsStream, func(m storedMsg) {
+		id := strings.TrimPrefix(m.subject, worker.ResultsPrefix)
 		counts[id]++
-		f, _ := schemas.ParseContentType(m.Headers().Get(schemas.HeaderContentType))
-		res, err := schemas.DecodeResult(m.Data(), f)
+		f, _ := schemas.ParseContentType(m.header.Get(schemas.HeaderContentType))
+		res, err := schemas.DecodeResult(m.data, f)
 		if err != nil {
 			r.problems = append(r.problems, fmt.Sprintf("result %s undecodable: %v", id, err))
 			return
@@ -224,12 +224,12 @@ func verify(t testing.TB, js jetstream.JetStream, name string, l *load) *report 
 	}
 	deadByID := map[string][]byte{}
 	trimmed := map[string]nats.Header{}
-	err = readAll(js, worker.DeadStream, func(m jetstream.Msg) {
+	err = readAll(js, worker.DeadStream, func(m storedMsg) {
 		r.dead++
-		id := m.Headers().Get("Rerank-Job-Msg-Id")
-		deadByID[id] = append([]byte(nil), m.Data()...)
-		if m.Headers().Get(worker.HeaderTrimmed) == "true" {
-			trimmed[id] = m.Headers()
+		id := m.header.Get("Rerank-Job-Msg-Id")
+		deadByID[id] = append([]byte(nil), m.data...)
+		if m.header.Get(worker.HeaderTrimmed) == "true" {
+			trimmed[id] = m.header
 		}
 	})
 	if err != nil {

@@ -416,8 +416,8 @@ func TestSlowModel(t *testing.T) {
 
 	// How long the jobs ran, from their results.
 	over, maxMS := 0, 0.0
-	err := readAll(js, worker.ResultsStream, func(m jetstream.Msg) {
-		res, err := schemas.DecodeResult(m.Data(), schemas.Msgpack)
+	err := readAll(js, worker.ResultsStream, func(m storedMsg) {
+		res, err := schemas.DecodeResult(m.data, schemas.Msgpack)
 		if err != nil {
 			return
 		}
