@@ -279,8 +279,7 @@ func (p *Pending) Result(ctx context.Context) (*schemas.Result, error) {
 	for {
 		select {
 		case m := <-p.ch:
-			r, err := decode(m)
-			if r, err := p.accept(r, err, true); err == nil {
+			if r, ok := p.take(m); ok {
 				return r, nil
 			}
 		case <-poll.C:
@@ -314,14 +313,21 @@ func (p *Pending) received() (*schemas.Result, bool) {
 	for {
 		select {
 		case m := <-p.ch:
-			r, err := decode(m)
-			if r, err := p.accept(r, err, true); err == nil {
+			if r, ok := p.take(m); ok {
 				return r, true
 			}
 		default:
 			return nil, false
 		}
 	}
+}
+
+// take decodes a message received on the subscription and reports whether
+// it is this job's result (anything else is counted as ignored).
+func (p *Pending) take(m *nats.Msg) (*schemas.Result, bool) {
+	r, err := decode(m)
+	r, err = p.accept(r, err, true)
+	return r, err == nil
 }
 
 // Cancel stops listening for the result. Idempotent.
