@@ -250,9 +250,7 @@ func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config, provis
 				return nil, err
 			}
 			log.Warn("provisioning the accepted-jobs bucket, will retry", "err", err, "delay", delay.String())
-			select {
-			case <-time.After(delay):
-			case <-ctx.Done():
+			if !sleepCtx(ctx, delay) {
 				return nil, err
 			}
 		}
