@@ -2,9 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -58,8 +55,9 @@ type Options struct {
 	// many streams. 0 publishes to rerank.jobs.<model>, which partitioned
 	// workers serve as well.
 	Partitions int
-	// Track records each submitted job in the AcceptedBucket (after it is
-	// published), for Accepted; ProvisionTracking creates the bucket. A
+	// Track records each submitted job in the AcceptedBucket (reserved
+	// before it is published, its message recorded after), for Accepted;
+	// ProvisionTracking creates the bucket. A
 	// tracked job id is then one job for as long as its record lives (the
 	// results' 24 h), not only for JetStream's 2-minute dedup window: a
 	// later SubmitAsync of the same id publishes nothing and waits for the
@@ -164,34 +162,21 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to %s: %w", p.subject, err)
 	}
+	var t tracking
 	if c.opts.Track {
-		// An id already accepted is that job: wait for its result, unless
-		// the job is gone, answered and its result dropped (the results
-		// stream at its byte limit): then it is queued again.
-		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-		rec, err := c.accepted(lctx, job.ID)
-		live := err == nil && rec.Seq != 0 && c.live(lctx, rec, p.subject)
-		cancel()
-		if live {
-			if rec.Digest != "" && rec.Digest != jobDigest(job) {
+		if t, err = c.track(ctx, p, job); err != nil || !t.publish {
+			if err != nil {
 				p.sub.Unsubscribe()
-				return nil, fmt.Errorf("submitting job %s: %w", job.ID, ErrIDConflict)
+				return nil, err
 			}
-			p.dup, p.stream, p.seq = true, rec.Stream, rec.Seq
 			return p, nil
 		}
 	}
-	subject := schemas.LaneSubject(model, c.opts.Lane)
-	if c.opts.Partitions > 0 {
-		subject = schemas.PartitionSubject(model, c.opts.Lane, schemas.PartitionOf(job.ID, c.opts.Partitions))
-	}
-	msg := nats.NewMsg(subject)
-	msg.Data = data
-	msg.Header.Set(schemas.HeaderContentType, c.opts.Format.ContentType())
-	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(job.ID))
+	ack, err := c.publish(ctx, job, model, data)
 	if err != nil {
 		p.sub.Unsubscribe()
 		if queueFull(err) {
+			c.unreserve(ctx, job.ID, t)
 			return nil, fmt.Errorf("publishing job %s: %w: %w", job.ID, ErrQueueFull,
 				schemas.Errorf(schemas.CodeQueueFull, "the job queue is full (%v); the job was not queued: retry later", err))
 		}
@@ -199,46 +184,22 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 	}
 	p.dup, p.stream, p.seq = ack.Duplicate, ack.Stream, ack.Sequence
 	if c.opts.Track {
-		if err := c.markAccepted(ctx, job.ID, acceptedRecord{Stream: ack.Stream, Seq: ack.Sequence, Digest: jobDigest(job)}); err != nil {
-			// The job is queued: it will be answered; only its pending
-			// state is not recorded.
-			c.trackErrors.Add(1)
-		}
+		c.published(ctx, p, job, t, ack.Duplicate)
 	}
 	return p, nil
 }
 
-// jobDigest identifies a job's content (its JSON form, whose map keys are
-// sorted): a tracked id resubmitted with another digest is a conflict.
-func jobDigest(job *schemas.Job) string {
-	b, err := json.Marshal(job)
-	if err != nil {
-		return ""
+// publish publishes a job's encoded data on its lane's (or partition's)
+// subject of model, its id the msg-id.
+func (c *Client) publish(ctx context.Context, job *schemas.Job, model string, data []byte) (*jetstream.PubAck, error) {
+	subject := schemas.LaneSubject(model, c.opts.Lane)
+	if c.opts.Partitions > 0 {
+		subject = schemas.PartitionSubject(model, c.opts.Lane, schemas.PartitionOf(job.ID, c.opts.Partitions))
 	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:16])
-}
-
-// live reports whether the job message rec can still be answered or has
-// been: it waits in its stream, or its result is stored on subject. When
-// that cannot be read it reports true (waiting for the recorded job never
-// runs it twice).
-func (c *Client) live(ctx context.Context, rec acceptedRecord, subject string) bool {
-	s, err := c.js.Stream(ctx, rec.Stream)
-	if err != nil {
-		return !errors.Is(err, jetstream.ErrStreamNotFound)
-	}
-	if _, err := s.GetMsg(ctx, rec.Seq); err == nil || !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return true
-	}
-	r, err := c.storedResult(ctx, subject)
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return false
-	case err != nil:
-		return true
-	}
-	return r.Answers(rec.Stream, rec.Seq)
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	msg.Header.Set(schemas.HeaderContentType, c.opts.Format.ContentType())
+	return c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(job.ID))
 }
 
 // queueFull reports the server's refusal of a message by a stream at its
