@@ -65,9 +65,21 @@ func (w *Worker) Ready(ctx context.Context) error {
 	return err
 }
 
+// stoppedBeforeStart is Run's answer to err from its start-up: nil when
+// ctx ended meanwhile (SIGTERM while starting is a clean stop, with no job
+// taken yet), else err.
+func (w *Worker) stoppedBeforeStart(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		w.log.Info("stopped while starting", "err", err)
+		return nil
+	}
+	return err
+}
+
 // Run consumes until ctx ends, then stops pulling, lets jobs in flight finish
 // within ShutdownGrace, naks the rest so another worker takes them at once,
-// and returns nil. It returns an error only if it cannot start.
+// and returns nil. It returns an error only if it cannot start (a ctx that
+// ends while it starts is a clean stop: nil).
 func (w *Worker) Run(ctx context.Context) error {
 	models := w.r.Models()
 	if w.cfg.Provision {
@@ -75,7 +87,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		err := provisionRetrying(pctx, w.js, models, w.cfg, w.log)
 		cancel()
 		if err != nil {
-			return err
+			return w.stoppedBeforeStart(ctx, err)
 		}
 	}
 	// Bind one request at a time, each under its own deadline, retrying
@@ -102,7 +114,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		rcancel()
 	}
 	if err != nil {
-		return err
+		return w.stoppedBeforeStart(ctx, err)
 	}
 	// Jobs whose every delivery ended with a worker dying are announced by
 	// the server, not returned by any delivery: answer them here.

@@ -803,3 +803,27 @@ func TestBacklogIsReported(t *testing.T) {
 		return w.obs.get(func(c *counter) int { return int(c.last["interactive"]) }) == 0
 	})
 }
+
+// A worker stopped while it starts (SIGTERM while it provisions its
+// streams) stops cleanly: Run returns nil, not the start-up's
+// cancellation. One that cannot start (no streams, and not allowed to
+// create them) returns that error.
+func TestStopWhileStartingIsClean(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	cfg := testConfig()
+	w, err := worker.New(nc, &fakeReranker{}, cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // SIGTERM before the streams are provisioned
+	if err := w.Run(ctx); err != nil {
+		t.Fatalf("stopped while starting: %v, want nil", err)
+	}
+	cfg.Provision = false
+	w, _ = worker.New(nc, &fakeReranker{}, cfg, nil, nil)
+	if err := w.Run(context.Background()); err == nil {
+		t.Fatal("a worker that could not start returned nil")
+	}
+}
