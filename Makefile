@@ -48,10 +48,19 @@ $(TOKENIZER):
 
 assets: ort tokenizer
 
+# The VCS revision (and the release tag, if any) are linked in, for
+# `rerank version`, the start-up log and rerank_build_info: the toolchain's
+# own stamp is off wherever GOFLAGS holds -buildvcs=false. Linked every time
+# (go build's cache keeps it quick), so a new commit is never missed.
+GIT_REVISION := $(shell git rev-parse HEAD 2>/dev/null)
+GIT_TAG := $(shell git describe --tags --dirty 2>/dev/null)
+VERSION_LDFLAGS := -X github.com/rerank/rerank/version.stampedRevision=$(GIT_REVISION) -X github.com/rerank/rerank/version.stampedVersion=$(GIT_TAG)
+
 build: $(BIN)
-$(BIN): $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
+.PHONY: $(BIN)
+$(BIN):
 	@mkdir -p bin
-	$(GO) build -o $(BIN) ./cmd/rerank
+	$(GO) build -ldflags '$(VERSION_LDFLAGS)' -o $(BIN) ./cmd/rerank
 
 tiny-model: $(TINY_MODEL)/model.onnx
 $(TINY_MODEL)/model.onnx: | $(BIN) $(TOKENIZER)
@@ -80,8 +89,16 @@ demo: build ort demo-model
 test: assets build cohere-sdk
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
+	@$(MAKE) --no-print-directory test-helm
 	@$(MAKE) --no-print-directory fuzz-short
 	@$(MAKE) --no-print-directory parity
+
+# make test-helm: renders the Helm chart (deploy/helm/rerank) with Helm's
+# engine and checks it against deploy/k8s. A module of its own
+# (deploy/helm/go.mod), so Helm's dependencies stay out of rerank's.
+.PHONY: test-helm
+test-helm:
+	cd deploy/helm && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # make cohere-sdk: the official Cohere SDK (npm cohere-ai, pinned in
 # tools/cohere/package.json, --ignore-scripts) for the gateway's client test

@@ -618,6 +618,18 @@ func TestDockerfile(t *testing.T) {
 	}) {
 		t.Error("build stage: no `CGO_ENABLED=1 go build ... -o /out/rerank ./cmd/rerank`")
 	}
+	// The context has no .git: the version and revision are linked in, into
+	// variables that exist (-X of a missing name is silently nothing).
+	versionSrc := string(mustRead(t, filepath.Join("..", "version", "version.go")))
+	for _, x := range regexp.MustCompile(`-X github\.com/rerank/rerank/version\.(\w+)=\$\{(\w+)\}`).FindAllStringSubmatch(strings.Join(build.all("RUN"), "\n"), -1) {
+		declared := slices.ContainsFunc(build.all("ARG"), func(a string) bool { k, _, _ := strings.Cut(a, "="); return k == x[2] })
+		if !regexp.MustCompile(`(?m)^var .*\b`+x[1]+`\b`).MatchString(versionSrc) || !declared {
+			t.Errorf("build stage: -X version.%s=${%s}: no such variable in version/version.go, or no ARG %s", x[1], x[2], x[2])
+		}
+	}
+	if n := strings.Count(strings.Join(build.all("RUN"), "\n"), "-X github.com/rerank/rerank/version."); n != 2 {
+		t.Errorf("build stage: %d -X version flags, want the version and the revision", n)
+	}
 
 	ort := stageNamed(t, stages, "ort")
 	if !strings.HasPrefix(ort.image, "node:") {
@@ -649,6 +661,16 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("runtime-gpu stage from %q, want a CUDA 12 + cuDNN image", gpu.image)
 	}
 	for _, s := range []stage{runtime, gpu} {
+		labels := strings.Join(s.all("LABEL"), " ")
+		for _, want := range []string{`org.opencontainers.image.version="${VERSION}"`, `org.opencontainers.image.revision="${REVISION}"`,
+			`org.opencontainers.image.source="https://github.com/rerank/rerank"`, `org.opencontainers.image.licenses="Apache-2.0"`} {
+			if !strings.Contains(labels, want) {
+				t.Errorf("stage %s: no LABEL %s", s.name, want)
+			}
+		}
+		if !slices.Contains(s.all("COPY"), "LICENSE NOTICE /usr/share/doc/rerank/") {
+			t.Errorf("stage %s: LICENSE and NOTICE not in the image", s.name)
+		}
 		if u := s.one(t, "USER"); u != "10001:10001" && u != "10001" {
 			t.Errorf("stage %s: USER %q, want 10001", s.name, u)
 		}

@@ -50,6 +50,17 @@ func NewRegistry(connected func() float64) *prometheus.Registry {
 	return r
 }
 
+// RegisterBuildInfo adds rerank_build_info{version,revision,go_version,
+// ort_version} 1 to r: which build a process runs, for dashboards and for
+// telling the workers of a rollout apart.
+func RegisterBuildInfo(r *prometheus.Registry, version, revision, goVersion, ortVersion string) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rerank_build_info",
+		Help: "The build this process runs (always 1): module version, VCS revision, Go version, ONNX Runtime release it is made for."},
+		[]string{"version", "revision", "go_version", "ort_version"})
+	g.WithLabelValues(version, revision, goVersion, ortVersion).Set(1)
+	r.MustRegister(g)
+}
+
 // Handler serves a registry's metrics.
 func Handler(r *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(r, promhttp.HandlerOpts{})

@@ -31,6 +31,7 @@ var allowed = map[string][]string{
 	"client":                   {"schemas"},
 	"eval":                     {"schemas"},
 	"metrics":                  {},
+	"version":                  {},
 }
 
 func TestImportRules(t *testing.T) {

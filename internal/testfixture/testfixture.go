@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -73,7 +74,13 @@ func Binary(tb testing.TB) string {
 	d := Dir(tb)
 	binOnce.Do(func() {
 		bin = filepath.Join(d, "rerank")
-		if out, err := exec.Command("go", "build", "-o", bin, "github.com/rerank/rerank/cmd/rerank").CombinedOutput(); err != nil {
+		// The revision is linked in as `make build` does (GOFLAGS may
+		// turn the toolchain's own VCS stamp off).
+		args := []string{"build", "-o", bin}
+		if rev, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
+			args = append(args, "-ldflags", "-X github.com/rerank/rerank/version.stampedRevision="+strings.TrimSpace(string(rev)))
+		}
+		if out, err := exec.Command("go", append(args, "github.com/rerank/rerank/cmd/rerank")...).CombinedOutput(); err != nil {
 			binErr = fmt.Errorf("building rerank: %v\n%s", err, out)
 		}
 	})
