@@ -112,9 +112,9 @@ func (s *Server) cohere(version int) handler {
 		}
 		id := t.key(job.ID)
 		job.Query, job.ReturnDocuments = req.Query, req.ReturnDocuments
-		if req.TopN != nil {
-			if *req.TopN < 1 {
-				return errorf(codeBadRequest, "top_n must be at least 1")
+		if req.TopN != nil { // 0 is every document, as in native jobs
+			if *req.TopN < 0 {
+				return errorf(codeBadRequest, "top_n must be 0 (every document) or more")
 			}
 			job.TopN = min(*req.TopN, len(req.Documents))
 		}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -89,6 +90,8 @@ type apiError struct {
 	code    schemas.Code
 	message string
 	jobID   string // set when the job exists (a timeout: fetch it later)
+	// candidate is the document (candidate) a contract error is about.
+	candidate *schemas.CandidateRef
 	// unread marks an answer given without reading the request body: the
 	// connection is closed instead of waiting for a body nobody wants.
 	unread bool
@@ -105,7 +108,11 @@ func asAPIError(err error) *apiError {
 		return ae
 	}
 	if se := schemas.AsError(err); se != nil {
-		return &apiError{code: se.Code, message: se.Message}
+		msg := se.Message
+		if c := se.Candidate; c != nil {
+			msg = fmt.Sprintf("document %d (id %q): %s", c.Index, c.ID, msg)
+		}
+		return &apiError{code: se.Code, message: msg, candidate: se.Candidate}
 	}
 	switch {
 	case errors.Is(err, ErrUnavailable):
@@ -135,16 +142,18 @@ func writeError(w http.ResponseWriter, d dialect, e *apiError) {
 	switch d {
 	case dialectTEI:
 		body = struct {
-			Error     string `json:"error"`
-			ErrorType string `json:"error_type"`
-			ID        string `json:"id,omitempty"`
-		}{e.message, string(e.code), e.jobID}
+			Error     string                `json:"error"`
+			ErrorType string                `json:"error_type"`
+			ID        string                `json:"id,omitempty"`
+			Candidate *schemas.CandidateRef `json:"candidate,omitempty"`
+		}{e.message, string(e.code), e.jobID, e.candidate}
 	default:
 		body = struct {
-			Message string `json:"message"`
-			Code    string `json:"code"`
-			ID      string `json:"id,omitempty"`
-		}{e.message, string(e.code), e.jobID}
+			Message   string                `json:"message"`
+			Code      string                `json:"code"`
+			ID        string                `json:"id,omitempty"`
+			Candidate *schemas.CandidateRef `json:"candidate,omitempty"`
+		}{e.message, string(e.code), e.jobID, e.candidate}
 	}
 	if e.jobID != "" {
 		w.Header().Set(HeaderJobID, e.jobID)

@@ -321,7 +321,7 @@ func (s *Server) rerank(ctx context.Context, t tenant, job *schemas.Job, lane sc
 		if ctx.Err() == nil && wctx.Err() != nil {
 			// The request's own deadline ran out during the publish: a
 			// timeout, not an outage.
-			return nil, &apiError{code: codeTimeout, message: fmt.Sprintf("the %s deadline passed before the job was queued: it was not; send the request again (with the same %s) and a longer timeout", wait, HeaderIdempotencyKey)}
+			return nil, &apiError{code: codeTimeout, message: fmt.Sprintf("the %s deadline passed before the job's queueing was confirmed; send the request again with the same %s (it is never queued twice) and a longer timeout", wait, HeaderIdempotencyKey)}
 		}
 		return nil, err
 	}
@@ -334,7 +334,9 @@ func (s *Server) rerank(ctx context.Context, t tenant, job *schemas.Job, lane sc
 		return nil, err
 	}
 	if res.Error != nil {
-		return nil, &apiError{code: res.Error.Code, message: res.Error.Message, jobID: key}
+		ae := asAPIError(res.Error) // names the document it is about
+		ae.jobID = key
+		return nil, ae
 	}
 	return res, nil
 }

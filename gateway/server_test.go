@@ -328,3 +328,38 @@ func TestReadiness(t *testing.T) {
 		}
 	}
 }
+
+// A job refused for one of its documents names that document, as the
+// native error names its candidate: the message says which, and the body
+// carries {index, id} in both dialects.
+func TestErrorsNameTheDocument(t *testing.T) {
+	answer := &schemas.Error{Code: schemas.CodeMissingScore, Message: "the model injects bm25 and this candidate has none",
+		Candidate: &schemas.CandidateRef{Index: 1, ID: "1"}}
+	q := &fakeQueue{models: []string{"m"}, answer: answer}
+	ts, _ := newServer(t, q, gateway.Config{})
+	for _, tc := range []struct{ path, body string }{
+		{"/v1/rerank", `{"query":"q","documents":[{"text":"a","bm25":1},"b"]}`},
+		{"/rerank", `{"query":"q","texts":["a","b"]}`},
+	} {
+		code, _, body := post(t, ts.URL+tc.path, tc.body)
+		var out struct {
+			Candidate *schemas.CandidateRef `json:"candidate"`
+		}
+		if err := json.Unmarshal([]byte(body), &out); err != nil || code != 400 || out.Candidate == nil || out.Candidate.Index != 1 ||
+			!strings.Contains(body, `document 1 (id \"1\")`) || !strings.Contains(body, "missing_score") {
+			t.Errorf("%s: %d %s", tc.path, code, body)
+		}
+	}
+}
+
+// top_n 0 is every document, as in native jobs; below 0 is refused.
+func TestTopNZeroIsEveryDocument(t *testing.T) {
+	q := &fakeQueue{models: []string{"m"}}
+	ts, _ := newServer(t, q, gateway.Config{})
+	if code, _, body := post(t, ts.URL+"/v1/rerank", `{"query":"q","documents":["a","bb","c"],"top_n":0}`); code != 200 || strings.Count(body, `"index"`) != 3 {
+		t.Fatalf("top_n 0: %d %s", code, body)
+	}
+	if code, _, body := post(t, ts.URL+"/v1/rerank", `{"query":"q","documents":["a"],"top_n":-1}`); code != 400 || !strings.Contains(body, "top_n") {
+		t.Fatalf("top_n -1: %d %s", code, body)
+	}
+}

@@ -38,7 +38,7 @@ func (s *Server) tei(w http.ResponseWriter, r *http.Request, tn tenant) error {
 		// The workers answer the model's activated score (sigmoid or
 		// softmax, as sentence-transformers prints it); the logits are not
 		// on the wire.
-		return errorf(codeBadRequest, "raw_scores is not supported: scores are the model's activated scores (sigmoid or softmax, as sentence-transformers' CrossEncoder.predict prints them)")
+		return errorf(codeBadRequest, "raw_scores is not supported: each model answers the score its configuration names (rerank.json output.activation: sigmoid or softmax as sentence-transformers' CrossEncoder.predict prints them, or none for the raw logit), the same for every request")
 	}
 	if req.TruncationDirection != "" && req.TruncationDirection != "right" && req.TruncationDirection != "Right" {
 		return errorf(codeBadRequest, "truncation_direction: only right truncation is supported (the model's configured truncation applies)")

@@ -81,8 +81,8 @@ func TestDeadlineDuringPublishIsATimeout(t *testing.T) {
 	defer ts.Close()
 	code, _, body := post(t, ts.URL+"/v1/rerank", `{"query":"q","documents":["a"]}`,
 		"Authorization", "Bearer tok", "Idempotency-Key", "k1", "X-Request-Timeout", "50ms")
-	if code != http.StatusGatewayTimeout || !strings.Contains(body, "not") || strings.Contains(body, "acme~") {
-		t.Fatalf("%d %s; want 504 saying the job was not queued, without the internal id", code, body)
+	if code != http.StatusGatewayTimeout || !strings.Contains(body, "queueing was confirmed") || strings.Contains(body, "acme~") {
+		t.Fatalf("%d %s; want 504 saying the job's queueing was not confirmed, without the internal id", code, body)
 	}
 }
 

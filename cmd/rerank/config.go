@@ -104,21 +104,26 @@ func tomlValues(v string) ([]string, error) {
 	return []string{v}, nil // number, boolean or duration-like bare word
 }
 
-// applyConfigFile sets flags from the file named by --config (or
-// RERANK_CONFIG) before the environment and the command line are applied.
-func applyConfigFile(fs *flag.FlagSet, args []string) error {
-	path := os.Getenv("RERANK_CONFIG")
+// applyConfigFile sets flags from the settings file named by --config
+// (when fromArgs) or RERANK_CONFIG, before the environment and the command
+// line are applied. A file named by --config is the command's own: a key
+// it has no flag for is an error. RERANK_CONFIG is every command's (one
+// exported variable reaches serve, submit and inject alike): each takes
+// the keys it has flags for and leaves the others to the commands that
+// have them; a key no command has is an error.
+func applyConfigFile(fs *flag.FlagSet, args []string, fromArgs bool) error {
+	path, shared := os.Getenv("RERANK_CONFIG"), true
 	for i, a := range args {
-		if a == "--" {
+		if a == "--" || !fromArgs {
 			break
 		}
 		for _, p := range []string{"--config=", "-config="} {
 			if strings.HasPrefix(a, p) {
-				path = a[len(p):]
+				path, shared = a[len(p):], false
 			}
 		}
 		if (a == "--config" || a == "-config") && i+1 < len(args) {
-			path = args[i+1]
+			path, shared = args[i+1], false
 		}
 	}
 	if path == "" {
@@ -130,8 +135,11 @@ func applyConfigFile(fs *flag.FlagSet, args []string) error {
 	}
 	for k, vs := range vals {
 		f := fs.Lookup(k)
-		if f == nil || k == "config" {
-			return fmt.Errorf("%s: unknown setting %q (keys are flag names)", path, k)
+		if k == "config" || f == nil && (!shared || !settingNames()[k]) {
+			return fmt.Errorf("%s: unknown setting %q (keys are flag names of `rerank %s --help`)", path, k, fs.Name())
+		}
+		if f == nil {
+			continue // another command's setting
 		}
 		for _, v := range vs {
 			if err := f.Value.Set(v); err != nil {

@@ -57,7 +57,7 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 			fs.Var(f.Value, f.Name, "with --local: "+f.Usage)
 		}
 	})
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync"
 )
 
 var errHelp = errors.New("help requested")
@@ -22,12 +24,22 @@ func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args after applying environment defaults; --help is not an error.
-func parse(fs *flag.FlagSet, args []string) error {
-	if fs.Lookup("config") == nil {
-		fs.String("config", "", "config file (flat TOML, keys are flag names); precedence: flags > RERANK_* env > file > defaults")
+// parse parses args after applying the settings file and environment
+// defaults. --help, and --print-config (every command's: the effective
+// settings on stdout, secrets masked), return errHelp: done, not an error.
+func parse(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	if len(args) == 1 && args[0] == collectFlagsArg {
+		fs.VisitAll(func(f *flag.Flag) { collected[f.Name] = true })
+		return errHelp
 	}
-	if err := applyConfigFile(fs, args); err != nil {
+	// A command with a --config of its own (inject: a model's rerank.json)
+	// reads the settings file from RERANK_CONFIG only.
+	own := fs.Lookup("config") != nil
+	if !own {
+		fs.String("config", "", "settings file (flat TOML, keys are flag names; RERANK_CONFIG too); precedence: flags > RERANK_* env > file > defaults")
+	}
+	printConfig := fs.Bool("print-config", false, "print the effective settings (flags > RERANK_* env > settings file > defaults; secrets masked) and exit")
+	if err := applyConfigFile(fs, args, !own); err != nil {
 		return &exitError{2, err}
 	}
 	var envErr error
@@ -51,8 +63,41 @@ func parse(fs *flag.FlagSet, args []string) error {
 		}
 		return &exitError{2, err}
 	}
+	if *printConfig {
+		if err := writeConfig(stdout, fs); err != nil {
+			return err
+		}
+		return errHelp
+	}
 	return nil
 }
+
+// collectFlagsArg, a command's only argument, makes parse record the
+// command's flag names in collected and stop: settingNames runs every
+// command so.
+const collectFlagsArg = "\x00collect-flags"
+
+// collected is written by parse for collectFlagsArg, only under
+// settingNames's sync.Once.
+var collected map[string]bool
+
+// everyCommand is commands, set by init: a function that ranges over
+// commands from parse would be an initialization cycle.
+var everyCommand []command
+
+func init() { everyCommand = commands }
+
+// settingNames are the flag names of every command: the keys a shared
+// settings file (RERANK_CONFIG) may hold.
+var settingNames = sync.OnceValue(func() map[string]bool {
+	collected = map[string]bool{}
+	for _, c := range everyCommand {
+		_ = c.run(context.Background(), []string{collectFlagsArg}, strings.NewReader(""), io.Discard, io.Discard)
+	}
+	names := collected
+	collected = nil
+	return names
+})
 
 func envName(flagName string) string {
 	return "RERANK_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))

@@ -320,6 +320,7 @@ func cmdGateway(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		}
 		return 0
 	})
+	registerBuildInfo(reg)
 	cfg.Metrics = metrics.Handler(reg)
 	srv, err := startGateway(ctx, nc, cfg, *provision, *replicas, *partitions, metrics.NewGateway(reg), log)
 	if err != nil {

@@ -16,7 +16,7 @@ func cmdGenModel(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 	out := fs.String("out", "", "model directory to write")
 	name := fs.String("name", "", "model name in the ONNX metadata (the model is served under its directory's name)")
 	labels := fs.Int("labels", 1, "logits per pair (2: a two-class export, scored with softmax)")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *tok == "" || *out == "" {

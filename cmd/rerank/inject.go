@@ -16,7 +16,7 @@ func cmdInject(_ context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs := newFlags("inject", "--preset NAME [--config rerank.json] [job.json|-]", stderr)
 	preset := fs.String("preset", "", "injection preset: "+fmt.Sprint(inject.Presets()))
 	config := fs.String("config", "", "a model's rerank.json whose fields override the preset")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	var overrides []byte
@@ -49,6 +49,9 @@ func cmdInject(_ context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return codedExit(fmt.Errorf("job from %s: %w", src, err))
 	}
+	if cfg.Scores.BM25 == nil && cfg.Scores.DPR == nil && hasScores(job) {
+		fmt.Fprintf(stderr, "rerank: this configuration writes no first-stage score into the text: the job's bm25/dpr are not read (a score-injecting checkpoint needs a preset such as all-MiniLM-L12-v3-bm25, or text_a with {bm25})\n")
+	}
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)
 	for _, l := range inject.Lines(job, pairs) {
@@ -57,4 +60,14 @@ func cmdInject(_ context.Context, args []string, stdin io.Reader, stdout, stderr
 		}
 	}
 	return nil
+}
+
+// hasScores reports whether a candidate of job carries a first-stage score.
+func hasScores(job *schemas.Job) bool {
+	for _, c := range job.Candidates {
+		if c.BM25 != nil || c.DPR != nil {
+			return true
+		}
+	}
+	return false
 }

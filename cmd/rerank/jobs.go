@@ -30,6 +30,9 @@ func decodeJobInput(data []byte, limits schemas.Limits) (*schemas.Job, schemas.F
 		f = schemas.JSON
 	}
 	job, err := schemas.DecodeJob(data, f, limits)
+	if ce := schemas.AsError(err); ce != nil && f == schemas.Msgpack {
+		err = schemas.Errorf(ce.Code, "neither a JSON job (an object, starting with '{') nor a msgpack one: %s", ce.Message)
+	}
 	return job, f, err
 }
 

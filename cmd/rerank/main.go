@@ -22,10 +22,13 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
-var commands = []struct {
+// command is a subcommand of rerank.
+type command struct {
 	name, summary string
 	run           func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error
-}{
+}
+
+var commands = []command{
 	{"serve", "run a re-ranking worker (embedded NATS server unless --nats-url)", cmdServe},
 	{"gateway", "serve the HTTP gateway (Cohere/Jina, TEI and async job endpoints) onto the queue", cmdGateway},
 	{"submit", "submit a job and print its ranking", cmdSubmit},
@@ -35,6 +38,7 @@ var commands = []struct {
 	{"quantize", "write an int8 copy of a model directory and check its ranking agreement", cmdQuantize},
 	{"gen-model", "write a random-weight BERT cross-encoder model directory (tests, demos)", cmdGenModel},
 	{"eval", "re-rank a first-stage run and compare MRR@10, nDCG@10, MAP, recall with qrels", cmdEval},
+	{"version", "print the build: version, VCS revision and time, Go and ONNX Runtime versions", cmdVersion},
 }
 
 func usage(w io.Writer) {
@@ -68,6 +72,9 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
 		return nil
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args = append([]string{"version"}, args[1:]...)
 	}
 	for _, c := range commands {
 		if c.name == args[0] {

@@ -275,6 +275,15 @@ func TestServeAndSubmitOnEmbeddedDefault(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || len(res.Results) != 5 || res.Model != "demo" {
 		t.Fatalf("submit --json: %v %+v", err, r)
 	}
+	if !strings.Contains(r.stderr, "already queued within JetStream's 2-minute duplicate window") {
+		t.Fatalf("a duplicate submission without a word: %+v", r)
+	}
+	// A model no worker serves is refused at once, nothing queued.
+	start := time.Now()
+	r = runCmd(t, `{"id":"unserved","query":"q","candidates":[{"id":"a","text":"x"}]}`, "submit", "--model", "nope", "--nats-url", p.url, "-")
+	if r.code != 2 || !strings.Contains(r.stderr, `no worker serves model "nope"`) || time.Since(start) > 30*time.Second {
+		t.Fatalf("unserved model: %+v after %s", r, time.Since(start))
+	}
 	// An invalid job: coded error, exit 2.
 	r = runCmd(t, `{"id":"bad-1","query":"","candidates":[{"id":"a","text":"x"}]}`, "submit", "--nats-url", p.url, "-")
 	if r.code != 2 || !strings.Contains(r.stderr+r.stdout, "missing_query") {
@@ -294,7 +303,8 @@ func TestServeAndSubmitOnEmbeddedDefault(t *testing.T) {
 	// Metrics and probes after real jobs (the counters settle just after the results).
 	wants := []string{`rerank_jobs_total{model="demo",outcome="ok"} 1`, `rerank_jobs_total{model="demo",outcome="invalid"} 1`,
 		`rerank_dead_letters_total{code="bad_encoding",model="demo"} 1`, `rerank_pairs_scored_total{model="demo"} 5`,
-		"rerank_nats_connected 1", "rerank_jobs_in_flight 0", `rerank_batch_size_count{model="demo"} 1`}
+		"rerank_nats_connected 1", "rerank_jobs_in_flight 0", `rerank_batch_size_count{model="demo"} 1`,
+		`rerank_build_info{go_version="go`}
 	var missing []string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		body := httpGet(t, p.metrics+"/metrics", 200)

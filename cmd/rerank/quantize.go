@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -34,8 +36,8 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	check := fs.String("check", "", "job (JSON or msgpack file) for the agreement check (default: a built-in synthetic job)")
 	checkN := fs.Int("check-candidates", 200, "candidates of the built-in check job (0: no check)")
 	var mf modelFlags
-	mf.register(fs)
-	if err := parse(fs, args); err != nil {
+	mf.registerRuntime(fs)
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *in == "" || *out == "" {
@@ -61,7 +63,7 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	// The runtime, opened for the calibration, stays open for the agreement
 	// check; a per-batch rewrite without a check needs none.
 	if opts.Activations == quantize.Static || *check != "" || *checkN > 0 {
-		rt, err := model.OpenRuntime(mf.ortLib)
+		rt, err := model.OpenRuntime(ortLibrary(mf.ortLib))
 		if err != nil {
 			return fmt.Errorf("opening ONNX Runtime: %w", err)
 		}
@@ -74,8 +76,12 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "quantized %d nodes to int8 (%s weights, %s activations), kept %d in fp32; weights %.1f MB → %.1f MB; wrote %s in %s\n",
-		len(rep.Quantized), opts.Granularity, opts.Activations, len(rep.Kept), float64(rep.WeightBytes[0])/1e6, float64(rep.WeightBytes[1])/1e6,
+	graph := ""
+	if fi, err := os.Stat(filepath.Join(*out, "model.onnx")); err == nil {
+		graph = fmt.Sprintf(" (model.onnx %s: embeddings and the weights kept stay fp32)", byteSize(fi.Size()))
+	}
+	fmt.Fprintf(stdout, "quantized %d nodes to int8 (%s weights, %s activations), kept %d in fp32; their weights %s → %s%s; wrote %s in %s\n",
+		len(rep.Quantized), opts.Granularity, opts.Activations, len(rep.Kept), byteSize(rep.WeightBytes[0]), byteSize(rep.WeightBytes[1]), graph,
 		*out, time.Since(start).Round(time.Millisecond))
 	if !opts.KeepAttention && rep.Softmaxes > 0 {
 		fmt.Fprintf(stdout, "fused %d of %d self-attention blocks (Softmax nodes) into QAttention", rep.Attentions, rep.Softmaxes)
@@ -196,4 +202,15 @@ func compareModels(ctx context.Context, r *pipeline.Pipeline, a, b string, job *
 		return eval.Agreement{}, err
 	}
 	return eval.Compare(sa, sb)
+}
+
+// byteSize writes n bytes with a unit that keeps a digit or more.
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

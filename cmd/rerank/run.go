@@ -15,7 +15,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	var mf modelFlags
 	mf.register(fs)
 	table := fs.Bool("table", false, "print a ranked table instead of JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	data, src, err := readInput(fs.Args(), stdin)
@@ -39,9 +39,12 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return err
 	}
 	defer pipe.Close()
+	// run serves one model: a job naming another (examples/ name demo) is
+	// run on it, and said so.
 	name := models.served[0].Name
 	if job.Model != "" && job.Model != name {
-		name = job.Model // the pipeline answers unknown_model
+		fmt.Fprintf(stderr, "rerank: job %s names model %q; running it on %q, the model loaded\n", job.ID, job.Model, name)
+		job.Model = name
 	}
 	res, err := pipe.Rerank(ctx, name, job, time.Time{})
 	if err != nil {

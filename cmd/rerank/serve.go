@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,31 +86,27 @@ func (n *natsFlags) options(name string, log *slog.Logger) ([]nats.Option, error
 }
 
 // serviceFlags are the flags every long-running command (serve, gateway)
-// has: logging, and --print-config.
+// has: logging.
 type serviceFlags struct {
 	logFormat, logLevel string
-	printConfig         bool
 }
 
 func (f *serviceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
 }
 
-// start parses args and returns the command's logger, or, with
-// --print-config, prints the configuration and returns a nil logger.
+// start parses args and returns the command's logger (errHelp after
+// --help or --print-config).
 func (f *serviceFlags) start(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (*slog.Logger, error) {
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return nil, err
-	}
-	if f.printConfig {
-		return nil, writeConfig(stdout, fs)
 	}
 	log, err := newLogger(f.logFormat, f.logLevel, stderr)
 	if err != nil {
 		return nil, &exitError{2, err}
 	}
+	log.Info("rerank "+fs.Name()+" starting", buildAttrs()...)
 	return log, nil
 }
 
@@ -140,7 +137,13 @@ type modelFlags struct {
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.Var(&m.models, "model", "model to serve, NAME=DIR or DIR (repeatable; default: the demo model as \"demo\")")
-	fs.StringVar(&m.ortLib, "ort-lib", "", "path of libonnxruntime.so (default $ONNXRUNTIME_LIB, else .cache/onnxruntime/"+model.ORTVersion+")")
+	m.registerRuntime(fs)
+}
+
+// registerRuntime registers the ONNX Runtime flags without --model (for
+// commands that name their models otherwise).
+func (m *modelFlags) registerRuntime(fs *flag.FlagSet) {
+	fs.StringVar(&m.ortLib, "ort-lib", "", "path of libonnxruntime.so (default $ONNXRUNTIME_LIB, else .cache/onnxruntime/"+model.ORTVersion+"/ under the working directory, the binary's directory, or a parent of either)")
 	fs.StringVar(&m.device, "device", "cpu", "execution device: cpu, cuda or cuda:N")
 	fs.IntVar(&m.intraOp, "intra-op-threads", 0, "ONNX Runtime threads per run (0: the CPUs this process may use, honouring a container's CPU quota, divided between the models)")
 	fs.StringVar(&m.spin, "intra-op-spin", "auto", "ONNX Runtime threads spin while idle: on, off, or auto (on, unless the models' threads together exceed the CPUs)")
@@ -305,6 +308,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 		return 0
 	})
+	registerBuildInfo(met.Registry)
 	pipe, err := pipeline.New(pipeline.Config{
 		Limits: wcfg.Limits, MaxBatchDelay: *batchDelay, MaxBatchPairs: *batchPairs, ConcurrentCalls: mf.runs,
 		OnScore: func(name string, lane schemas.Lane, jobs int, st model.Stats) {
@@ -411,12 +415,21 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		if len(gcfg.Tokens) > 0 {
 			auth = ` -H "Authorization: Bearer $TOKEN"`
 		}
-		httpHint = fmt.Sprintf("HTTP: curl -s %s/v1/rerank%s --json '{\"query\":\"q\",\"documents\":[\"a\",\"b\"]}'\n", "http://"+ln.Addr().String(), auth)
+		httpHint = fmt.Sprintf("HTTP: curl -s %s/v1/rerank%s --json '{\"model\":\"%s\",\"query\":\"q\",\"documents\":[\"a\",\"b\"]}'\n", "http://"+ln.Addr().String(), auth, names[0])
 	}
 	// The banner comes once everything listens: a user (or a test) that
-	// acts on it finds NATS and the gateway ready.
+	// acts on it finds NATS and the gateway ready. Its commands work as
+	// printed: they name the server and the model when the defaults would
+	// miss them.
 	if nf.url == "" {
-		fmt.Fprintf(stdout, "rerank is serving %s on %s — in another terminal: %s submit examples/job.json\n", strings.Join(names, ", "), url, os.Args[0])
+		submit := os.Args[0] + " submit"
+		if url != nats.DefaultURL {
+			submit += " --nats-url " + url
+		}
+		if !slices.Contains(names, "demo") { // submit's default model
+			submit += " --model " + names[0]
+		}
+		fmt.Fprintf(stdout, "rerank is serving %s on %s — in another terminal: %s examples/job.json\n", strings.Join(names, ", "), url, submit)
 		fmt.Fprint(stdout, httpHint)
 	}
 	if err := w.Run(ctx); err != nil {

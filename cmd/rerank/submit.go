@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -25,7 +26,7 @@ func cmdSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	asJSON := fs.Bool("json", false, "print the raw result as JSON")
 	partitions := fs.Int("partitions", 0, "job streams per model beyond RERANK_JOBS, as the workers run (docs/scaling.md); 0: none")
 	laneFlag := fs.String("lane", "interactive", "interactive, or bulk (rerank.jobs.<model>.bulk: for backfills; interactive jobs go first)")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	data, src, err := readInput(fs.Args(), stdin)
@@ -55,7 +56,19 @@ func cmdSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	res, err := c.Submit(ctx, job)
+	// A model no worker pool consumes would keep the job waiting in the
+	// queue for a worker that may never come: refused before queueing.
+	if err := checkServed(ctx, nc, cmp.Or(job.Model, *modelName), lane); err != nil {
+		return &exitError{2, fmt.Errorf("%w; nothing was queued", err)}
+	}
+	p, err := c.SubmitAsync(ctx, job)
+	if err != nil {
+		return codedExit(err)
+	}
+	if p.Duplicate() {
+		fmt.Fprintf(stderr, "rerank: job %s was already queued within JetStream's 2-minute duplicate window: this is that job's result, whatever %s holds now (give a changed job a new id)\n", job.ID, src)
+	}
+	res, err := p.Result(ctx)
 	if err != nil {
 		return codedExit(err)
 	}
@@ -63,24 +76,24 @@ func cmdSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		if err := printJSON(stdout, res); err != nil {
 			return err
 		}
-	} else {
+	} else if res.Error == nil {
 		printRanking(stdout, job, res)
 	}
 	if res.Error != nil {
-		return &exitError{2, res.Error}
+		return &exitError{2, fmt.Errorf("job %s failed: %w", res.ID, res.Error)}
 	}
 	return nil
 }
 
 // printRanking writes a result as a table.
 func printRanking(w io.Writer, job *schemas.Job, res *schemas.Result) {
-	if res.Error != nil {
-		fmt.Fprintf(w, "job %s failed: %s\n", res.ID, res.Error)
-		return
-	}
-	fmt.Fprintf(w, "job %s · model %s · %d of %d candidates · %.1f ms (queued %.1f, tokenize %.1f, inference %.1f) · attempt %d · %s\n",
+	fmt.Fprintf(w, "job %s · model %s · %d of %d candidates · %.1f ms (queued %.1f, tokenize %.1f, inference %.1f)",
 		res.ID, res.Model, len(res.Results), len(job.Candidates), res.Timing.TotalMS, res.Timing.QueuedMS,
-		res.Timing.TokenizeMS, res.Timing.InferenceMS, res.Attempt, res.Worker)
+		res.Timing.TokenizeMS, res.Timing.InferenceMS)
+	if res.Attempt > 0 { // answered by a worker, not `rerank run`
+		fmt.Fprintf(w, " · attempt %d · %s", res.Attempt, res.Worker)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RANK\tSCORE\tID\tTEXT")
 	for i, r := range res.Results {

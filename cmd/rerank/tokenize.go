@@ -14,7 +14,7 @@ import (
 func cmdTokenize(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("tokenize", "--tokenizer tokenizer.json < pairs.jsonl", stderr)
 	path := fs.String("tokenizer", "", "Hugging Face tokenizer.json (BERT WordPiece)")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *path == "" {
