@@ -53,8 +53,11 @@ assets: ort tokenizer
 # own stamp is off wherever GOFLAGS holds -buildvcs=false. Linked every time
 # (go build's cache keeps it quick), so a new commit is never missed.
 GIT_REVISION := $(shell git rev-parse HEAD 2>/dev/null)
+GIT_TIME := $(shell git log -1 --format=%cI 2>/dev/null)
+GIT_MODIFIED := $(if $(shell git status --porcelain --untracked-files=no 2>/dev/null),true,false)
 GIT_TAG := $(shell git describe --tags --dirty 2>/dev/null)
-VERSION_LDFLAGS := -X github.com/rerank/rerank/version.stampedRevision=$(GIT_REVISION) -X github.com/rerank/rerank/version.stampedVersion=$(GIT_TAG)
+VERSION_LDFLAGS := -X github.com/rerank/rerank/version.stampedRevision=$(GIT_REVISION) -X github.com/rerank/rerank/version.stampedTime=$(GIT_TIME) \
+	-X github.com/rerank/rerank/version.stampedModified=$(GIT_MODIFIED) -X github.com/rerank/rerank/version.stampedVersion=$(GIT_TAG)
 
 build: $(BIN)
 .PHONY: $(BIN)

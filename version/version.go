@@ -25,8 +25,10 @@ type Info struct {
 //
 //	go build -ldflags "-X github.com/rerank/rerank/version.stampedVersion=v1.2.3 -X github.com/rerank/rerank/version.stampedRevision=$(git rev-parse HEAD)"
 //
-// deploy/Dockerfile does so from its VERSION and REVISION build arguments.
-var stampedVersion, stampedRevision string
+// deploy/Dockerfile does so from its VERSION and REVISION build arguments;
+// `make build` also links the commit time and "true" when the tree had
+// changes not committed.
+var stampedVersion, stampedRevision, stampedTime, stampedModified string
 
 // Read returns the running binary's Info.
 func Read() Info {
@@ -34,16 +36,16 @@ func Read() Info {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		in = fromBuildInfo(bi)
 	}
-	return in.stamped(stampedVersion, stampedRevision)
+	return in.stamped(stampedVersion, stampedRevision, stampedTime, stampedModified == "true")
 }
 
 // stamped fills what the toolchain did not stamp from the link-time values.
-func (in Info) stamped(version, revision string) Info {
+func (in Info) stamped(version, revision, time string, modified bool) Info {
 	if version != "" && (in.Version == "(devel)" || in.Version == "unknown") {
 		in.Version = version
 	}
 	if revision != "" && in.Revision == "" {
-		in.Revision = revision
+		in.Revision, in.Time, in.Modified = revision, time, modified
 	}
 	return in
 }

@@ -33,11 +33,11 @@ func TestFromBuildInfo(t *testing.T) {
 // never replace what the toolchain stamped.
 func TestStamped(t *testing.T) {
 	bare := Info{Version: "(devel)", GoVersion: "go1.26.8"}
-	if got := bare.stamped("v1.2.3", "abc"); got.Version != "v1.2.3" || got.Revision != "abc" {
+	if got := bare.stamped("v1.2.3", "abc", "2026-12-07T19:00:00Z", true); got.Version != "v1.2.3" || got.Revision != "abc" || got.Time != "2026-12-07T19:00:00Z" || !got.Modified {
 		t.Fatalf("%+v", got)
 	}
 	vcs := Info{Version: "v1.0.0", Revision: "def", GoVersion: "go1.26.8"}
-	if got := vcs.stamped("v1.2.3", "abc"); got != vcs {
+	if got := vcs.stamped("v1.2.3", "abc", "2026-12-07T19:00:00Z", true); got != vcs {
 		t.Fatalf("%+v", got)
 	}
 }

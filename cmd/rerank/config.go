@@ -135,8 +135,11 @@ func applyConfigFile(fs *flag.FlagSet, args []string, fromArgs bool) error {
 	}
 	for k, vs := range vals {
 		f := fs.Lookup(k)
-		if k == "config" || f == nil && (!shared || !settingNames()[k]) {
+		switch {
+		case k == "config" || f == nil && !shared:
 			return fmt.Errorf("%s: unknown setting %q (keys are flag names of `rerank %s --help`)", path, k, fs.Name())
+		case f == nil && !settingNames()[k]:
+			return fmt.Errorf("%s (RERANK_CONFIG): unknown setting %q: no rerank command has that flag", path, k)
 		}
 		if f == nil {
 			continue // another command's setting

@@ -152,7 +152,7 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 			return &exitError{2, err}
 		}
 		if err := checkServed(ctx, nc, name, lane); err != nil {
-			return err
+			return fmt.Errorf("%w, or use --local", err)
 		}
 		c, err := client.New(nc, client.Options{Model: name, Lane: lane, Partitions: *partitions})
 		if err != nil {
@@ -231,7 +231,9 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 
 // checkServed fails fast when no worker pool has ever consumed jobs for
 // model: its jobs would wait in the stream until --timeout. Other errors
-// (a client not allowed to read consumer info) are let through.
+// are let through: a client whose NATS user may not read consumer info
+// (deploy/nats/accounts.conf's clients) is refused by the server, which
+// ends the check at once, without the error reaching the user.
 func checkServed(ctx context.Context, nc *nats.Conn, model string, lane schemas.Lane) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -239,10 +241,21 @@ func checkServed(ctx context.Context, nc *nats.Conn, model string, lane schemas.
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	prev := nc.ErrorHandler()
+	nc.SetErrorHandler(func(c *nats.Conn, s *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			cancel() // the request is not answered: the server refused it
+			return
+		}
+		if prev != nil {
+			prev(c, s, err)
+		}
+	})
+	defer nc.SetErrorHandler(prev)
 	name := worker.LaneConsumerName(model, lane)
 	_, err = js.Consumer(ctx, worker.JobsStream, name)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("no worker serves model %q in the %s lane on %s (no consumer %s on stream %s): start `rerank serve --model %s=DIR`, or use --local", model, lane, nc.ConnectedUrlRedacted(), name, worker.JobsStream, model)
+		return fmt.Errorf("no worker serves model %q in the %s lane on %s (no consumer %s on stream %s): start `rerank serve --model %s=DIR`", model, lane, nc.ConnectedUrlRedacted(), name, worker.JobsStream, model)
 	}
 	return nil
 }

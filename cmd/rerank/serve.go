@@ -335,7 +335,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 		ns, err := natsembed.Start(natsembed.Options{Host: host, Port: p, StoreDir: store, Name: "rerank-embedded"})
 		if err != nil {
-			return err
+			return fmt.Errorf("%w; --listen ADDR (RERANK_LISTEN) picks another address, --nats-url uses a NATS server already running", err)
 		}
 		defer ns.Stop()
 		url = ns.ClientURL()

@@ -177,10 +177,12 @@ func TestDefaultsEqualTheManifests(t *testing.T) {
 func TestNonDefaultValues(t *testing.T) {
 	vals := map[string]any{
 		"image":   map[string]any{"repository": "registry.example/rerank", "tag": "v1.2.3"},
-		"nats":    map[string]any{"url": "nats://a:4222,nats://b:4222", "credsSecret": map[string]any{"name": "rerank-nats"}},
+		"nats":    map[string]any{"url": "nats://a:4222,nats://b:4222"},
 		"keda":    map[string]any{"enabled": false},
 		"gateway": map[string]any{"enabled": false},
 		"worker": map[string]any{"replicas": 3, "demoModel": false,
+			"nats":         map[string]any{"secretName": "rerank-nats", "nkeyKey": "worker.nk", "inboxPrefix": "_INBOX_worker"},
+			"extraEnv":     []any{map[string]any{"name": "RERANK_LOG_LEVEL", "value": "debug"}},
 			"modelsVolume": map[string]any{"persistentVolumeClaim": map[string]any{"claimName": "models", "readOnly": true}},
 			"settings":     map[string]any{"model": []any{"a=/models/a", "b=/models/b"}, "concurrency": 16}},
 		"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
@@ -212,8 +214,8 @@ func TestNonDefaultValues(t *testing.T) {
 	for _, e := range c["env"].([]any) {
 		env[dig(e, "name").(string)] = dig(e, "value")
 	}
-	if env["RERANK_NATS_CREDS"] != "/etc/rerank-nats/nats.creds" {
-		t.Errorf("env %v: no RERANK_NATS_CREDS", env)
+	if env["RERANK_NATS_NKEY"] != "/etc/rerank-nats/worker.nk" || env["RERANK_NATS_INBOX_PREFIX"] != "_INBOX_worker" || env["RERANK_LOG_LEVEL"] != "debug" {
+		t.Errorf("env %v: want the worker's NKEY, inbox prefix and extra variable", env)
 	}
 	vols, _ := yaml.Marshal(pod["volumes"])
 	if !strings.Contains(string(vols), "claimName: models") || !strings.Contains(string(vols), "secretName: rerank-nats") {

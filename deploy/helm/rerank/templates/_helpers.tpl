@@ -31,10 +31,21 @@ app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 {{- end -}}
 {{- end -}}
 
-{{/* The NATS credentials volume mount and variable, when a Secret is named. */}}
-{{- define "rerank.natsCredsEnv" -}}
-{{- if .Values.nats.credsSecret.name }}
+{{/* A component's NATS user and extra variables (the env entries), from its .nats and .extraEnv values. */}}
+{{- define "rerank.natsEnv" -}}
+{{- with .nats.credsKey }}
 - name: RERANK_NATS_CREDS
-  value: /etc/rerank-nats/{{ .Values.nats.credsSecret.key }}
+  value: /etc/rerank-nats/{{ . }}
+{{- end }}
+{{- with .nats.nkeyKey }}
+- name: RERANK_NATS_NKEY
+  value: /etc/rerank-nats/{{ . }}
+{{- end }}
+{{- with .nats.inboxPrefix }}
+- name: RERANK_NATS_INBOX_PREFIX
+  value: {{ . | quote }}
+{{- end }}
+{{- with .extraEnv }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
