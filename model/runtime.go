@@ -19,14 +19,34 @@ const ORTVersion = "1.29.0"
 const EnvLibrary = "ONNXRUNTIME_LIB"
 
 // DefaultLibraryPath returns where the library is looked for: $ONNXRUNTIME_LIB,
-// else .cache/onnxruntime/<version>/libonnxruntime.so.1 under the working
-// directory or one of its parents (where `make ort` puts it).
+// else .cache/onnxruntime/<version>/libonnxruntime.so.1 where FindUp finds
+// it (where `make ort` puts it), else that relative path.
 func DefaultLibraryPath() string {
 	if p := os.Getenv(EnvLibrary); p != "" {
 		return p
 	}
 	rel := filepath.Join(".cache", "onnxruntime", ORTVersion, "libonnxruntime.so.1")
-	if dir, err := os.Getwd(); err == nil {
+	if p := FindUp(rel); p != "" {
+		return p
+	}
+	return rel
+}
+
+// FindUp looks for the relative path rel in the working directory and its
+// parents, then in the directory of the running binary and its parents
+// (bin/rerank of a checkout finds the checkout's .cache from anywhere);
+// "" when it is in none.
+func FindUp(rel string) string {
+	var roots []string
+	if wd, err := os.Getwd(); err == nil {
+		roots = append(roots, wd)
+	}
+	if exe, err := os.Executable(); err == nil {
+		if exe, err = filepath.EvalSymlinks(exe); err == nil {
+			roots = append(roots, filepath.Dir(exe))
+		}
+	}
+	for _, dir := range roots {
 		for {
 			p := filepath.Join(dir, rel)
 			if _, err := os.Stat(p); err == nil {
@@ -39,7 +59,7 @@ func DefaultLibraryPath() string {
 			dir = parent
 		}
 	}
-	return rel
+	return ""
 }
 
 // The ONNX Runtime environment is process-wide: one per process, shared by

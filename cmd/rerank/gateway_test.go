@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rerank/rerank/internal/natsembed"
+	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/schemas"
 )
 
@@ -61,7 +62,7 @@ func httpDo(t *testing.T, method, url, token, body string, hdr ...string) (int, 
 // same scores, as `rerank submit`; a wrong token is refused; an async job is
 // answered 202, then its stored result.
 func TestGatewayServesRealClients(t *testing.T) {
-	sdk := findUp(".cache/cohere-sdk/node_modules/cohere-ai/package.json")
+	sdk := model.FindUp(".cache/cohere-sdk/node_modules/cohere-ai/package.json")
 	if sdk == "" {
 		t.Fatal("the Cohere SDK is not installed: run `make cohere-sdk` (make test does)")
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -22,7 +21,7 @@ type modelSpec struct{ name, dir, file string }
 
 func parseModelSpecs(values []string) ([]modelSpec, error) {
 	if len(values) == 0 {
-		dir := findUp(demoModelDir)
+		dir := model.FindUp(demoModelDir)
 		if dir == "" {
 			return nil, fmt.Errorf("no --model given and the demo model is not at %s (under the working directory or the binary's, or their parents): run `make demo-model`, or pass --model NAME=DIR for an exported model directory", demoModelDir)
 		}
@@ -51,45 +50,6 @@ func parseModelSpecs(values []string) ([]modelSpec, error) {
 	return out, nil
 }
 
-// findUp looks for rel in the working directory and its parents, then in
-// the directory of the rerank binary and its parents (bin/rerank of a
-// checkout finds the checkout's .cache from anywhere). "" when absent.
-func findUp(rel string) string {
-	var roots []string
-	if wd, err := os.Getwd(); err == nil {
-		roots = append(roots, wd)
-	}
-	if exe, err := os.Executable(); err == nil {
-		if exe, err = filepath.EvalSymlinks(exe); err == nil {
-			roots = append(roots, filepath.Dir(exe))
-		}
-	}
-	for _, dir := range roots {
-		for {
-			p := filepath.Join(dir, rel)
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				break
-			}
-			dir = parent
-		}
-	}
-	return ""
-}
-
-// ortLibrary is the ONNX Runtime library to load: --ort-lib, else
-// $ONNXRUNTIME_LIB, else .cache/onnxruntime/<version>/ found by findUp
-// ("" leaves the choice, and its error, to model.OpenRuntime).
-func ortLibrary(flag string) string {
-	if flag != "" || os.Getenv(model.EnvLibrary) != "" {
-		return flag
-	}
-	return findUp(filepath.Join(".cache", "onnxruntime", model.ORTVersion, "libonnxruntime.so.1"))
-}
-
 // loadedModels are the models of a process, closed together.
 type loadedModels struct {
 	rt     *model.Runtime
@@ -109,7 +69,7 @@ func (l *loadedModels) Close() {
 // loadModels opens ONNX Runtime and every model directory, and resolves
 // each model's injection config from its rerank.json.
 func loadModels(libPath string, specs []modelSpec, opts model.Options) (*loadedModels, error) {
-	rt, err := model.OpenRuntime(ortLibrary(libPath))
+	rt, err := model.OpenRuntime(libPath)
 	if err != nil {
 		return nil, err
 	}

@@ -63,7 +63,7 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	// The runtime, opened for the calibration, stays open for the agreement
 	// check; a per-batch rewrite without a check needs none.
 	if opts.Activations == quantize.Static || *check != "" || *checkN > 0 {
-		rt, err := model.OpenRuntime(ortLibrary(mf.ortLib))
+		rt, err := model.OpenRuntime(mf.ortLib)
 		if err != nil {
 			return fmt.Errorf("opening ONNX Runtime: %w", err)
 		}
