@@ -17,6 +17,12 @@
 // projections as one integer product written head by head, without the
 // head Transposes and Reshapes around them (KeepAttention: not).
 //
+// Files by concept: options.go (Options, Report, errors), quantize.go (the
+// entry points Graph and Observe, the model message), rewrite.go (the graph
+// rewrite, node by node), attention.go (QAttention), int8.go (the int8
+// arithmetic: weight scales, smoothing, bias correction), proto.go (the
+// graph's messages), dir.go (model directories).
+//
 // It is an offline tool (`rerank quantize`): the runtime loads a quantized
 // model directory like any other. It owns the graph rewrite and the model
 // directory it writes; it reads and writes the ONNX protobuf with protowire,
