@@ -176,7 +176,7 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 	if err != nil {
 		p.sub.Unsubscribe()
 		if queueFull(err) {
-			c.unreserve(ctx, job.ID, t)
+			c.unreserve(ctx, t)
 			return nil, fmt.Errorf("publishing job %s: %w: %w", job.ID, ErrQueueFull,
 				schemas.Errorf(schemas.CodeQueueFull, "the job queue is full (%v); the job was not queued: retry later", err))
 		}

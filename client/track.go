@@ -62,14 +62,18 @@ const reservationGrace = 2 * time.Second
 // that stored a reservation and a result (in one cluster).
 const clockSkew = time.Second
 
-// tracking is what track decided for a submission.
+// tracking is what track decided for a submission, and what it read that
+// recording the published job needs again (the bucket handle, the key and
+// the job's digest: a JSON encoding of a job of up to 8 MiB).
 type tracking struct {
 	publish bool // the job is to be published (else p names its message)
-	rev     uint64
+	kv      jetstream.KeyValue
+	key     string
+	digest  string
 	at      time.Time // the id's first submission
-	// reserved: this submission wrote the reservation (it is removed
-	// again if the queue refuses the job).
-	reserved bool
+	// reservedRev is the revision of the reservation this submission wrote
+	// (0: it wrote none); it is removed again if the queue refuses the job.
+	reservedRev uint64
 	// since is set when the reservation was another submission's that died
 	// or failed before recording: results stored after it answer the job.
 	since time.Time
@@ -98,6 +102,7 @@ func (c *Client) track(ctx context.Context, p *Pending, job *schemas.Job) (track
 		return tracking{}, fmt.Errorf("reading the %s bucket: %w", AcceptedBucket, err)
 	}
 	key, digest := acceptedKey(job.ID), jobDigest(job)
+	t := tracking{publish: true, kv: kv, key: key, digest: digest}
 	for {
 		e, err := kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -115,7 +120,8 @@ func (c *Client) track(ctx context.Context, p *Pending, job *schemas.Job) (track
 			if err != nil {
 				return tracking{}, fmt.Errorf("recording job %s: %w", job.ID, err)
 			}
-			return tracking{publish: true, rev: rev, at: now, reserved: true}, nil
+			t.at, t.reservedRev = now, rev
+			return t, nil
 		}
 		if err != nil {
 			return tracking{}, fmt.Errorf("reading job %s's record: %w", job.ID, err)
@@ -123,7 +129,8 @@ func (c *Client) track(ctx context.Context, p *Pending, job *schemas.Job) (track
 		rec := decodeRecord(e)
 		if rec.Seq != 0 {
 			if !c.live(ctx, rec, p.subject) {
-				return tracking{publish: true, rev: e.Revision(), at: rec.At}, nil
+				t.at = rec.At
+				return t, nil
 			}
 			if rec.Digest != "" && rec.Digest != digest {
 				return tracking{}, fmt.Errorf("submitting job %s: %w", job.ID, ErrIDConflict)
@@ -149,7 +156,8 @@ func (c *Client) track(ctx context.Context, p *Pending, job *schemas.Job) (track
 		case !errors.Is(err, ErrNotFound):
 			return tracking{}, fmt.Errorf("reading job %s's result: %w", job.ID, err)
 		}
-		return tracking{publish: true, rev: e.Revision(), at: rec.At, since: rec.created}, nil
+		t.at, t.since = rec.At, rec.created
+		return t, nil
 	}
 }
 
@@ -161,11 +169,6 @@ func (c *Client) track(ctx context.Context, p *Pending, job *schemas.Job) (track
 func (c *Client) published(ctx context.Context, p *Pending, job *schemas.Job, t tracking, dup bool) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	kv, err := c.js.KeyValue(ctx, AcceptedBucket)
-	if err != nil {
-		c.trackErrors.Add(1)
-		return
-	}
 	if !t.since.IsZero() && !dup {
 		if r, err := c.resultSince(ctx, p.subject, job, t.since); err == nil && !r.Answers(p.stream, p.seq) {
 			if s, err := c.js.Stream(ctx, p.stream); err == nil && s.DeleteMsg(ctx, p.seq) == nil {
@@ -173,20 +176,18 @@ func (c *Client) published(ctx context.Context, p *Pending, job *schemas.Job, t 
 			}
 		}
 	}
-	c.record(ctx, kv, acceptedKey(job.ID), acceptedRecord{Stream: p.stream, Seq: p.seq, Digest: jobDigest(job), At: t.at})
+	c.record(ctx, t.kv, t.key, acceptedRecord{Stream: p.stream, Seq: p.seq, Digest: t.digest, At: t.at})
 }
 
 // unreserve removes this submission's reservation of an id whose job the
 // queue refused (nothing was queued).
-func (c *Client) unreserve(ctx context.Context, id string, t tracking) {
-	if !t.reserved {
+func (c *Client) unreserve(ctx context.Context, t tracking) {
+	if t.reservedRev == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	if kv, err := c.js.KeyValue(ctx, AcceptedBucket); err == nil {
-		_ = kv.Delete(ctx, acceptedKey(id), jetstream.LastRevision(t.rev))
-	}
+	_ = t.kv.Delete(ctx, t.key, jetstream.LastRevision(t.reservedRev))
 }
 
 // record stores rec as id's record. A failure is counted, not returned:
