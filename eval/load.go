@@ -189,13 +189,15 @@ func (p *progressReader) report(force bool) {
 	}
 	p.last = time.Now()
 	if p.size > 0 {
-		p.status(fmt.Sprintf("reading %s: %.0f%% of %s", p.name, 100*float64(p.n)/float64(p.size), formatBytes(p.size)))
+		p.status(fmt.Sprintf("reading %s: %.0f%% of %s", p.name, 100*float64(p.n)/float64(p.size), FormatBytes(p.size)))
 	} else {
-		p.status(fmt.Sprintf("reading %s: %s", p.name, formatBytes(p.n)))
+		p.status(fmt.Sprintf("reading %s: %s", p.name, FormatBytes(p.n)))
 	}
 }
 
-func formatBytes(n int64) string {
+// FormatBytes writes n bytes with the largest binary unit (B, KiB, MiB,
+// GiB) that keeps a digit before the point.
+func FormatBytes(n int64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))

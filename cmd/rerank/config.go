@@ -113,8 +113,11 @@ func tomlValues(v string) ([]string, error) {
 // have them; a key no command has is an error.
 func applyConfigFile(fs *flag.FlagSet, args []string, fromArgs bool) error {
 	path, shared := os.Getenv("RERANK_CONFIG"), true
+	if !fromArgs {
+		args = nil
+	}
 	for i, a := range args {
-		if a == "--" || !fromArgs {
+		if a == "--" {
 			break
 		}
 		for _, p := range []string{"--config=", "-config="} {

@@ -199,25 +199,18 @@ func jsonValues(out string) (string, []any) {
 	var text strings.Builder
 	var values []any
 	for rest := out; rest != ""; {
-		i := strings.IndexAny(rest, "{[")
-		if i < 0 || i > 0 && rest[i-1] != '\n' {
-			if i < 0 {
-				text.WriteString(rest)
-				break
+		if rest[0] == '{' || rest[0] == '[' {
+			dec := json.NewDecoder(strings.NewReader(rest))
+			var v any
+			if dec.Decode(&v) == nil {
+				values = append(values, v)
+				rest = strings.TrimPrefix(rest[dec.InputOffset():], "\n")
+				continue
 			}
-			text.WriteString(rest[:i+1])
-			rest = rest[i+1:]
-			continue
 		}
-		text.WriteString(rest[:i])
-		dec := json.NewDecoder(strings.NewReader(rest[i:]))
-		var v any
-		if err := dec.Decode(&v); err != nil {
-			text.WriteString(rest[i:])
-			break
-		}
-		values = append(values, v)
-		rest = rest[i+int(dec.InputOffset()):]
+		line, after, _ := strings.Cut(rest, "\n")
+		text.WriteString(line + "\n")
+		rest = after
 	}
 	return text.String(), values
 }

@@ -78,10 +78,10 @@ func cmdQuantize(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	}
 	graph := ""
 	if fi, err := os.Stat(filepath.Join(*out, "model.onnx")); err == nil {
-		graph = fmt.Sprintf(" (model.onnx %s: embeddings and the weights kept stay fp32)", byteSize(fi.Size()))
+		graph = fmt.Sprintf(" (model.onnx %s: embeddings and the weights kept stay fp32)", eval.FormatBytes(fi.Size()))
 	}
 	fmt.Fprintf(stdout, "quantized %d nodes to int8 (%s weights, %s activations), kept %d in fp32; their weights %s → %s%s; wrote %s in %s\n",
-		len(rep.Quantized), opts.Granularity, opts.Activations, len(rep.Kept), byteSize(rep.WeightBytes[0]), byteSize(rep.WeightBytes[1]), graph,
+		len(rep.Quantized), opts.Granularity, opts.Activations, len(rep.Kept), eval.FormatBytes(rep.WeightBytes[0]), eval.FormatBytes(rep.WeightBytes[1]), graph,
 		*out, time.Since(start).Round(time.Millisecond))
 	if !opts.KeepAttention && rep.Softmaxes > 0 {
 		fmt.Fprintf(stdout, "fused %d of %d self-attention blocks (Softmax nodes) into QAttention", rep.Attentions, rep.Softmaxes)
@@ -202,15 +202,4 @@ func compareModels(ctx context.Context, r *pipeline.Pipeline, a, b string, job *
 		return eval.Agreement{}, err
 	}
 	return eval.Compare(sa, sb)
-}
-
-// byteSize writes n bytes with a unit that keeps a digit or more.
-func byteSize(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
