@@ -63,6 +63,14 @@ type Options struct {
 	// later SubmitAsync of the same id publishes nothing and waits for the
 	// recorded job's result, as an Idempotency-Key promises.
 	Track bool
+	// Tenant, when set, submits in that tenant's namespace
+	// (schemas.TenantPrefix): jobs to rerank.tenant.<tenant>.jobs.…,
+	// results read on rerank.tenant.<tenant>.results.…, job ids and
+	// tracking records apart from every other tenant's. It is for trusted
+	// services in the workers' account that submit on tenants' behalf (the
+	// HTTP gateway); a tenant's own client, in the tenant's NATS account,
+	// leaves it empty: its account's imports put it in its namespace.
+	Tenant string
 }
 
 // Client submits jobs. It is safe for concurrent use.
@@ -86,6 +94,11 @@ func (c *Client) Ignored() int64 { return c.ignored.Load() }
 func New(nc *nats.Conn, opts Options) (*Client, error) {
 	if opts.Partitions < 0 || opts.Partitions > schemas.MaxPartitions {
 		return nil, fmt.Errorf("creating client: partitions %d (0 to %d)", opts.Partitions, schemas.MaxPartitions)
+	}
+	if opts.Tenant != "" {
+		if err := schemas.CheckTenant(opts.Tenant); err != nil {
+			return nil, fmt.Errorf("creating client: %w", err)
+		}
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -153,10 +166,15 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 		return nil, fmt.Errorf("submitting job %s: %w: %d bytes, server max %d (split the candidates over several jobs)",
 			job.ID, ErrPayloadTooLarge, len(data), max)
 	}
+	if c.opts.Tenant != "" && job.ReplyTo != "" && !strings.HasPrefix(job.ReplyTo, ResultsPrefix) {
+		return nil, fmt.Errorf("validating job %s: %w", job.ID, schemas.Errorf(schemas.CodeInvalidReplyTo,
+			"reply_to %q: a tenant's results go under %s", job.ReplyTo, ResultsPrefix))
+	}
 	p := &Pending{c: c, job: job, subject: job.ReplyTo, ch: make(chan *nats.Msg, resultBuffer)}
 	if p.subject == "" {
-		p.subject = ResultsPrefix + job.ID
+		p.subject = schemas.ResultSubject(job.ID)
 	}
+	p.subject = schemas.TenantSubject(c.opts.Tenant, p.subject)
 	// Subscribe before publishing so the result cannot slip past.
 	p.sub, err = c.nc.ChanSubscribe(p.subject, p.ch)
 	if err != nil {
@@ -196,7 +214,7 @@ func (c *Client) publish(ctx context.Context, job *schemas.Job, model string, da
 	if c.opts.Partitions > 0 {
 		subject = schemas.PartitionSubject(model, c.opts.Lane, schemas.PartitionOf(job.ID, c.opts.Partitions))
 	}
-	msg := nats.NewMsg(subject)
+	msg := nats.NewMsg(schemas.TenantSubject(c.opts.Tenant, subject))
 	msg.Data = data
 	msg.Header.Set(schemas.HeaderContentType, c.opts.Format.ContentType())
 	return c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(job.ID))

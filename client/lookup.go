@@ -33,7 +33,7 @@ func (c *Client) Lookup(ctx context.Context, id string) (*schemas.Result, error)
 			return nil, fmt.Errorf("looking up job %s: %w", id, err)
 		}
 	}
-	r, at, err := c.storedResultAt(ctx, schemas.ResultSubject(id))
+	r, at, err := c.storedResultAt(ctx, schemas.TenantSubject(c.opts.Tenant, schemas.ResultSubject(id)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, fmt.Errorf("looking up job %s: %w", id, ErrNotFound)
 	}

@@ -38,8 +38,15 @@ func (c *Client) ProvisionTracking(ctx context.Context, replicas int, ttl time.D
 	return nil
 }
 
-// acceptedKey maps a job id onto the bucket's key alphabet.
-func acceptedKey(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
+// acceptedKey maps the client's tenant's job id onto the bucket's key
+// alphabet: the id itself for the shared namespace, "<tenant>.<id>" for a
+// tenant's (ids hold no '.', so no key of one namespace is another's).
+func (c *Client) acceptedKey(id string) string {
+	if c.opts.Tenant != "" {
+		id = c.opts.Tenant + "." + id
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(id))
+}
 
 // acceptedRecord is a tracked job's entry: the job message it is. Seq 0 is
 // a reservation: written before the job is published, it says a submission
@@ -101,7 +108,7 @@ func (c *Client) track(ctx context.Context, p *Pending, job *schemas.Job) (track
 	if err != nil {
 		return tracking{}, fmt.Errorf("reading the %s bucket: %w", AcceptedBucket, err)
 	}
-	key, digest := acceptedKey(job.ID), jobDigest(job)
+	key, digest := c.acceptedKey(job.ID), jobDigest(job)
 	t := tracking{publish: true, kv: kv, key: key, digest: digest}
 	for {
 		e, err := kv.Get(ctx, key)
@@ -232,7 +239,7 @@ func (c *Client) accepted(ctx context.Context, id string) (acceptedRecord, error
 	if err != nil {
 		return acceptedRecord{}, fmt.Errorf("reading the %s bucket: %w", AcceptedBucket, err)
 	}
-	e, err := kv.Get(ctx, acceptedKey(id))
+	e, err := kv.Get(ctx, c.acceptedKey(id))
 	if err != nil {
 		return acceptedRecord{}, err
 	}

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,27 +59,27 @@ func (l *errLog) find(s string) string {
 // authEnv is a server loaded from testdata/tls-server.conf, which includes
 // deploy/nats/accounts.conf, with generated NKEYs and certificates.
 type authEnv struct {
-	pki                        *pki
-	ops, worker, search, ads   nkeyUser
-	workerCert, workerKey      string
-	clientCert, clientKey      string
-	ns                         *server.Server
-	url                        string
-	rogue                      *pki
-	rogueClientCert, rogueKeyF string
+	pki                               *pki
+	ops, worker, gateway, search, ads nkeyUser
+	workerCert, workerKey             string
+	clientCert, clientKey             string
+	ns                                *server.Server
+	url                               string
+	rogue                             *pki
+	rogueClientCert, rogueKeyF        string
 }
 
 func startAuthServer(t *testing.T) *authEnv {
 	t.Helper()
 	dir := t.TempDir()
 	e := &authEnv{pki: newPKI(t, "rerank"), rogue: newPKI(t, "rogue")}
-	e.ops, e.worker = newNkeyUser(t, dir, "ops"), newNkeyUser(t, dir, "worker")
+	e.ops, e.worker, e.gateway = newNkeyUser(t, dir, "ops"), newNkeyUser(t, dir, "worker"), newNkeyUser(t, dir, "gateway")
 	e.search, e.ads = newNkeyUser(t, dir, "search"), newNkeyUser(t, dir, "ads")
 	e.workerCert, e.workerKey = e.pki.issue(t, "rerank-worker", false)
 	e.clientCert, e.clientKey = e.pki.issue(t, "rerank-client", false)
 	e.rogueClientCert, e.rogueKeyF = e.rogue.issue(t, "intruder", false)
 	for k, v := range map[string]string{
-		"RERANK_NKEY_OPS": e.ops.pub, "RERANK_NKEY_WORKER": e.worker.pub,
+		"RERANK_NKEY_OPS": e.ops.pub, "RERANK_NKEY_WORKER": e.worker.pub, "RERANK_NKEY_GATEWAY": e.gateway.pub,
 		"RERANK_NKEY_CLIENT_SEARCH": e.search.pub, "RERANK_NKEY_CLIENT_ADS": e.ads.pub,
 		"FAULTS_STORE_DIR": t.TempDir(), "FAULTS_TLS_CERT": e.pki.serverCert, "FAULTS_TLS_KEY": e.pki.serverKey,
 		"FAULTS_TLS_CA": e.pki.ca,
@@ -122,6 +121,9 @@ func (e *authEnv) conn(t *testing.T, u nkeyUser) (*nats.Conn, *errLog) {
 	t.Cleanup(nc.Close)
 	return nc, log
 }
+
+// authTenants are the tenants of deploy/nats/accounts.conf.
+var authTenants = []string{"search", "ads"}
 
 // inboxOf is the private inbox prefix deploy/nats/accounts.conf grants
 // user name.
@@ -206,10 +208,10 @@ func TestAuthTLSNKeys(t *testing.T) {
 	opsJS, _ := jetstream.New(opsNC)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := worker.Provision(ctx, opsJS, []string{"demo"}, worker.Config{}); err != nil {
+	if err := worker.Provision(ctx, opsJS, []string{"demo"}, worker.Config{Tenants: authTenants}); err != nil {
 		t.Fatalf("ops provisioning: %v", err)
 	}
-	w := startWorker(t, "w1", e.url, tiny, append(tlsFlags(e.worker, e.workerCert, e.workerKey), "--provision=false")...)
+	w := startWorker(t, "w1", e.url, tiny, append(tlsFlags(e.worker, e.workerCert, e.workerKey), "--provision=false", "--tenants", "search,ads")...)
 
 	// Legit flow 1: `rerank submit` as "search", result in its namespace.
 	job := &schemas.Job{ID: "search-1", Query: "what is the capital of france", ReplyTo: "rerank.results.search.search-1"}
@@ -242,25 +244,27 @@ func TestAuthTLSNKeys(t *testing.T) {
 	}
 	say(t, "auth: allowed: client.Submit as ads got %d results for %s on %s", len(ar.Results), ar.ID, adsJob.ReplyTo)
 
-	// Both results are stored, once each. A subscriber can receive a result
-	// before the stream has stored it: poll.
+	// Both results are stored, once each, each in its tenant's namespace.
+	// A subscriber can receive a result before the stream has stored it:
+	// poll.
 	rs, err := opsJS.Stream(ctx, worker.ResultsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var stored map[string]uint64
 	if !waitFor(10*time.Second, func() bool {
-		info, err := rs.Info(ctx, jetstream.WithSubjectFilter(worker.ResultsPrefix+">"))
+		info, err := rs.Info(ctx, jetstream.WithSubjectFilter(">"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		stored = info.State.Subjects
-		return stored["rerank.results.search.search-1"] == 1 && stored["rerank.results.ads.ads-1"] == 1
+		return len(stored) == 2 && stored["rerank.tenant.search.results.search.search-1"] == 1 && stored["rerank.tenant.ads.results.ads.ads-1"] == 1
 	}) {
 		t.Fatalf("stored results: %v", stored)
 	}
 
-	// Denied: "search" reaching for others' results or forging them.
+	// Denied: "search" reaching out of its account's subjects, forging
+	// results, or calling the JetStream API.
 	searchNC, searchErrs := e.conn(t, e.search)
 	var denied []string
 	expectDenied := func(who string, errs *errLog, what, want string) {
@@ -273,7 +277,7 @@ func TestAuthTLSNKeys(t *testing.T) {
 		denied = append(denied, fmt.Sprintf("%s %s: %s", who, what, got))
 		say(t, "auth: denied: %s %s: %s", who, what, got)
 	}
-	for _, subj := range []string{"rerank.results.>", "rerank.results.ads.>", "rerank.results.*", "rerank.dead.>"} {
+	for _, subj := range []string{">", "rerank.>", "rerank.tenant.>", "_INBOX.>", inboxOf("ads") + ".>", "$JS.>"} {
 		sub, err := searchNC.SubscribeSync(subj)
 		if err == nil {
 			searchNC.Flush()
@@ -283,7 +287,7 @@ func TestAuthTLSNKeys(t *testing.T) {
 		}
 		expectDenied("search", searchErrs, "subscribing to "+subj, `Permissions Violation for Subscription to "`+subj+`"`)
 	}
-	for _, subj := range []string{"rerank.results.search.forged", "rerank.results.ads.ads-1", "rerank.dead.demo"} {
+	for _, subj := range []string{"rerank.results.search.forged", "rerank.results.ads.ads-1", "rerank.dead.demo", "rerank.tenant.ads.jobs.demo"} {
 		searchNC.Publish(subj, []byte("forged"))
 		expectDenied("search", searchErrs, "publishing to "+subj, `Permissions Violation for Publish to "`+subj+`"`)
 	}
@@ -300,8 +304,10 @@ func TestAuthTLSNKeys(t *testing.T) {
 	}
 	// Denied: the worker's user submitting jobs, provisioning, reading results.
 	workerNC, workerErrs := e.conn(t, e.worker)
-	workerNC.Publish("rerank.jobs.demo", []byte("{}"))
-	expectDenied("worker", workerErrs, "publishing to rerank.jobs.demo", `Permissions Violation for Publish to "rerank.jobs.demo"`)
+	for _, subj := range []string{"rerank.jobs.demo", "rerank.tenant.search.jobs.demo"} {
+		workerNC.Publish(subj, []byte("{}"))
+		expectDenied("worker", workerErrs, "publishing to "+subj, `Permissions Violation for Publish to "`+subj+`"`)
+	}
 	workerJS, _ := jetstream.New(workerNC)
 	pctx, pcancel := context.WithTimeout(ctx, time.Second)
 	_, err = workerJS.CreateStream(pctx, jetstream.StreamConfig{Name: "STOLEN", Subjects: []string{"rerank.>"}})
@@ -326,7 +332,9 @@ func TestAuthTLSNKeys(t *testing.T) {
 
 // TestAuthCreds runs `rerank serve` and `rerank submit` with creds files
 // (user JWT + NKEY seed) against a server in operator (JWT) mode; the users'
-// permissions are those of deploy/nats/accounts.conf.
+// permissions are those of deploy/nats/accounts.conf, and the tenant
+// "search" has its account, with private exports (activation tokens) and
+// imports as accounts.conf has them.
 func TestAuthCreds(t *testing.T) {
 	defer dumpLogs(t)
 	bin, tiny, _ := assets(t)
@@ -348,12 +356,41 @@ func TestAuthCreds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The service account RERANK exports tenant search's subjects
+	// privately (an activation token names the one account that may import
+	// them), and account SEARCH imports them onto the shared layout, as
+	// accounts.conf's exports and imports do.
 	akp, _ := nkeys.CreateAccount()
 	apub, _ := akp.PublicKey()
+	skp, _ := nkeys.CreateAccount()
+	spub, _ := skp.PublicKey()
 	ac := jwt.NewAccountClaims(apub)
 	ac.Name = "RERANK"
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	tc := jwt.NewAccountClaims(spub)
+	tc.Name = "SEARCH"
+	for _, x := range []struct {
+		subject, local string
+		kind           jwt.ExportType
+	}{
+		{"rerank.tenant.search.jobs.>", "rerank.jobs.>", jwt.Service},
+		{"rerank.tenant.search.results.>", "rerank.results.>", jwt.Stream},
+		{"rerank.tenant.search.dead.>", "rerank.dead.>", jwt.Stream},
+	} {
+		ac.Exports.Add(&jwt.Export{Subject: jwt.Subject(x.subject), Type: x.kind, TokenReq: true})
+		act := jwt.NewActivationClaims(spub)
+		act.ImportSubject, act.ImportType = jwt.Subject(x.subject), x.kind
+		tok, err := act.Encode(akp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.Imports.Add(&jwt.Import{Account: apub, Subject: jwt.Subject(x.subject), LocalSubject: jwt.RenamingSubject(x.local), Type: x.kind, Token: tok})
+	}
 	ajwt, err := ac.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tjwt, err := tc.Encode(okp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,6 +402,7 @@ func TestAuthCreds(t *testing.T) {
 	}
 	resolver := &server.MemAccResolver{}
 	resolver.Store(apub, ajwt)
+	resolver.Store(spub, tjwt)
 	resolver.Store(sysPub, sjwt)
 
 	creds := func(name string) string {
@@ -372,10 +410,14 @@ func TestAuthCreds(t *testing.T) {
 		upub, _ := ukp.PublicKey()
 		uc := jwt.NewUserClaims(upub)
 		uc.Name = name
-		p := perms[name]
+		p := perms[name].perms
 		uc.Pub.Allow.Add(p.Publish.Allow...)
 		uc.Sub.Allow.Add(p.Subscribe.Allow...)
-		ujwt, err := uc.Encode(akp)
+		signer := akp
+		if perms[name].account == "SEARCH" {
+			signer = skp
+		}
+		ujwt, err := uc.Encode(signer)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -418,10 +460,10 @@ func TestAuthCreds(t *testing.T) {
 	opsJS, _ := jetstream.New(opsNC)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := worker.Provision(ctx, opsJS, []string{"demo"}, worker.Config{}); err != nil {
+	if err := worker.Provision(ctx, opsJS, []string{"demo"}, worker.Config{Tenants: []string{"search"}}); err != nil {
 		t.Fatalf("ops provisioning: %v", err)
 	}
-	startWorker(t, "w1", url, tiny, "--nats-creds", workerCreds, "--provision=false", "--nats-inbox-prefix", inboxOf("worker"))
+	startWorker(t, "w1", url, tiny, "--nats-creds", workerCreds, "--provision=false", "--nats-inbox-prefix", inboxOf("worker"), "--tenants", "search")
 
 	job := &schemas.Job{ID: "search-creds-1", Query: "q", ReplyTo: "rerank.results.search.search-creds-1",
 		Candidates: []schemas.Candidate{{ID: "a", Text: "first passage"}, {ID: "b", Text: "second passage"}}}
@@ -442,20 +484,27 @@ func TestAuthCreds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	nc.SubscribeSync("rerank.results.>")
-	if got := log.find(`Permissions Violation for Subscription to "rerank.results.>"`); got == "" {
-		t.Error("creds user search could subscribe to rerank.results.>")
+	nc.SubscribeSync("rerank.tenant.>")
+	if got := log.find(`Permissions Violation for Subscription to "rerank.tenant.>"`); got == "" {
+		t.Error("creds user search could subscribe to rerank.tenant.>")
 	} else {
-		say(t, "auth: denied: search (creds) subscribing to rerank.results.>: %s", got)
+		say(t, "auth: denied: search (creds) subscribing to rerank.tenant.>: %s", got)
 	}
 }
 
-// confPermissions reads the users' permissions from deploy/nats/accounts.conf
-// (with placeholder keys) by name: ops, worker, search, ads.
-func confPermissions(t *testing.T) map[string]*server.Permissions {
+// confUser is a user of deploy/nats/accounts.conf: its permissions and
+// its account.
+type confUser struct {
+	perms   *server.Permissions
+	account string
+}
+
+// confPermissions reads the users of deploy/nats/accounts.conf (with
+// placeholder keys) by name: ops, worker, gateway, search, ads.
+func confPermissions(t *testing.T) map[string]confUser {
 	t.Helper()
 	names := map[string]string{}
-	for _, n := range []string{"OPS", "WORKER", "CLIENT_SEARCH", "CLIENT_ADS"} {
+	for _, n := range []string{"OPS", "WORKER", "GATEWAY", "CLIENT_SEARCH", "CLIENT_ADS"} {
 		kp, _ := nkeys.CreateUser()
 		pub, _ := kp.PublicKey()
 		t.Setenv("RERANK_NKEY_"+n, pub)
@@ -465,85 +514,23 @@ func confPermissions(t *testing.T) map[string]*server.Permissions {
 	if err != nil {
 		t.Fatalf("loading %s: %v", accountsConf, err)
 	}
-	out := map[string]*server.Permissions{}
+	out := map[string]confUser{}
 	for _, u := range opts.Nkeys {
 		if n, ok := names[u.Nkey]; ok {
-			if u.Permissions == nil || u.Permissions.Publish == nil || u.Permissions.Subscribe == nil {
-				t.Fatalf("%s: user %s has no publish and subscribe permissions", accountsConf, n)
+			if u.Permissions == nil || u.Permissions.Publish == nil || u.Permissions.Subscribe == nil || u.Account == nil {
+				t.Fatalf("%s: user %s has no account, or no publish and subscribe permissions", accountsConf, n)
 			}
-			if u.Account == nil || u.Account.Name != "RERANK" {
-				t.Fatalf("%s: user %s is not in account RERANK", accountsConf, n)
-			}
-			out[n] = u.Permissions
+			out[n] = confUser{perms: u.Permissions, account: u.Account.Name}
 		}
 	}
-	if len(out) != 4 {
-		t.Fatalf("%s: found users %v, want ops, worker, search, ads", accountsConf, out)
+	want := map[string]string{"ops": "RERANK", "worker": "RERANK", "gateway": "RERANK", "search": "SEARCH", "ads": "ADS"}
+	if len(out) != len(want) {
+		t.Fatalf("%s: found users %v, want %v", accountsConf, out, want)
+	}
+	for n, acc := range want {
+		if out[n].account != acc {
+			t.Fatalf("%s: user %s is in account %q, want %s", accountsConf, n, out[n].account, acc)
+		}
 	}
 	return out
-}
-
-// TestClientsCannotReadEachOthersJobsInFlight: under the shipped
-// deploy/nats/accounts.conf, while "search" submits jobs, client "ads",
-// using everything its permissions allow — wildcard subscriptions on every
-// subject it may subscribe to, and the ones it may not — receives none of
-// search's jobs, results or acknowledgements. (Before private inboxes,
-// "_INBOX.>" delivered every job the worker pulled, in clear.)
-func TestClientsCannotReadEachOthersJobsInFlight(t *testing.T) {
-	defer dumpLogs(t)
-	_, tiny, _ := assets(t)
-	e := startAuthServer(t)
-	opsNC, _ := e.conn(t, e.ops)
-	opsJS, _ := jetstream.New(opsNC)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := worker.Provision(ctx, opsJS, []string{"demo"}, worker.Config{}); err != nil {
-		t.Fatalf("ops provisioning: %v", err)
-	}
-	startWorker(t, "w1", e.url, tiny, "--nats-nkey", e.worker.seedFile, "--tls-ca", e.pki.ca, "--tls-cert", e.workerCert,
-		"--tls-key", e.workerKey, "--provision=false", "--nats-inbox-prefix", inboxOf("worker"))
-
-	adsNC, adsErrs := e.conn(t, e.ads)
-	var seen atomic.Int64
-	var leaked sync.Map
-	spy := func(m *nats.Msg) {
-		if strings.Contains(string(m.Data), "search-secret") {
-			seen.Add(1)
-			leaked.Store(m.Subject, true)
-		}
-	}
-	allowed := []string{"rerank.results.ads.>", inboxOf("ads") + ".>"}
-	refused := []string{"_INBOX.>", inboxOf("search") + ".>", inboxOf("worker") + ".>", ">", "rerank.>", "rerank.results.search.>", "$JS.>"}
-	for _, subj := range append(allowed, refused...) {
-		if _, err := adsNC.Subscribe(subj, spy); err != nil {
-			t.Fatal(err)
-		}
-	}
-	adsNC.Flush()
-	for _, subj := range refused {
-		if got := adsErrs.find(`Permissions Violation for Subscription to "` + subj + `"`); got == "" {
-			t.Errorf("ads may subscribe to %s", subj)
-		}
-	}
-
-	searchNC, _ := e.conn(t, e.search)
-	search, err := client.New(searchNC, client.Options{Model: "demo"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 10 {
-		j := &schemas.Job{ID: fmt.Sprintf("search-%d", i), Query: "search-secret query", ReplyTo: fmt.Sprintf("rerank.results.search.search-%d", i),
-			Candidates: []schemas.Candidate{{ID: "a", Text: "search-secret document one"}, {ID: "b", Text: "search-secret document two"}}}
-		j.ReturnDocuments = true
-		if res, err := search.Submit(ctx, j); err != nil || res.Error != nil || len(res.Results) != 2 {
-			t.Fatalf("search job %d: %v %+v", i, err, res)
-		}
-	}
-	adsNC.Flush()
-	if n := seen.Load(); n != 0 {
-		var subjects []string
-		leaked.Range(func(k, _ any) bool { subjects = append(subjects, k.(string)); return true })
-		t.Fatalf("ads received %d messages carrying search's jobs or results, on %v", n, subjects)
-	}
-	say(t, "auth: ads subscribed to %d subjects (%d refused) while search ran 10 jobs: received none of them", len(allowed)+len(refused), len(refused))
 }

@@ -129,7 +129,7 @@ func TestLocationIsEscaped(t *testing.T) {
 // goneQueue reads every job as expired.
 type goneQueue struct{ *fakeQueue }
 
-func (goneQueue) Lookup(_ context.Context, id string) (*schemas.Result, bool, error) {
+func (goneQueue) Lookup(_ context.Context, _, id string) (*schemas.Result, bool, error) {
 	return nil, false, fmt.Errorf("job %s: %w", id, gateway.ErrGone)
 }
 

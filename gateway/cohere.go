@@ -110,7 +110,7 @@ func (s *Server) cohere(version int) handler {
 		if err != nil {
 			return err
 		}
-		id := t.key(job.ID)
+		id := job.ID
 		job.Query, job.ReturnDocuments = req.Query, req.ReturnDocuments
 		if req.TopN != nil { // 0 is every document, as in native jobs
 			if *req.TopN < 0 {
@@ -130,7 +130,7 @@ func (s *Server) cohere(version int) handler {
 		if req.Priority > 0 {
 			lane = schemas.Bulk
 		}
-		res, err := s.rerank(r.Context(), t, job, lane, wait)
+		res, err := s.rerank(r.Context(), job, lane, wait)
 		if err != nil {
 			return err
 		}

@@ -13,8 +13,9 @@
 // generated one), published as Nats-Msg-Id, so a retried request is the same
 // job, and a result outlives the request that asked for it. Each bearer
 // token stands for a tenant, and ids are per tenant (tenant.go): a
-// tenant's key k is queued as "<tenant>~k". Errors use the codes of
-// schemas (errors.go maps them onto HTTP statuses).
+// tenant's job k is queued as k in its tenant's namespace (Job.Tenant,
+// schemas.TenantPrefix), the one its NATS clients use too. Errors use the
+// codes of schemas (errors.go maps them onto HTTP statuses).
 //
 // It owns the HTTP server, the wire types of each dialect and their
 // translation to and from schemas.Job and schemas.Result. It declares the

@@ -49,9 +49,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, t tenant) err
 	} else if k := r.Header.Get(HeaderIdempotencyKey); k != "" && k != key {
 		return errorf(codeBadRequest, "the job id and the "+HeaderIdempotencyKey+" header differ")
 	}
-	if job.ID, err = t.jobID(key); err != nil {
-		return err
-	}
+	job.ID, job.Tenant = key, string(t)
 	if job.Model, err = s.model(r.Context(), job.Model); err != nil {
 		return err
 	}
@@ -74,11 +72,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, t tenant) error 
 	if err := schemas.CheckID(id); err != nil {
 		return err
 	}
-	jid, err := t.jobID(id)
-	if err != nil {
-		return err
-	}
-	res, pending, err := s.q.Lookup(r.Context(), jid)
+	res, pending, err := s.q.Lookup(r.Context(), string(t), id)
 	w.Header().Set(HeaderJobID, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -94,7 +88,6 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, t tenant) error 
 	case res == nil:
 		return &apiError{code: codeNotFound, message: "no job " + id, jobID: id}
 	}
-	res.ID = id // the tenant's name for it
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/rerank/rerank/schemas"
@@ -38,12 +37,13 @@ const (
 // NATS provides it (wired in cmd/rerank). Errors: ErrUnavailable when the
 // queue cannot be reached, a *schemas.Error for a job the contract refuses.
 type Queue interface {
-	// Submit publishes job on lane; the returned Pending waits for its result.
+	// Submit publishes job on lane, in its tenant's namespace (Job.Tenant);
+	// the returned Pending waits for its result.
 	Submit(ctx context.Context, job *schemas.Job, lane schemas.Lane) (Pending, error)
-	// Lookup returns the stored result of job id; pending reports a job
-	// accepted without a result yet; ErrGone a job accepted whose result
-	// is no longer stored; ErrNotFound when none of these.
-	Lookup(ctx context.Context, id string) (res *schemas.Result, pending bool, err error)
+	// Lookup returns the stored result of tenant's job id; pending reports
+	// a job accepted without a result yet; ErrGone a job accepted whose
+	// result is no longer stored; ErrNotFound when none of these.
+	Lookup(ctx context.Context, tenant, id string) (res *schemas.Result, pending bool, err error)
 	// Models lists the models that have a consumer (a worker pool).
 	Models(ctx context.Context) ([]string, error)
 	// Ready reports whether the queue is reachable.
@@ -161,11 +161,7 @@ func (s *Server) route(pattern, endpoint string, d dialect, h handler) {
 			err = h(sw, r, t)
 		}
 		if err != nil {
-			ae := s.failure(r, endpoint, rid, err)
-			if t != "" { // answers name a tenant's jobs by their keys
-				ae.message = strings.ReplaceAll(ae.message, string(t)+tenantSep, "")
-			}
-			writeError(sw, d, ae)
+			writeError(sw, d, s.failure(r, endpoint, rid, err))
 		}
 		if s.obs != nil {
 			s.obs.Request(endpoint, sw.status, time.Since(start))
@@ -266,11 +262,7 @@ func (s *Server) newJob(r *http.Request, t tenant, model string, timeout float64
 	if err != nil {
 		return nil, 0, err
 	}
-	key, err := jobID(r)
-	if err != nil {
-		return nil, 0, err
-	}
-	id, err := t.jobID(key)
+	id, err := jobID(r)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -278,7 +270,7 @@ func (s *Server) newJob(r *http.Request, t tenant, model string, timeout float64
 	if err != nil {
 		return nil, 0, err
 	}
-	return &schemas.Job{ID: id, Model: model}, wait, nil
+	return &schemas.Job{ID: id, Model: model, Tenant: string(t)}, wait, nil
 }
 
 // model resolves the model a request names.
@@ -312,8 +304,8 @@ func jobPath(id string) string { return "/v1/jobs/" + url.PathEscape(id) }
 // rerank submits job and waits for its result up to wait. A job the
 // worker answered with an error comes back as that error; a wait that ends
 // first is a timeout naming the job, which stays queued.
-func (s *Server) rerank(ctx context.Context, t tenant, job *schemas.Job, lane schemas.Lane, wait time.Duration) (*schemas.Result, error) {
-	key := t.key(job.ID)
+func (s *Server) rerank(ctx context.Context, job *schemas.Job, lane schemas.Lane, wait time.Duration) (*schemas.Result, error) {
+	key := job.ID
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	p, err := s.q.Submit(wctx, job, lane) // an unanswered publish is the Queue's ErrUnavailable

@@ -62,7 +62,7 @@ func (q *fakeQueue) Submit(_ context.Context, job *schemas.Job, lane schemas.Lan
 	if q.accepted == nil {
 		q.accepted = map[string]bool{}
 	}
-	q.accepted[job.ID] = true
+	q.accepted[job.Tenant+"/"+job.ID] = true
 	res := &schemas.Result{V: 1, ID: job.ID, Model: job.Model}
 	if q.answer != nil {
 		res.Error = q.answer
@@ -82,13 +82,19 @@ func (q *fakeQueue) Submit(_ context.Context, job *schemas.Job, lane schemas.Lan
 	return fakePending{res: res, hang: q.hang}, nil
 }
 
-func (q *fakeQueue) Lookup(_ context.Context, id string) (*schemas.Result, bool, error) {
+// Lookup reads tenant's job id: stored results of the shared namespace
+// are keyed by id, a tenant's by "<tenant>/<id>".
+func (q *fakeQueue) Lookup(_ context.Context, tenant, id string) (*schemas.Result, bool, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if r, ok := q.stored[id]; ok {
+	key := id
+	if tenant != "" {
+		key = tenant + "/" + id
+	}
+	if r, ok := q.stored[key]; ok {
 		return r, false, nil
 	}
-	if q.accepted[id] {
+	if q.accepted[tenant+"/"+id] {
 		return nil, true, nil
 	}
 	return nil, false, gateway.ErrNotFound

@@ -51,13 +51,13 @@ func (s *Server) tei(w http.ResponseWriter, r *http.Request, tn tenant) error {
 	if err != nil {
 		return err
 	}
-	id := tn.key(job.ID)
+	id := job.ID
 	job.Query, job.ReturnDocuments = req.Query, req.ReturnText
 	job.Candidates = make([]schemas.Candidate, len(req.Texts))
 	for i, t := range req.Texts {
 		job.Candidates[i] = schemas.Candidate{ID: strconv.Itoa(i), Text: t}
 	}
-	res, err := s.rerank(r.Context(), tn, job, schemas.Interactive, wait)
+	res, err := s.rerank(r.Context(), job, schemas.Interactive, wait)
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ func TestTokensConfig(t *testing.T) {
 		{"empty", []string{""}, false},
 		{"whitespace", []string{"a b"}, false},
 		{"tenant name with a dot", []string{"ac.me:x"}, false},
-		{"tenant name with the separator", []string{"ac~me:x"}, false},
+		{"tenant name with a tilde", []string{"ac~me:x"}, false},
 		{"tenant name too long", []string{strings.Repeat("a", 65) + ":x"}, false},
 		{"empty secret", []string{"acme:"}, false},
 		{"one secret, two tenants", []string{"acme:x", "globex:x"}, false},
@@ -39,23 +39,50 @@ func TestTokensConfig(t *testing.T) {
 	}
 }
 
-// A tenant's job goes on the queue as "<tenant>~<key>", and is answered
-// under its key; a key too long to fit beside the tenant's name is refused.
-func TestTenantJobIDs(t *testing.T) {
+// A tenant's job goes on the queue under its key, in its tenant's
+// namespace (Job.Tenant): two tenants' one key are two jobs, and each
+// tenant's GET reads its own.
+func TestTenantJobsAreInTheirNamespace(t *testing.T) {
 	q := &fakeQueue{models: []string{"m"}}
-	ts, _ := newServer(t, q, gateway.Config{Tokens: []string{"acme:tok"}})
-	code, hdr, body := post(t, ts.URL+"/v1/rerank", `{"query":"q","documents":["a","bb"]}`,
-		"Authorization", "Bearer tok", "Idempotency-Key", "k1")
-	if code != 200 || hdr.Get(gateway.HeaderJobID) != "k1" || !strings.Contains(body, `"id":"k1"`) {
-		t.Fatalf("%d %v %s", code, hdr, body)
+	ts, _ := newServer(t, q, gateway.Config{Tokens: []string{"acme:tok", "globex:tok2"}})
+	for _, tok := range []string{"tok", "tok2"} {
+		code, hdr, body := post(t, ts.URL+"/v1/rerank", `{"query":"q","documents":["a","bb"]}`,
+			"Authorization", "Bearer "+tok, "Idempotency-Key", "k1")
+		if code != 200 || hdr.Get(gateway.HeaderJobID) != "k1" || !strings.Contains(body, `"id":"k1"`) {
+			t.Fatalf("%d %v %s", code, hdr, body)
+		}
 	}
-	if got := q.jobs[0].ID; got != "acme~k1" {
-		t.Fatalf("queued as %q, want acme~k1", got)
+	if len(q.jobs) != 2 || q.jobs[0].ID != "k1" || q.jobs[0].Tenant != "acme" || q.jobs[1].ID != "k1" || q.jobs[1].Tenant != "globex" {
+		t.Fatalf("queued %+v, want k1 of acme and k1 of globex", q.jobs)
 	}
-	code, _, body = post(t, ts.URL+"/v1/rerank", `{"query":"q","documents":["a"]}`,
-		"Authorization", "Bearer tok", "Idempotency-Key", strings.Repeat("k", 252))
-	if code != 400 || !strings.Contains(body, "invalid_id") {
-		t.Fatalf("a key too long for the tenant: %d %s", code, body)
+	code, _, _ := post(t, ts.URL+"/v1/jobs", `{"id":"only-acme","query":"q","candidates":[{"id":"a","text":"a"}]}`, "Authorization", "Bearer tok")
+	if code != http.StatusAccepted {
+		t.Fatalf("POST /v1/jobs: %d", code)
+	}
+	for tok, want := range map[string]int{"tok": http.StatusAccepted, "tok2": http.StatusNotFound} {
+		req, _ := http.NewRequest("GET", ts.URL+"/v1/jobs/only-acme", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET acme's job with %s: %d, want %d", tok, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestTenantsOfTokens(t *testing.T) {
+	got, err := gateway.Tenants([]string{"globex:a", "acme:b", "acme:c", "bare"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0] != "acme" || got[1] != "globex" || !strings.HasPrefix(got[2], "t") || len(got[2]) != 17 {
+		t.Fatalf("Tenants = %v, want acme, globex and the bare token's t<16 hex>", got)
+	}
+	if _, err := gateway.Tenants([]string{"a.b:x"}); err == nil {
+		t.Fatal("tenant a.b accepted")
 	}
 }
 
@@ -69,8 +96,7 @@ func (q *stuckQueue) Submit(ctx context.Context, job *schemas.Job, lane schemas.
 }
 
 // A deadline that passes while the job is being published is the
-// request's timeout (504, "not queued"), not an outage (503); and no
-// answer shows a tenant's internal job id.
+// request's timeout (504, "not queued"), not an outage (503).
 func TestDeadlineDuringPublishIsATimeout(t *testing.T) {
 	q := &stuckQueue{fakeQueue{models: []string{"m"}}}
 	s, err := gateway.New(gateway.Config{Tokens: []string{"acme:tok"}}, q, nil, nil)
@@ -81,26 +107,7 @@ func TestDeadlineDuringPublishIsATimeout(t *testing.T) {
 	defer ts.Close()
 	code, _, body := post(t, ts.URL+"/v1/rerank", `{"query":"q","documents":["a"]}`,
 		"Authorization", "Bearer tok", "Idempotency-Key", "k1", "X-Request-Timeout", "50ms")
-	if code != http.StatusGatewayTimeout || !strings.Contains(body, "queueing was confirmed") || strings.Contains(body, "acme~") {
-		t.Fatalf("%d %s; want 504 saying the job's queueing was not confirmed, without the internal id", code, body)
-	}
-}
-
-// No key holds the tenant separator, on an open gateway either: it would
-// name a tenant's job there.
-func TestKeysCannotNameATenantsJob(t *testing.T) {
-	q := &fakeQueue{models: []string{"m"}}
-	ts, _ := newServer(t, q, gateway.Config{})
-	code, _, body := post(t, ts.URL+"/v1/rerank", `{"query":"q","documents":["a"]}`, "Idempotency-Key", "acme~k1")
-	if code != http.StatusBadRequest || len(q.jobs) != 0 {
-		t.Fatalf("%d %s, %d jobs queued; want 400 and none", code, body, len(q.jobs))
-	}
-	resp, err := http.Get(ts.URL + "/v1/jobs/acme~k1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Fatalf("GET of a tenant's id on an open gateway: %d, want 400", resp.StatusCode)
+	if code != http.StatusGatewayTimeout || !strings.Contains(body, "queueing was confirmed") {
+		t.Fatalf("%d %s; want 504 saying the job's queueing was not confirmed", code, body)
 	}
 }

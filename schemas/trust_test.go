@@ -39,8 +39,11 @@ func TestCheckReplyTo(t *testing.T) {
 		{"rerank.jobs.demo", nil, false},
 		{"rerank.jobs", nil, false},
 		{"rerank.dead.demo", nil, false},
-		{"rerank.results.job-2", nil, false},        // another job's stored result
-		{"rerank.results.search.job-2", nil, false}, // another client's job
+		{"rerank.results.job-2", nil, false},            // another job's stored result
+		{"rerank.results.search.job-2", nil, false},     // another client's job
+		{"rerank.tenant.ads.results.job-1", nil, false}, // a tenant's namespace: only the worker addresses it
+		{"rerank.tenant.ads.jobs.demo", nil, false},
+		{"rerank.tenant", nil, false},
 		{strings.Repeat("a", 300), nil, false},
 		{"app.answers", allow, true},
 		{"app.answers.x.y", allow, true},

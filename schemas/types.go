@@ -28,6 +28,10 @@ type Job struct {
 	// Lane is set by the edge that received the job (the worker from its
 	// subject), never read from the wire.
 	Lane Lane `msgpack:"-" json:"-"`
+	// Tenant is the namespace the job came from ("" for the shared one),
+	// set by the edge from where the NATS server put the job (TenantOf of
+	// its subject), never read from the wire.
+	Tenant string `msgpack:"-" json:"-"`
 }
 
 // Ranked is one re-scored candidate. Index is its position in Job.Candidates.

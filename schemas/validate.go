@@ -155,6 +155,8 @@ const MaxReplyToBytes = 256
 //     without whitespace or the wildcards '*' and '>';
 //   - every subject starting with '$' (the JetStream, KV, system and
 //     account APIs: a result published there would act on the server);
+//   - every tenant's namespace (rerank.tenant.: a tenant's results are
+//     the worker's to address, from the tenant the job came from);
 //   - the job and dead-letter subjects (a result there would be read as a
 //     job) and another job's result subject: under rerank.results. the
 //     last token must be the job's id (rerank.results.<id>, or a client's
@@ -179,6 +181,8 @@ func CheckReplyTo(s, jobID string, allow []string) error {
 	switch {
 	case strings.HasPrefix(s, "$"):
 		return Errorf(CodeInvalidReplyTo, "reply_to %q is a system subject ('$' prefix)", s)
+	case strings.HasPrefix(s, TenantPrefix), s+"." == TenantPrefix:
+		return Errorf(CodeInvalidReplyTo, "reply_to %q points into a tenant's namespace", s)
 	case strings.HasPrefix(s, JobsPrefix), strings.HasPrefix(s, DeadPrefix), s+"." == JobsPrefix, s+"." == DeadPrefix:
 		return Errorf(CodeInvalidReplyTo, "reply_to %q points into the job or dead-letter subjects", s)
 	case strings.HasPrefix(s, ResultsPrefix) && s[strings.LastIndexByte(s, '.')+1:] != jobID:

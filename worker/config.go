@@ -138,6 +138,16 @@ type Config struct {
 	// count publish to rerank.jobs.<model>.p<N> (client.Options.Partitions);
 	// the job limits apply to each stream. docs/scaling.md says when.
 	Partitions int
+	// Tenants are the clients with namespaces of their own
+	// (schemas.TenantPrefix): for each, the worker serves (and provisions)
+	// job streams of its own, RERANK_JOBS_T_<tenant> and, with Partitions,
+	// RERANK_JOBS_P<k>_T_<tenant>, and answers its jobs in its namespace:
+	// results on rerank.tenant.<tenant>.results.<id> (or its reply_to,
+	// which must be under rerank.results. as the tenant sees it), dead
+	// letters on rerank.tenant.<tenant>.dead.<model>. The results and
+	// dead-letter streams hold every tenant's, whatever this list says.
+	// docs/operations.md ("Tenants") says how to add one.
+	Tenants []string
 	// WorkerID names this worker in results and headers; default host:pid.
 	WorkerID string
 	Limits   schemas.Limits
@@ -244,6 +254,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: partitions %d (0 to %d)", ErrInvalidConfig, c.Partitions, schemas.MaxPartitions)
 	case c.FetchWait < 100*time.Millisecond:
 		return fmt.Errorf("%w: fetch wait %s under 100ms", ErrInvalidConfig, c.FetchWait)
+	}
+	seen := make(map[string]bool, len(c.Tenants))
+	for _, t := range c.Tenants {
+		if err := schemas.CheckTenant(t); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		if seen[t] {
+			return fmt.Errorf("%w: tenant %s listed twice", ErrInvalidConfig, t)
+		}
+		seen[t] = true
 	}
 	return nil
 }

@@ -52,7 +52,9 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 		{
 			Name:        ResultsStream,
 			Description: "re-ranking results by job id",
-			Subjects:    []string{ResultsPrefix + ">"},
+			// The shared namespace's and every tenant's, whatever
+			// --tenants a worker of a rollout runs with.
+			Subjects:    []string{ResultsPrefix + ">", schemas.TenantSubject("*", ResultsPrefix+">")},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    replicas,
@@ -64,7 +66,7 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 		{
 			Name:        DeadStream,
 			Description: "dead-lettered jobs: original bytes with reason headers",
-			Subjects:    []string{DeadPrefix + ">"},
+			Subjects:    []string{DeadPrefix + ">", schemas.TenantSubject("*", DeadPrefix+">")},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    replicas,
@@ -73,40 +75,51 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 			MaxMsgSize:  DefaultMaxMsgBytes + 64<<10,
 		},
 	}
-	for _, part := range jobStreams(c)[1:] {
+	for _, js := range jobStreams(c)[1:] {
 		ps := out[0]
-		ps.Name = part.name
-		ps.Description = fmt.Sprintf("re-ranking jobs, partition %d of %d", part.partition, c.Partitions)
-		ps.Subjects = part.subjects()
+		ps.Name = js.name
+		ps.Description = "re-ranking jobs"
+		if js.tenant != "" {
+			ps.Description += " of tenant " + js.tenant
+		}
+		if js.partition >= 0 {
+			ps.Description += fmt.Sprintf(", partition %d of %d", js.partition, c.Partitions)
+		}
+		ps.Subjects = js.subjects()
 		out = append(out, ps)
 	}
 	return out
 }
 
-// jobStream is one stream of jobs: RERANK_JOBS (partition -1) or a
-// partition's.
+// jobStream is one stream of jobs: RERANK_JOBS (partition -1, no tenant),
+// a partition's, or a tenant's (and its partitions').
 type jobStream struct {
 	name      string
 	partition int
+	tenant    string
 }
 
 var mainStream = jobStream{name: JobsStream, partition: -1}
 
-// jobStreams lists the job streams: RERANK_JOBS, then the partitions'.
+// jobStreams lists the job streams: RERANK_JOBS, the partitions', then
+// each tenant's likewise.
 func jobStreams(c Config) []jobStream {
-	out := []jobStream{mainStream}
-	for p := range c.Partitions {
-		out = append(out, jobStream{name: schemas.PartitionStream(p), partition: p})
+	var out []jobStream
+	for _, t := range append([]string{""}, c.Tenants...) {
+		for p := -1; p < c.Partitions; p++ {
+			out = append(out, jobStream{name: schemas.TenantJobsStream(t, p), partition: p, tenant: t})
+		}
 	}
 	return out
 }
 
 // subject is the subject of model's lane in this stream.
 func (s jobStream) subject(model string, lane schemas.Lane) string {
-	if s.partition < 0 {
-		return schemas.LaneSubject(model, lane)
+	subject := schemas.LaneSubject(model, lane)
+	if s.partition >= 0 {
+		subject = schemas.PartitionSubject(model, lane, s.partition)
 	}
-	return schemas.PartitionSubject(model, lane, s.partition)
+	return schemas.TenantSubject(s.tenant, subject)
 }
 
 // subjects are the stream's subjects: its lanes' for every model.
@@ -142,8 +155,11 @@ func LaneConsumerConfig(model string, lane schemas.Lane, c Config) jetstream.Con
 // job stream s (a partition's, or RERANK_JOBS's).
 func streamConsumerConfig(s jobStream, model string, lane schemas.Lane, c Config) jetstream.ConsumerConfig {
 	cc := LaneConsumerConfig(model, lane, c)
+	cc.FilterSubject = s.subject(model, lane)
+	if s.tenant != "" {
+		cc.Description += ", tenant " + s.tenant
+	}
 	if s.partition >= 0 {
-		cc.FilterSubject = s.subject(model, lane)
 		cc.Description += fmt.Sprintf(", partition %d", s.partition)
 	}
 	return cc
@@ -259,7 +275,7 @@ func (s *source) subject() string      { return s.jobStream.subject(s.model, s.l
 // String names the source in logs: the consumer, after its stream when
 // that is a partition's.
 func (s *source) String() string {
-	if s.partition < 0 {
+	if s.jobStream.name == JobsStream {
 		return s.consumerName()
 	}
 	return s.jobStream.name + "/" + s.consumerName()

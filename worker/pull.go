@@ -78,6 +78,9 @@ func (w *Worker) handle(ctx, jobCtx context.Context, src *source, msg jetstream.
 		return
 	}
 	log := w.log.With("model", model, "subject", msg.Subject(), "attempt", md.NumDelivered, "stream_seq", md.Sequence.Stream)
+	if src.tenant != "" {
+		log = log.With("tenant", src.tenant)
+	}
 	if md.NumDelivered > 1 {
 		w.obs.Redelivered(model)
 	}

@@ -150,14 +150,36 @@ func (w *Worker) errorResult(model string, job *schemas.Job, md *jetstream.MsgMe
 	return res
 }
 
-// replySubject is where a result goes: the job's reply_to when it passes
-// CheckReplyTo with the operator's allow-list (checked again here, whatever
-// the caller checked before), else rerank.results.<id>.
+// replySubject is where a result goes, in the job's tenant's namespace:
+// the job's reply_to when it passes checkReplyTo, else
+// rerank.results.<id>.
 func (w *Worker) replySubject(job *schemas.Job, id string) string {
-	if job != nil && job.ReplyTo != "" && schemas.CheckReplyTo(job.ReplyTo, id, w.cfg.Limits.ReplyAllow) == nil {
-		return job.ReplyTo
+	if job == nil {
+		return ResultSubject(id)
 	}
-	return ResultSubject(id)
+	if job.ReplyTo != "" && w.checkReplyTo(job.ReplyTo, job.ID, job.Tenant) == nil {
+		return schemas.TenantSubject(job.Tenant, job.ReplyTo)
+	}
+	return schemas.TenantSubject(job.Tenant, ResultSubject(id))
+}
+
+// checkReplyTo checks a job's reply_to, whatever the caller checked
+// before: schemas.CheckReplyTo with the operator's allow-list for the
+// shared namespace; for a tenant's job, which answers only into its
+// tenant's namespace, a subject under rerank.results. (its own results,
+// which the tenant's account imports: nothing else of the service account
+// reaches it).
+func (w *Worker) checkReplyTo(replyTo, id, tenant string) error {
+	if tenant == "" {
+		return schemas.CheckReplyTo(replyTo, id, w.cfg.Limits.ReplyAllow)
+	}
+	if err := schemas.CheckReplyTo(replyTo, id, nil); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(replyTo, ResultsPrefix) {
+		return schemas.Errorf(schemas.CodeInvalidReplyTo, "reply_to %q: a tenant's results go under %s (rerank.results.<id> or rerank.results.<namespace>.<id>)", replyTo, ResultsPrefix)
+	}
+	return nil
 }
 
 // maxMsgBytes is the most a message the worker publishes may hold, headers
@@ -196,7 +218,7 @@ func (w *Worker) resultMsg(jobHeader nats.Header, job *schemas.Job, res *schemas
 func (w *Worker) publish(ctx context.Context, out *nats.Msg) error {
 	ctx, cancel := context.WithTimeout(ctx, publishAttempt)
 	defer cancel()
-	if strings.HasPrefix(out.Subject, ResultsPrefix) {
+	if schemas.IsResultSubject(out.Subject) {
 		if _, err := w.js.PublishMsg(ctx, out); err != nil {
 			return fmt.Errorf("publishing result to %s: %w", out.Subject, err)
 		}
@@ -245,6 +267,14 @@ type storedJob struct {
 	header  nats.Header
 }
 
+// tenant is the tenant whose namespace the job was stored in: the NATS
+// server's doing (a tenant's account imports the job subjects into it),
+// never the job's.
+func (s storedJob) tenant() string {
+	t, _ := schemas.TenantOf(s.subject)
+	return t
+}
+
 // decode decodes a stored job in the format its content-type header names
 // and checks what the worker itself relies on to answer it: its id (it
 // names the result subject) and its reply_to (where the worker publishes).
@@ -258,13 +288,14 @@ func (w *Worker) decode(s storedJob) (*schemas.Job, error) {
 		job, err = schemas.DecodeJob(s.data, format, w.cfg.Limits)
 	}
 	if err != nil {
-		return w.salvageJob(s.data, s.header, format), err
+		return w.salvageJob(s.data, s.header, format, s.tenant()), err
 	}
+	job.Tenant = s.tenant()
 	if err := schemas.CheckID(job.ID); err != nil {
-		return w.salvageJob(nil, s.header, format), err
+		return w.salvageJob(nil, s.header, format, job.Tenant), err
 	}
 	if job.ReplyTo != "" {
-		if err := schemas.CheckReplyTo(job.ReplyTo, job.ID, w.cfg.Limits.ReplyAllow); err != nil {
+		if err := w.checkReplyTo(job.ReplyTo, job.ID, job.Tenant); err != nil {
 			job.ReplyTo = ""
 			return job, err
 		}
@@ -275,7 +306,7 @@ func (w *Worker) decode(s storedJob) (*schemas.Job, error) {
 // salvageJob recovers what it can of an undecodable job to address its
 // error result: id and reply_to when they decode and pass their checks,
 // else the Nats-Msg-Id header (clients set it to the job id).
-func (w *Worker) salvageJob(data []byte, header nats.Header, format schemas.Format) *schemas.Job {
+func (w *Worker) salvageJob(data []byte, header nats.Header, format schemas.Format, tenant string) *schemas.Job {
 	var head struct {
 		ID      string `msgpack:"id" json:"id"`
 		ReplyTo string `msgpack:"reply_to" json:"reply_to"`
@@ -287,27 +318,27 @@ func (w *Worker) salvageJob(data []byte, header nats.Header, format schemas.Form
 			_ = msgpack.Unmarshal(data, &head)
 		}
 	}
-	job := &schemas.Job{ID: head.ID, ReplyTo: head.ReplyTo}
+	job := &schemas.Job{ID: head.ID, ReplyTo: head.ReplyTo, Tenant: tenant}
 	if schemas.CheckID(job.ID) != nil {
 		job.ID, job.ReplyTo = header.Get(HeaderMsgID), ""
 		if schemas.CheckID(job.ID) != nil {
 			job.ID = ""
 		}
 	}
-	if job.ReplyTo != "" && schemas.CheckReplyTo(job.ReplyTo, job.ID, w.cfg.Limits.ReplyAllow) != nil {
+	if job.ReplyTo != "" && w.checkReplyTo(job.ReplyTo, job.ID, tenant) != nil {
 		job.ReplyTo = ""
 	}
 	return job
 }
 
 // storedResult reports whether the result of this job message (md) is
-// already in the results stream (its reply subject is under
-// rerank.results.). A stored result of an earlier message with the same
+// already in the results stream (its reply subject is a result subject,
+// schemas.IsResultSubject). A stored result of an earlier message with the same
 // job id (the id reused after the dedup window) does not count: the job is
 // computed.
 func (w *Worker) storedResult(ctx context.Context, job *schemas.Job, md *jetstream.MsgMetadata) bool {
 	subject := w.replySubject(job, job.ID)
-	if w.results == nil || !strings.HasPrefix(subject, ResultsPrefix) {
+	if w.results == nil || !schemas.IsResultSubject(subject) {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, publishAttempt)
@@ -363,13 +394,13 @@ func DeadLetterMsgID(stream string, seq uint64) string {
 }
 
 // deadLetterMsg is the stored job's payload, with reason headers, for
-// rerank.dead.<model>. When payload and headers together exceed
+// rerank.dead.<model> in the job's tenant's namespace. When payload and headers together exceed
 // maxMsgBytes, the job's own headers are dropped and the payload cut to
 // fit, with HeaderTrimmed, HeaderOriginalSize and HeaderOriginalSHA256
 // saying so: a dead letter must always be storable, or the job could never
 // leave the queue.
 func (w *Worker) deadLetterMsg(model string, s storedJob, md *jetstream.MsgMetadata, ce *schemas.Error) *nats.Msg {
-	out := nats.NewMsg(DeadPrefix + model)
+	out := nats.NewMsg(schemas.TenantSubject(s.tenant(), DeadPrefix+model))
 	out.Data = s.data
 	for k, vs := range s.header {
 		if k == HeaderMsgID || strings.HasPrefix(k, "Nats-") {

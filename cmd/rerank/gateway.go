@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -61,15 +62,24 @@ func (g *gatewayFlags) config(limits schemas.Limits) (gateway.Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// natsQueue is gateway.Queue over NATS: one client per lane, both
-// recording the jobs they submit (client.Options.Track) so that a pending
-// job is told from an unknown one. Every call answers
+// natsQueue is gateway.Queue over NATS: one client per tenant and lane,
+// each recording the jobs it submits (client.Options.Track) so that a
+// pending job is told from an unknown one. Every call answers
 // gateway.ErrUnavailable at once while the connection is not CONNECTED,
 // rather than wait for a reconnect the request may not outlive.
 type natsQueue struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	lanes map[schemas.Lane]*client.Client
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	limits     schemas.Limits
+	partitions int
+
+	mu      sync.Mutex
+	clients map[queueKey]*client.Client // made on a tenant's first request
+}
+
+type queueKey struct {
+	tenant string
+	lane   schemas.Lane
 }
 
 func newNATSQueue(nc *nats.Conn, limits schemas.Limits, partitions int) (*natsQueue, error) {
@@ -77,15 +87,28 @@ func newNATSQueue(nc *nats.Conn, limits schemas.Limits, partitions int) (*natsQu
 	if err != nil {
 		return nil, fmt.Errorf("creating JetStream context: %w", err)
 	}
-	q := &natsQueue{nc: nc, js: js, lanes: map[schemas.Lane]*client.Client{}}
-	for _, l := range schemas.Lanes {
-		c, err := client.New(nc, client.Options{Lane: l, Limits: limits, Track: true, Partitions: partitions})
-		if err != nil {
-			return nil, err
-		}
-		q.lanes[l] = c
+	q := &natsQueue{nc: nc, js: js, limits: limits, partitions: partitions, clients: map[queueKey]*client.Client{}}
+	if _, err := q.client("", schemas.Interactive); err != nil {
+		return nil, err
 	}
 	return q, nil
+}
+
+// client is the client of tenant's lane. Tenants are the configured
+// tokens', so the clients are few.
+func (q *natsQueue) client(tenant string, lane schemas.Lane) (*client.Client, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	k := queueKey{tenant, lane}
+	if c := q.clients[k]; c != nil {
+		return c, nil
+	}
+	c, err := client.New(q.nc, client.Options{Lane: lane, Limits: q.limits, Track: true, Partitions: q.partitions, Tenant: tenant})
+	if err != nil {
+		return nil, err
+	}
+	q.clients[k] = c
+	return c, nil
 }
 
 // gatewayProvisionTimeout bounds the retries of the gateway's provisioning
@@ -132,8 +155,16 @@ func (q *natsQueue) Submit(ctx context.Context, job *schemas.Job, lane schemas.L
 	if err := q.connected(); err != nil {
 		return nil, err
 	}
-	p, err := q.lanes[lane].SubmitAsync(ctx, job)
+	c, err := q.client(job.Tenant, lane)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.SubmitAsync(ctx, job)
 	switch {
+	case job.Tenant != "" && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)):
+		// No stream takes the tenant's subjects: the workers do not serve it.
+		return nil, fmt.Errorf("%w: no job stream of tenant %s answered (do the workers run with --tenants %s?): %w",
+			gateway.ErrUnavailable, job.Tenant, job.Tenant, err)
 	case errors.Is(err, client.ErrPayloadTooLarge):
 		return nil, schemas.Errorf(schemas.CodePayloadTooLarge, "%v", err)
 	case errors.Is(err, client.ErrIDConflict):
@@ -151,18 +182,22 @@ func (q *natsQueue) Submit(ctx context.Context, job *schemas.Job, lane schemas.L
 // waited longer than results are kept; if it is answered yet, its result
 // is served again). Without this a dropped result read as pending until
 // the accepted record expired, a day later.
-func (q *natsQueue) Lookup(ctx context.Context, id string) (*schemas.Result, bool, error) {
+func (q *natsQueue) Lookup(ctx context.Context, tenant, id string) (*schemas.Result, bool, error) {
 	if err := q.connected(); err != nil {
 		return nil, false, err
 	}
-	res, err := q.lanes[schemas.Interactive].Lookup(ctx, id)
+	c, err := q.client(tenant, schemas.Interactive)
+	if err != nil {
+		return nil, false, err
+	}
+	res, err := c.Lookup(ctx, id)
 	if err == nil {
 		return res, false, nil
 	}
 	if !errors.Is(err, client.ErrNotFound) {
 		return nil, false, unavailable(err)
 	}
-	at, ok, err := q.lanes[schemas.Interactive].AcceptedAt(ctx, id)
+	at, ok, err := c.AcceptedAt(ctx, id)
 	if err != nil {
 		return nil, false, unavailable(err)
 	}
@@ -202,7 +237,7 @@ func (q *natsQueue) Models(ctx context.Context) ([]string, error) {
 	if err := q.connected(); err != nil {
 		return nil, err
 	}
-	ms, err := q.lanes[schemas.Interactive].Models(ctx)
+	ms, err := q.shared().Models(ctx)
 	return ms, unavailable(err)
 }
 
@@ -210,8 +245,16 @@ func (q *natsQueue) Ready(ctx context.Context) error {
 	if err := q.connected(); err != nil {
 		return err
 	}
-	_, err := q.lanes[schemas.Interactive].Models(ctx)
+	_, err := q.shared().Models(ctx)
 	return unavailable(err)
+}
+
+// shared is the client of the shared namespace's interactive lane, made
+// with the queue.
+func (q *natsQueue) shared() *client.Client {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.clients[queueKey{"", schemas.Interactive}]
 }
 
 // gatewayService is the HTTP gateway over NATS, made once its listener is
@@ -241,7 +284,7 @@ func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config, provis
 		deadline := time.Now().Add(gatewayProvisionTimeout)
 		for delay := 250 * time.Millisecond; ; delay = min(2*delay, 4*time.Second) {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := q.lanes[schemas.Interactive].ProvisionTracking(pctx, replicas, 24*time.Hour)
+			err := q.shared().ProvisionTracking(pctx, replicas, 24*time.Hour)
 			cancel()
 			if err == nil {
 				break

@@ -48,7 +48,7 @@ func gatewayNATS(t *testing.T, maxPayload int32, wcfg worker.Config) (*natsembed
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := q.lanes[schemas.Interactive].ProvisionTracking(ctx, 1, 24*time.Hour); err != nil {
+	if err := q.shared().ProvisionTracking(ctx, 1, 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	return ns, nc, q
@@ -84,7 +84,7 @@ func TestGatewayAnswersUnavailableAtOnceWhenNATSIsDown(t *testing.T) {
 	defer cancel()
 	for name, call := range map[string]func() error{
 		"Submit": func() error { _, err := q.Submit(ctx, oneJob("down-1"), schemas.Interactive); return err },
-		"Lookup": func() error { _, _, err := q.Lookup(ctx, "down-1"); return err },
+		"Lookup": func() error { _, _, err := q.Lookup(ctx, "", "down-1"); return err },
 		"Models": func() error { _, err := q.Models(ctx); return err },
 	} {
 		start := time.Now()
@@ -159,7 +159,7 @@ func TestGatewayLookupOfEvictedResultIsGone(t *testing.T) {
 	if _, err := q.Submit(ctx, oneJob("old-1"), schemas.Interactive); err != nil {
 		t.Fatal(err)
 	}
-	if _, pending, err := q.Lookup(ctx, "old-1"); !pending || err != nil {
+	if _, pending, err := q.Lookup(ctx, "", "old-1"); !pending || err != nil {
 		t.Fatalf("before any eviction: pending %v, %v", pending, err)
 	}
 	for i := range 20 { // 20 KiB of results through an 8 KiB stream
@@ -183,16 +183,16 @@ func TestGatewayLookupOfEvictedResultIsGone(t *testing.T) {
 			t.Fatal("the results never reached the stream")
 		}
 	}
-	if _, _, err := q.Lookup(ctx, "old-1"); !errors.Is(err, gateway.ErrGone) {
+	if _, _, err := q.Lookup(ctx, "", "old-1"); !errors.Is(err, gateway.ErrGone) {
 		t.Fatalf("an accepted job whose result would have been evicted: %v, want gateway.ErrGone", err)
 	}
 	if _, err := q.Submit(ctx, oneJob("new-1"), schemas.Interactive); err != nil {
 		t.Fatal(err)
 	}
-	if _, pending, err := q.Lookup(ctx, "new-1"); !pending || err != nil {
+	if _, pending, err := q.Lookup(ctx, "", "new-1"); !pending || err != nil {
 		t.Fatalf("a job accepted after the oldest stored result: pending %v, %v", pending, err)
 	}
-	if res, _, err := q.Lookup(ctx, "other-19"); err != nil || res == nil || res.ID != "other-19" {
+	if res, _, err := q.Lookup(ctx, "", "other-19"); err != nil || res == nil || res.ID != "other-19" {
 		t.Fatalf("a stored result: %+v %v", res, err)
 	}
 }
@@ -247,5 +247,32 @@ func TestGatewayMemoryLimitFlag(t *testing.T) {
 	r := runCmd(t, "", "gateway", "--memory-limit", "lots")
 	if r.code != 2 || !strings.Contains(r.stderr, `--memory-limit "lots"`) {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// A token's tenant the workers do not serve (no job stream of its own)
+// is answered unavailable, naming the --tenants it lacks, at once; and
+// nothing of it is queued in the shared namespace.
+func TestGatewayTenantWithoutStream(t *testing.T) {
+	_, nc, q := gatewayNATS(t, 0, worker.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	j := oneJob("t-1")
+	j.Tenant = "acme"
+	start := time.Now()
+	_, err := q.Submit(ctx, j, schemas.Interactive)
+	if !errors.Is(err, gateway.ErrUnavailable) || !strings.Contains(err.Error(), "--tenants acme") {
+		t.Fatalf("Submit for an unserved tenant: %v; want ErrUnavailable naming --tenants acme", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("answered after %s", d)
+	}
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(ctx, schemas.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 0 {
+		t.Errorf("%d jobs in %s", n, schemas.JobsStream)
 	}
 }

@@ -220,6 +220,8 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	batchPairs := fs.Int("batch-pairs", 0, "pairs per scoring call; a job's pairs are scheduled in chunks of this size between other jobs' (0: the model's --max-batch-size)")
 	maxCandidates := fs.Int("max-candidates", schemas.DefaultMaxCandidates, "candidates per job")
 	workerID := fs.String("worker-id", "", "name of this worker in results (default host:pid)")
+	var tenants multiFlag
+	fs.Var(&tenants, "tenants", "tenants with namespaces of their own: each gets its job streams RERANK_JOBS_T_<name>, and its jobs are answered in rerank.tenant.<name>. (repeatable or comma-separated; the in-process gateway's token tenants are added; docs/operations.md, Tenants)")
 	var replyAllow multiFlag
 	fs.Var(&replyAllow, "reply-allow", "allow-list of reply_to subject prefixes (repeatable; empty: any subject outside $*, rerank.jobs., rerank.dead. and other jobs' result subjects)")
 	publishRetry := fs.Duration("publish-retry", worker.DefaultPublishRetry, "how long a finished job's result is retried (the job held) before the job is handed back")
@@ -243,8 +245,31 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	wcfg := worker.Config{
 		Provision: *provision, Replicas: *replicas, AckWait: *ackWait, MaxDeliver: *maxDeliver,
 		MaxAckPending: *maxAckPending, Concurrency: *concurrency, InteractiveSlots: *interactiveSlots, ShutdownGrace: *grace, WorkerID: *workerID,
-		PublishRetry: *publishRetry, Partitions: *partitions,
+		PublishRetry: *publishRetry, Partitions: *partitions, Tenants: tenants.values,
 		Limits: schemas.Limits{MaxCandidates: *maxCandidates, ReplyAllow: replyAllow.values},
+	}
+	gwAddr := *httpAddr
+	if gwAddr == "auto" {
+		gwAddr = ""
+		if nf.url == "" {
+			gwAddr = gateway.DefaultAddr
+		}
+	}
+	var gcfg gateway.Config
+	if gwAddr != "" {
+		if gcfg, err = gf.config(wcfg.Limits); err != nil {
+			return &exitError{2, err}
+		}
+		// The gateway's tenants are served here, beside --tenants.
+		gts, err := gateway.Tenants(gcfg.Tokens)
+		if err != nil {
+			return &exitError{2, err}
+		}
+		for _, t := range gts {
+			if !slices.Contains(wcfg.Tenants, t) {
+				wcfg.Tenants = append(wcfg.Tenants, t)
+			}
+		}
 	}
 	if *jobsMaxBytes != "" {
 		if wcfg.JobsMaxBytes, err = parseSize(*jobsMaxBytes); err != nil {
@@ -369,19 +394,8 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		defer ms.Close()
 		log.Info("serving metrics", "addr", ms.Addr(), "paths", "/metrics /healthz /readyz")
 	}
-	gwAddr := *httpAddr
-	if gwAddr == "auto" {
-		gwAddr = ""
-		if nf.url == "" {
-			gwAddr = gateway.DefaultAddr
-		}
-	}
 	var httpHint string
 	if gwAddr != "" {
-		gcfg, err := gf.config(wcfg.Limits)
-		if err != nil {
-			return &exitError{2, err}
-		}
 		gcfg.Limits.ReplyAllow = nil
 		gcfg.Metrics = metrics.Handler(met.Registry)
 		// Its own connection, which buffers nothing while reconnecting: a
