@@ -54,14 +54,14 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 			Description: "re-ranking results by job id",
 			// The shared namespace's and every tenant's, whatever
 			// --tenants a worker of a rollout runs with.
-			Subjects:    []string{ResultsPrefix + ">", schemas.TenantSubject("*", ResultsPrefix+">")},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-			Duplicates:  DuplicateWindow,
-			MaxAge:      ResultsMaxAge,
-			MaxBytes:    c.ResultsMaxBytes,
-			MaxMsgSize:  DefaultMaxMsgBytes,
+			Subjects:   []string{ResultsPrefix + ">", schemas.TenantSubject("*", ResultsPrefix+">")},
+			Retention:  jetstream.LimitsPolicy,
+			Storage:    jetstream.FileStorage,
+			Replicas:   replicas,
+			Duplicates: DuplicateWindow,
+			MaxAge:     ResultsMaxAge,
+			MaxBytes:   c.ResultsMaxBytes,
+			MaxMsgSize: DefaultMaxMsgBytes,
 		},
 		{
 			Name:        DeadStream,
