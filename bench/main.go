@@ -155,6 +155,11 @@ func run(c config) error {
 			return err
 		}
 	}
+	if c.want("cache_speedup") {
+		if err := benchCache(ctx, c, m, r); err != nil {
+			return err
+		}
+	}
 	if c.want("nats_vs_pipeline") {
 		if err := benchNATS(ctx, c, m, r); err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,7 +20,6 @@ import (
 	"github.com/rerank/rerank/internal/natsembed"
 	iproc "github.com/rerank/rerank/internal/proc"
 	"github.com/rerank/rerank/schemas"
-	"github.com/rerank/rerank/worker"
 )
 
 // spy records what one tenant's connection receives on every subject it
@@ -63,18 +63,15 @@ func TestTenantsAreIsolated(t *testing.T) {
 	e := startAuthServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	opsNC, _ := e.conn(t, e.ops)
-	opsJS, _ := jetstream.New(opsNC)
-	if err := worker.Provision(ctx, opsJS, []string{"demo"}, worker.Config{Tenants: authTenants}); err != nil {
-		t.Fatalf("ops provisioning: %v", err)
-	}
-	opsClient, _ := client.New(opsNC, client.Options{})
-	if err := opsClient.ProvisionTracking(ctx, 1, 24*time.Hour); err != nil {
-		t.Fatalf("ops provisioning the gateway's bucket: %v", err)
-	}
 	tlsFlags := func(u nkeyUser) []string {
 		return []string{"--nats-nkey", u.seedFile, "--tls-ca", e.pki.ca, "--tls-cert", e.workerCert, "--tls-key", e.workerKey,
 			"--nats-inbox-prefix", inboxOf(u.name)}
+	}
+	// Ops provisions with `rerank provision`, as docs/operations.md says.
+	out, err := exec.Command(bin, append([]string{"provision", "--nats-url", e.url, "--models", "demo", "--tenants", "search,ads"},
+		tlsFlags(e.ops)...)...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "stream RERANK_JOBS_T_ads") || !strings.Contains(string(out), "bucket rerank-accepted") {
+		t.Fatalf("rerank provision as ops: %v\n%s", err, out)
 	}
 	w := startWorker(t, "w1", e.url, tiny, append(tlsFlags(e.worker), "--provision=false", "--tenants", "search,ads")...)
 	gw := startTenantGateway(t, bin, e.url, append(tlsFlags(e.gateway), "--provision=false",

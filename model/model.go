@@ -65,6 +65,8 @@ type Model struct {
 	dynamicQuant bool
 	// prepared: what the graph handed to onnxruntime changed (prepare.go).
 	prepared prepared
+	// digestHex is the model's provenance (Digest).
+	digestHex string
 
 	runs chan struct{} // semaphore over concurrent ORT runs
 
@@ -146,6 +148,9 @@ func (r *Runtime) load(dir string, og *observedGraph, opts Options) (*Model, err
 	m := &Model{dir: dir, cfg: cfg, opts: opts.withDefaults(), tok: tok, positions: info.positions, dynamicQuant: info.dynamicQuant}
 	if err := m.checkGraph(info); err != nil {
 		return nil, fmt.Errorf("loading model %s: %w", path, err)
+	}
+	if m.digestHex, err = m.digest(path); err != nil {
+		return nil, fmt.Errorf("loading model %s: %w", dir, err)
 	}
 	if m.positions == 0 {
 		m.positions = cfg.Export.MaxPositions

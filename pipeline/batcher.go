@@ -45,6 +45,7 @@ type call struct {
 type batcher struct {
 	p       *Pipeline
 	m       Model
+	digest  string // the model's provenance (modelDigest)
 	in      chan *request
 	results chan *call
 }

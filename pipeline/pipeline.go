@@ -12,6 +12,7 @@ import (
 	"github.com/rerank/rerank/inject"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/wordpiece"
+	"github.com/rerank/rerank/pipeline/paircache"
 	"github.com/rerank/rerank/pipeline/sched"
 	"github.com/rerank/rerank/schemas"
 )
@@ -55,6 +56,10 @@ type Config struct {
 	// OnChunks, if set, is called with +n when a call of n chunks starts
 	// and -n when it ends (chunks in flight).
 	OnChunks func(model string, delta int)
+	// Cache, if set, holds pair scores across jobs (and models: its keys
+	// carry each model's digest). Only models whose scorer states a digest
+	// (*model.Model) use it.
+	Cache *paircache.Cache
 }
 
 // Defaults.
@@ -113,7 +118,11 @@ func New(cfg Config, models ...Model) (*Pipeline, error) {
 		if _, dup := p.models[m.Name]; dup {
 			return nil, fmt.Errorf("configuring pipeline: model %q given twice", m.Name)
 		}
-		b := &batcher{p: p, m: m, in: make(chan *request), results: make(chan *call, cfg.ConcurrentCalls)}
+		digest, err := modelDigest(m)
+		if err != nil {
+			return nil, fmt.Errorf("configuring pipeline: %w", err)
+		}
+		b := &batcher{p: p, m: m, digest: digest, in: make(chan *request), results: make(chan *call, cfg.ConcurrentCalls)}
 		p.models[m.Name] = b
 		p.names = append(p.names, m.Name)
 		p.wg.Add(1)
@@ -136,6 +145,15 @@ func (p *Pipeline) batchPairs(m Model) int {
 
 // Models lists the served model names.
 func (p *Pipeline) Models() []string { return slices.Clone(p.names) }
+
+// Digest is the provenance of model name's scores (schemas.Result's
+// ModelDigest); "" for a model without one, or not served.
+func (p *Pipeline) Digest(name string) string {
+	if b, ok := p.models[name]; ok {
+		return b.digest
+	}
+	return ""
+}
 
 // Close stops the batchers after the calls in flight; Rerank calls made
 // afterwards return ErrClosed. Idempotent.
@@ -212,11 +230,13 @@ func (p *Pipeline) Rerank(ctx context.Context, modelName string, job *schemas.Jo
 	}
 	res.Timing.TokenizeMS = ms(time.Since(t0))
 
+	res.ModelDigest = b.digest
 	t1 := time.Now()
-	scores, err := b.score(ctx, job.Lane, encs)
+	scores, reused, err := b.scoreCached(ctx, job.Lane, encs)
 	if err != nil {
 		return nil, fmt.Errorf("scoring job %s: %w", job.ID, err)
 	}
+	res.Cached = reused
 	res.Timing.InferenceMS = ms(time.Since(t1))
 	res.Results = rank(job, scores)
 	res.Timing.TotalMS = ms(time.Since(start))

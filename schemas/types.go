@@ -68,6 +68,15 @@ type Result struct {
 	// checks them (Answers) never takes an older instance's result.
 	JobStream string `msgpack:"job_stream,omitempty" json:"job_stream,omitempty"`
 	JobSeq    uint64 `msgpack:"job_seq,omitempty" json:"job_seq,omitempty"`
+	// ModelDigest is the provenance of the scores: a SHA-256 (hex) of
+	// everything that decided them — the model's graph, tokenizer and
+	// settings, and its injection config. Two results with one digest were
+	// scored by the same model; empty when the worker cannot say.
+	ModelDigest string `msgpack:"model_digest,omitempty" json:"model_digest,omitempty"`
+	// Cached counts the pairs of this job whose scores came from the
+	// worker's pair cache, or from another job scoring the same pair at the
+	// same moment, instead of being computed for it.
+	Cached int `msgpack:"cached,omitempty" json:"cached,omitempty"`
 }
 
 // Answers reports whether r answers the job message stored as message seq

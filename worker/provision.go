@@ -19,6 +19,10 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 	return streamConfigs(Config{Replicas: replicas})
 }
 
+// StreamConfigsFor returns the definitions of the streams c provisions:
+// StreamConfigs with c's replicas, limits, partitions and tenants.
+func StreamConfigsFor(c Config) []jetstream.StreamConfig { return streamConfigs(c) }
+
 // streamConfigs is StreamConfigs with c's replicas and limits. The job
 // stream discards new messages when full, per lane: a job queue pushes
 // back on the producers of the full lane (client.ErrQueueFull) instead of

@@ -163,10 +163,12 @@ func (q *natsQueue) Submit(ctx context.Context, job *schemas.Job, lane schemas.L
 	switch {
 	case job.Tenant != "" && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)):
 		// No stream takes the tenant's subjects: the workers do not serve it.
-		return nil, fmt.Errorf("%w: no job stream of tenant %s answered (do the workers run with --tenants %s?): %w",
-			gateway.ErrUnavailable, job.Tenant, job.Tenant, err)
+		return nil, fmt.Errorf("%w: no job stream of tenant %s answered (do the workers run with --tenants %s, or did ops run `rerank provision --tenants %s`?): %w",
+			gateway.ErrUnavailable, job.Tenant, job.Tenant, job.Tenant, err)
 	case errors.Is(err, client.ErrPayloadTooLarge):
 		return nil, schemas.Errorf(schemas.CodePayloadTooLarge, "%v", err)
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		return nil, missingBucket(err)
 	case errors.Is(err, client.ErrIDConflict):
 		return nil, fmt.Errorf("%w: %s names a job already submitted with another query, documents or options: use another key", gateway.ErrConflict, gateway.HeaderIdempotencyKey)
 	case err != nil:
@@ -241,11 +243,28 @@ func (q *natsQueue) Models(ctx context.Context) ([]string, error) {
 	return ms, unavailable(err)
 }
 
+// Ready reports the queue reachable and the accepted-jobs bucket there:
+// a gateway run with --provision=false before ops created it would answer
+// every request with an error.
 func (q *natsQueue) Ready(ctx context.Context) error {
 	if err := q.connected(); err != nil {
 		return err
 	}
-	_, err := q.shared().Models(ctx)
+	if _, err := q.shared().Models(ctx); err != nil {
+		return unavailable(err)
+	}
+	if _, err := q.js.KeyValue(ctx, client.AcceptedBucket); err != nil {
+		return missingBucket(err)
+	}
+	return nil
+}
+
+// missingBucket names the remedy for a missing accepted-jobs bucket.
+func missingBucket(err error) error {
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("%w: the accepted-jobs bucket %s does not exist: create it with `rerank provision` (or run the gateway with --provision): %w",
+			gateway.ErrUnavailable, client.AcceptedBucket, err)
+	}
 	return unavailable(err)
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rerank/rerank/client"
 	"github.com/rerank/rerank/gateway"
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/schemas"
@@ -274,5 +275,24 @@ func TestGatewayTenantWithoutStream(t *testing.T) {
 	}
 	if n := s.CachedInfo().State.Msgs; n != 0 {
 		t.Errorf("%d jobs in %s", n, schemas.JobsStream)
+	}
+}
+
+// Without the accepted-jobs bucket (a gateway with --provision=false
+// before ops ran `rerank provision`), the gateway is not ready, and a
+// request is answered unavailable naming the remedy, not an internal error.
+func TestGatewayWithoutBucketIsNotReady(t *testing.T) {
+	_, nc, q := gatewayNATS(t, 0, worker.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(nc)
+	if err := js.DeleteKeyValue(ctx, client.AcceptedBucket); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Ready(ctx); !errors.Is(err, gateway.ErrUnavailable) || !strings.Contains(err.Error(), "rerank provision") {
+		t.Fatalf("Ready without the bucket: %v", err)
+	}
+	if _, err := q.Submit(ctx, oneJob("b-1"), schemas.Interactive); !errors.Is(err, gateway.ErrUnavailable) || !strings.Contains(err.Error(), "rerank provision") {
+		t.Fatalf("Submit without the bucket: %v", err)
 	}
 }

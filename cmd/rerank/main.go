@@ -32,6 +32,7 @@ var commands = []command{
 	{"serve", "run a re-ranking worker (embedded NATS server unless --nats-url)", cmdServe},
 	{"gateway", "serve the HTTP gateway (Cohere/Jina, TEI and async job endpoints) onto the queue", cmdGateway},
 	{"submit", "submit a job and print its ranking", cmdSubmit},
+	{"provision", "create or update the streams, consumers and bucket (an operator's step when workers run --provision=false)", cmdProvision},
 	{"run", "re-rank one job locally, without NATS, and print the result as JSON", cmdRun},
 	{"inject", "print the text pairs a model will read for a job", cmdInject},
 	{"tokenize", "tokenize JSON lines {a, b, max_length, truncation} like Hugging Face", cmdTokenize},

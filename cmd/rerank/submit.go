@@ -66,7 +66,7 @@ func cmdSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return codedExit(err)
 	}
 	if p.Duplicate() {
-		fmt.Fprintf(stderr, "rerank: job %s was already queued within JetStream's 2-minute duplicate window: this is that job's result, whatever %s holds now (give a changed job a new id)\n", job.ID, src)
+		fmt.Fprintf(stderr, "rerank: job %s was already queued within JetStream's 2-minute duplicate window: waiting for that job's result, whatever %s holds now (give a changed job a new id; a user who may not read stored results, such as a tenant's, gets none for a job answered already)\n", job.ID, src)
 	}
 	res, err := p.Result(ctx)
 	if err != nil {

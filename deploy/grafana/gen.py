@@ -43,6 +43,10 @@ panels = [
         ('sum(rerank_jobs_in_flight)', "jobs in flight")]),
     ("Worker memory (RSS)", "bytes", [
         ('process_resident_memory_bytes{job="rerank"}', "{{instance}}")]),
+    ("Pair cache: hit rate, evictions", "percentunit", [
+        ('sum(rate(rerank_score_cache_hits_total[$__rate_interval])) / (sum(rate(rerank_score_cache_hits_total[$__rate_interval])) + sum(rate(rerank_score_cache_misses_total[$__rate_interval])))', "hit rate"),
+        ('sum(rate(rerank_score_cache_shared_total[$__rate_interval])) / (sum(rate(rerank_score_cache_hits_total[$__rate_interval])) + sum(rate(rerank_score_cache_misses_total[$__rate_interval])))', "shared with a job in flight"),
+        ('sum(rate(rerank_score_cache_evictions_total[$__rate_interval])) / sum(rate(rerank_score_cache_misses_total[$__rate_interval]))', "evictions per miss")]),
 ]
 
 out = []

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rerank/rerank/client"
+	"github.com/rerank/rerank/worker"
+)
+
+// cmdProvision creates or updates, as an operator, what workers run with
+// --provision=false and gateways with --provision=false expect: the
+// streams, every model's consumers in every job stream (partitions and
+// tenants included) and the gateway's accepted-jobs bucket.
+func cmdProvision(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("provision", "[flags] (create or update the streams, consumers and bucket, as the operator)", stderr)
+	var nf natsFlags
+	nf.register(nats.DefaultURL, fs.StringVar)
+	var models, tenants multiFlag
+	fs.Var(&models, "models", "models whose consumers to create (repeatable or comma-separated), as the workers' --model names")
+	fs.Var(&tenants, "tenants", "tenants whose job streams to create, as the workers' --tenants (docs/operations.md, Tenants)")
+	partitions := fs.Int("partitions", 0, "job streams per model beyond RERANK_JOBS, as the workers' --partitions")
+	replicas := fs.Int("replicas", 1, "stream replicas (3 on a 3-node cluster)")
+	ackWait := fs.Duration("ack-wait", worker.DefaultAckWait, "AckWait of the job consumers")
+	maxDeliver := fs.Int("max-deliver", worker.DefaultMaxDeliver, "deliveries of one job before it is dead-lettered")
+	maxAckPending := fs.Int("max-ack-pending", worker.DefaultMaxAckPending, "unacknowledged jobs per consumer across the worker pool")
+	jobsMaxMsgs := fs.Int64("jobs-max-msgs", 0, "jobs each lane of each model may hold waiting (0: none)")
+	jobsMaxBytes := fs.String("jobs-max-bytes", "", "bound of each job stream as a whole (e.g. 4GiB; empty: none)")
+	resultsMaxBytes := fs.String("results-max-bytes", "1GiB", "bound of the results stream besides its 24 h age")
+	bucket := fs.Bool("accepted-bucket", true, "also create the gateways' accepted-jobs bucket ("+client.AcceptedBucket+")")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	if len(models.values) == 0 {
+		return &exitError{2, fmt.Errorf("name the models: --models demo (as the workers' --model names)")}
+	}
+	cfg := worker.Config{Replicas: *replicas, Partitions: *partitions, Tenants: tenants.values, AckWait: *ackWait,
+		MaxDeliver: *maxDeliver, MaxAckPending: *maxAckPending, JobsMaxMsgs: *jobsMaxMsgs}
+	if *jobsMaxMsgs <= 0 {
+		cfg.JobsMaxMsgs = 0
+	}
+	var err error
+	if *jobsMaxBytes != "" {
+		if cfg.JobsMaxBytes, err = parseSize(*jobsMaxBytes); err != nil {
+			return &exitError{2, fmt.Errorf("--jobs-max-bytes %q: %w", *jobsMaxBytes, err)}
+		}
+	}
+	if cfg.ResultsMaxBytes, err = parseSize(*resultsMaxBytes); err != nil {
+		return &exitError{2, fmt.Errorf("--results-max-bytes %q: %w", *resultsMaxBytes, err)}
+	}
+	if err := cfg.Validate(); err != nil {
+		return &exitError{2, err}
+	}
+	opts, err := nf.options("rerank-provision", slog.New(slog.DiscardHandler))
+	if err != nil {
+		return &exitError{2, err}
+	}
+	nc, err := nats.Connect(nf.url, append(opts, nats.MaxReconnects(5))...)
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w", redact(nf.url), err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := worker.Provision(ctx, js, models.values, cfg); err != nil {
+		return err
+	}
+	for _, sc := range worker.StreamConfigsFor(cfg) {
+		fmt.Fprintf(stdout, "stream %s: %v\n", sc.Name, sc.Subjects)
+	}
+	fmt.Fprintf(stdout, "consumers of %v in every job stream: %s\n", models.values, "rerank-<model>, rerank_bulk-<model>")
+	if *bucket {
+		c, err := client.New(nc, client.Options{})
+		if err != nil {
+			return err
+		}
+		if err := c.ProvisionTracking(ctx, *replicas, 24*time.Hour); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "bucket %s\n", client.AcceptedBucket)
+	}
+	return nil
+}

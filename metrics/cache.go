@@ -1,0 +1,45 @@
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// CacheStats are the pair cache's counters, as metrics reads them.
+type CacheStats struct {
+	Hits, Misses, Evictions, Shared int64
+	Entries                         int
+	Bytes, MaxBytes                 int64
+}
+
+// RegisterCache exposes the pair cache's counters, read from stats at each
+// scrape: rerank_score_cache_{hits,misses,shared,evictions}_total,
+// rerank_score_cache_entries, rerank_score_cache_bytes and
+// rerank_score_cache_max_bytes.
+func RegisterCache(r *prometheus.Registry, stats func() CacheStats) {
+	counter := func(name, help string, v func(CacheStats) int64) {
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v(stats())) }))
+	}
+	gauge := func(name, help string, v func(CacheStats) int64) {
+		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return float64(v(stats())) }))
+	}
+	counter("rerank_score_cache_hits_total", "Pairs whose score the pair cache held.", func(s CacheStats) int64 { return s.Hits })
+	counter("rerank_score_cache_misses_total", "Pairs the pair cache did not hold (scored, or taken from another job scoring them).", func(s CacheStats) int64 { return s.Misses })
+	counter("rerank_score_cache_shared_total", "Pairs taken from another job scoring them at the same moment (single flight), not scored again.", func(s CacheStats) int64 { return s.Shared })
+	counter("rerank_score_cache_evictions_total", "Entries evicted (least recently used) to stay within the bound.", func(s CacheStats) int64 { return s.Evictions })
+	gauge("rerank_score_cache_entries", "Pair scores held.", func(s CacheStats) int64 { return int64(s.Entries) })
+	gauge("rerank_score_cache_bytes", "Memory the held entries count for (entries × bytes per entry).", func(s CacheStats) int64 { return s.Bytes })
+	gauge("rerank_score_cache_max_bytes", "The cache's bound (--score-cache).", func(s CacheStats) int64 { return s.MaxBytes })
+}
+
+// RegisterModelInfo exposes each served model's provenance digest
+// (rerank_model_info{model,digest} = 1): workers serving one name from
+// different files show different digests.
+func RegisterModelInfo(r *prometheus.Registry, digests map[string]string) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rerank_model_info",
+		Help: "The models this worker serves (always 1), with the digest of everything that decides their scores (graph, tokenizer, settings, injection)."},
+		[]string{"model", "digest"})
+	for m, d := range digests {
+		g.WithLabelValues(m, d).Set(1)
+	}
+	r.MustRegister(g)
+}

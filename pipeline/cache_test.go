@@ -1,0 +1,284 @@
+package pipeline_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rerank/rerank/inject"
+	"github.com/rerank/rerank/internal/testenv"
+	"github.com/rerank/rerank/internal/testfixture"
+	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/model/testmodel"
+	"github.com/rerank/rerank/model/wordpiece"
+	"github.com/rerank/rerank/pipeline"
+	"github.com/rerank/rerank/pipeline/paircache"
+	"github.com/rerank/rerank/schemas"
+)
+
+// digestScorer is fakeScorer with a provenance, so its pairs are cached.
+type digestScorer struct {
+	*fakeScorer
+	digest string
+}
+
+func (d digestScorer) Digest() string { return d.digest }
+
+func (f *fakeScorer) pairsScored() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, s := range f.sizes {
+		n += s
+	}
+	return n
+}
+
+func cachedPipeline(t *testing.T, sc pipeline.Scorer, cache *paircache.Cache) *pipeline.Pipeline {
+	t.Helper()
+	ic, _ := inject.Preset("ms-marco-MiniLM")
+	p, err := pipeline.New(pipeline.Config{Cache: cache}, pipeline.Model{Name: "m", Scorer: sc, Inject: ic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// repeatingJobs is a stream of jobs in which about half the pairs repeat
+// earlier ones (and a few repeat within their job).
+func repeatingJobs(n int) []*schemas.Job {
+	var jobs []*schemas.Job
+	for j := range n {
+		job := &schemas.Job{ID: fmt.Sprint("j", j), Query: fmt.Sprint("query ", j%3), TopN: 5}
+		for c := range 8 {
+			text := fmt.Sprintf("passage %d", (j*5+c)%40)
+			job.Candidates = append(job.Candidates, schemas.Candidate{ID: fmt.Sprint(c), Text: text})
+		}
+		job.Candidates = append(job.Candidates, schemas.Candidate{ID: "dup", Text: job.Candidates[0].Text})
+		jobs = append(jobs, job)
+	}
+	return jobs
+}
+
+// With the cache, every job's result is the one it gets without (the
+// fake scorer is exact, so identical), while repeated pairs are scored
+// once: the scorer sees each distinct pair one time.
+func TestCacheChangesNoResult(t *testing.T) {
+	jobs := repeatingJobs(30)
+	off := &fakeScorer{}
+	on := &fakeScorer{}
+	pOff := cachedPipeline(t, digestScorer{off, "d"}, nil)
+	pOn := cachedPipeline(t, digestScorer{on, "d"}, paircache.New(1<<20))
+	distinct := map[string]bool{}
+	cached := 0
+	for _, j := range jobs {
+		for _, c := range j.Candidates {
+			distinct[j.Query+"\x00"+c.Text] = true
+		}
+		want, err := pOff.Rerank(context.Background(), "m", j, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pOn.Rerank(context.Background(), "m", j, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached += got.Cached
+		if !reflect.DeepEqual(got.Results, want.Results) || got.ModelDigest != want.ModelDigest || got.ModelDigest == "" {
+			t.Fatalf("job %s: cached %+v (%s), uncached %+v (%s)", j.ID, got.Results, got.ModelDigest, want.Results, want.ModelDigest)
+		}
+	}
+	total := len(jobs) * len(jobs[0].Candidates)
+	if got := on.pairsScored(); got != len(distinct) || cached != total-len(distinct) {
+		t.Fatalf("with the cache %d pairs scored and %d reused, want %d distinct scored and %d reused (of %d)", got, cached, len(distinct), total-len(distinct), total)
+	}
+	if got := off.pairsScored(); got != total {
+		t.Fatalf("without the cache %d pairs scored, want %d", got, total)
+	}
+}
+
+// Jobs needing the same pairs at once score them once: the others wait for
+// the one scoring call (single flight).
+func TestCacheScoresConcurrentRepeatsOnce(t *testing.T) {
+	sc := &fakeScorer{delay: 50 * time.Millisecond}
+	p := cachedPipeline(t, digestScorer{sc, "d"}, paircache.New(1<<20))
+	const n = 6
+	var wg sync.WaitGroup
+	res := make([]*schemas.Result, n)
+	for i := range n {
+		wg.Go(func() {
+			j := makeJob(fmt.Sprint("same-", i), 10)
+			j.Query = "one query"
+			for c := range j.Candidates {
+				j.Candidates[c].Text = fmt.Sprint("passage ", c)
+			}
+			var err error
+			if res[i], err = p.Rerank(context.Background(), "m", j, time.Time{}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := sc.pairsScored(); got != 10 {
+		t.Fatalf("%d jobs of the same 10 pairs at once: %d pairs scored, want 10", n, got)
+	}
+	shared := 0
+	for _, r := range res {
+		shared += r.Cached
+		if !reflect.DeepEqual(r.Results, res[0].Results) {
+			t.Fatalf("results differ: %+v vs %+v", r.Results, res[0].Results)
+		}
+	}
+	if shared != (n-1)*10 {
+		t.Fatalf("%d pairs reused, want %d", shared, (n-1)*10)
+	}
+}
+
+// When the job scoring a pair fails, the jobs waiting for it score it
+// themselves: one job's failure is not another's.
+func TestCacheAbandonedFlightIsScoredAgain(t *testing.T) {
+	sc := &fakeScorer{}
+	cache := paircache.New(1 << 20)
+	p := cachedPipeline(t, blockFirst{digestScorer{sc, "d"}}, cache)
+	job := func(id string) *schemas.Job {
+		j := makeJob(id, 4)
+		j.Query = "shared"
+		for c := range j.Candidates {
+			j.Candidates[c].Text = fmt.Sprint("passage ", c)
+		}
+		return j
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := p.Rerank(ctx, "m", job("first"), time.Time{})
+		first <- err
+	}()
+	poll(t, "the first job scoring its pairs", func() bool { return sc.calls.Load() == 1 })
+	second := make(chan *schemas.Result, 1)
+	go func() {
+		r, err := p.Rerank(context.Background(), "m", job("second"), time.Time{})
+		if err != nil {
+			t.Error(err)
+		}
+		second <- r
+	}()
+	poll(t, "the second job waiting for the first's flights", func() bool { return cache.Stats().Shared == 4 })
+	cancel()
+	if err := <-first; err == nil {
+		t.Fatal("the cancelled job succeeded")
+	}
+	r := <-second
+	if r == nil || len(r.Results) != 4 || r.Cached != 0 {
+		t.Fatalf("the waiting job: %+v", r)
+	}
+}
+
+// blockFirst's first scoring call lasts until its context ends.
+type blockFirst struct{ digestScorer }
+
+func (b blockFirst) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
+	if b.calls.Load() == 0 {
+		b.calls.Add(1)
+		<-ctx.Done()
+		return nil, model.Stats{}, ctx.Err()
+	}
+	return b.fakeScorer.ScoreEncoded(ctx, encs)
+}
+
+// A model whose files change under the same name and directory is another
+// model: after a restart (a new load, the same cache), its scores are its
+// own, never the old files' stored ones. The same holds for a changed
+// setting (max_length) with the same files.
+func TestCacheServesNoStaleScoreAfterSwap(t *testing.T) {
+	rt, err := model.OpenRuntime(testenv.ORTLib(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	dir := filepath.Join(t.TempDir(), "m")
+	tiny := testfixture.TinyModel(t)
+	if err := os.CopyFS(dir, os.DirFS(tiny)); err != nil {
+		t.Fatal(err)
+	}
+	cache := paircache.New(1 << 20)
+	job := &schemas.Job{ID: "j", Query: "what is the capital of france",
+		Candidates: []schemas.Candidate{{ID: "a", Text: "paris is the capital"}, {ID: "b", Text: "lyon is a city"}}}
+	score := func(withCache bool) *schemas.Result {
+		t.Helper()
+		m, err := rt.Load(dir, model.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		c := cache
+		if !withCache {
+			c = nil
+		}
+		ic, _ := inject.Resolve("", m.Config().Raw)
+		p, err := pipeline.New(pipeline.Config{Cache: c}, pipeline.Model{Name: "m", Scorer: m, Inject: ic})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		r, err := p.Rerank(context.Background(), "m", job, time.Time{})
+		if err != nil || r.Error != nil {
+			t.Fatal(err, r.Error)
+		}
+		return r
+	}
+	same := func(a, b *schemas.Result) bool {
+		for i := range a.Results {
+			if a.Results[i].Index != b.Results[i].Index || math.Abs(a.Results[i].RelevanceScore-b.Results[i].RelevanceScore) > 1e-6 {
+				return false
+			}
+		}
+		return true
+	}
+	before := score(true)
+	if again := score(true); again.Cached != 2 || again.ModelDigest != before.ModelDigest {
+		t.Fatalf("the same files again: %d pairs from the cache (digest %s, was %s), want 2", again.Cached, again.ModelDigest, before.ModelDigest)
+	}
+
+	// New weights under the same name.
+	spec := testmodel.Tiny
+	spec.Seed += 7
+	f, err := os.Create(filepath.Join(dir, model.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testmodel.WriteONNX(f, spec); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	swapped, fresh := score(true), score(false)
+	if swapped.Cached != 0 || swapped.ModelDigest == before.ModelDigest || !same(swapped, fresh) || same(swapped, before) {
+		t.Fatalf("after swapping the weights: %d cached, digest %s (was %s), %+v; fresh %+v; before %+v",
+			swapped.Cached, swapped.ModelDigest, before.ModelDigest, swapped.Results, fresh.Results, before.Results)
+	}
+
+	// Another max_length, the same files.
+	if err := os.WriteFile(filepath.Join(dir, model.ConfigFile), []byte(`{"max_length": 64}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := score(true); r.Cached != 0 || r.ModelDigest == swapped.ModelDigest {
+		t.Fatalf("after changing max_length: %d cached, digest %s (was %s)", r.Cached, r.ModelDigest, swapped.ModelDigest)
+	}
+}
+
+// poll waits up to 10 s for cond.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
