@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/pipeline/paircache"
@@ -60,30 +61,40 @@ func (b *batcher) scoreCached(ctx context.Context, lane schemas.Lane, encs []wor
 			}
 		}
 	}()
+	var alone []int // pairs in flights of a later lane: scored here too
 	for i, enc := range encs {
-		s, hit, f, owner := c.Lookup(paircache.KeyOf(b.digest, enc))
+		s, hit, f, owner := c.Lookup(paircache.KeyOf(b.digest, enc), int(lane))
 		switch {
 		case hit:
 			scores[i] = s
 			reused++
 		case owner:
 			own, flights = append(own, i), append(flights, f)
+		case f.Rank() > int(lane):
+			// A bulk job scoring it may be served long after this
+			// interactive job: waiting would make the lane wait for it.
+			alone = append(alone, i)
 		default:
 			waiting, shared = append(waiting, i), append(shared, f)
 		}
 	}
-	if len(own) > 0 {
-		part := make([]wordpiece.Encoding, len(own))
-		for k, i := range own {
+	if len(own)+len(alone) > 0 {
+		idx := append(slices.Clip(own), alone...)
+		part := make([]wordpiece.Encoding, len(idx))
+		for k, i := range idx {
 			part[k] = encs[i]
 		}
 		got, err := b.score(ctx, lane, part)
 		if err != nil {
 			return nil, 0, err
 		}
-		for k, i := range own {
+		for k, i := range idx {
 			scores[i] = got[k]
-			flights[k].Done(got[k])
+			if k < len(own) {
+				flights[k].Done(got[k])
+			} else {
+				c.Put(paircache.KeyOf(b.digest, encs[i]), got[k])
+			}
 		}
 	}
 	finished = true

@@ -282,3 +282,46 @@ func poll(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// An interactive job never waits for a bulk job's scoring of a pair it
+// needs (the bulk lane may be served long after): it scores the pair
+// itself. A bulk job waits for an interactive one's.
+func TestCacheInteractiveDoesNotWaitForBulk(t *testing.T) {
+	sc := &fakeScorer{}
+	ic, _ := inject.Preset("ms-marco-MiniLM")
+	// Two calls at once: the bulk job's blocked one does not hold the
+	// only call slot.
+	p, err := pipeline.New(pipeline.Config{Cache: paircache.New(1 << 20), ConcurrentCalls: 2},
+		pipeline.Model{Name: "m", Scorer: blockFirst{digestScorer{sc, "d"}}, Inject: ic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	job := func(id string, lane schemas.Lane) *schemas.Job {
+		j := makeJob(id, 3)
+		j.Query, j.Lane = "shared", lane
+		for c := range j.Candidates {
+			j.Candidates[c].Text = fmt.Sprint("passage ", c)
+		}
+		return j
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bulk := make(chan error, 1)
+	go func() {
+		_, err := p.Rerank(ctx, "m", job("bulk", schemas.Bulk), time.Time{})
+		bulk <- err
+	}()
+	poll(t, "the bulk job scoring its pairs", func() bool { return sc.calls.Load() == 1 })
+	r, err := p.Rerank(context.Background(), "m", job("interactive", schemas.Interactive), time.Time{})
+	if err != nil || len(r.Results) != 3 || r.Cached != 0 {
+		t.Fatalf("the interactive job: %v %+v", err, r)
+	}
+	select {
+	case err := <-bulk:
+		t.Fatalf("the bulk job ended first: %v", err)
+	default:
+	}
+	cancel()
+	<-bulk
+}

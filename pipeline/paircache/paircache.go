@@ -254,15 +254,21 @@ func (c *Cache) Stats() Stats {
 type Flight struct {
 	c     *Cache
 	key   Key
+	rank  int // the owner's
 	done  chan struct{}
 	score float32
 	ok    bool
 }
 
+// Rank is the rank its owner looked it up with.
+func (f *Flight) Rank() int { return f.rank }
+
 // Lookup is Get, then, on a miss, Claim: the score when cached, else the
 // pair's flight and whether the caller owns it (and must end it with Done
-// or Abandon) or shares another's (and may Wait for it).
-func (c *Cache) Lookup(k Key) (score float32, hit bool, f *Flight, owner bool) {
+// or Abandon) or shares another's (and may Wait for it, or, when the
+// flight's Rank says its owner is served after the caller, score the pair
+// itself). rank is the caller's priority, lower first (the lane).
+func (c *Cache) Lookup(k Key, rank int) (score float32, hit bool, f *Flight, owner bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if slot, ok := c.find(k); ok {
@@ -276,7 +282,7 @@ func (c *Cache) Lookup(k Key) (score float32, hit bool, f *Flight, owner bool) {
 		c.st.Shared++
 		return 0, false, f, false
 	}
-	f = &Flight{c: c, key: k, done: make(chan struct{})}
+	f = &Flight{c: c, key: k, rank: rank, done: make(chan struct{})}
 	c.inflight[k] = f
 	return 0, false, f, true
 }

@@ -100,11 +100,11 @@ func memoryBound(t *testing.T, maxBytes int64) {
 func TestSingleFlight(t *testing.T) {
 	c := New(1 << 20)
 	ctx := context.Background()
-	_, hit, f1, owner := c.Lookup(key(1))
+	_, hit, f1, owner := c.Lookup(key(1), 0)
 	if hit || !owner {
 		t.Fatal("the first lookup does not own the flight")
 	}
-	_, hit, f2, owner := c.Lookup(key(1))
+	_, hit, f2, owner := c.Lookup(key(1), 0)
 	if hit || owner || f2 != f1 {
 		t.Fatal("a second lookup of a key in flight does not share it")
 	}
@@ -120,21 +120,24 @@ func TestSingleFlight(t *testing.T) {
 	if s := <-got; s != 0.5 {
 		t.Fatalf("waiter got %v", s)
 	}
-	if s, hit, _, _ := c.Lookup(key(1)); !hit || s != 0.5 {
+	if s, hit, _, _ := c.Lookup(key(1), 0); !hit || s != 0.5 {
 		t.Fatalf("after Done: %v %v", s, hit)
 	}
 	// Abandoned: the waiter learns it, and the next lookup owns a new flight.
-	_, _, f3, _ := c.Lookup(key(2))
-	_, _, f4, _ := c.Lookup(key(2))
+	_, _, f3, _ := c.Lookup(key(2), 0)
+	_, _, f4, _ := c.Lookup(key(2), 0)
 	f3.Abandon()
 	if _, ok, err := f4.Wait(ctx); ok || err != nil {
 		t.Fatalf("waiting for an abandoned flight: ok=%v err=%v", ok, err)
 	}
-	if _, hit, _, owner := c.Lookup(key(2)); hit || !owner {
+	if _, hit, _, owner := c.Lookup(key(2), 0); hit || !owner {
 		t.Fatal("after Abandon the key is neither cached nor free to claim")
 	}
-	// A waiter's own context bounds its wait.
-	_, _, f5, _ := c.Lookup(key(3))
+	// A waiter's own context bounds its wait; a flight tells its owner's rank.
+	_, _, f5, _ := c.Lookup(key(3), 1)
+	if f5.Rank() != 1 {
+		t.Fatalf("rank %d, want 1", f5.Rank())
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
 	defer cancel()
 	if _, _, err := f5.Wait(cctx); err == nil {
