@@ -67,3 +67,9 @@ func (m *Model) digest(graph string) (string, error) {
 // resolved from them): two models with one digest score every pair alike,
 // and any change to those inputs changes it.
 func (m *Model) Digest() string { return m.digestHex }
+
+// BatchInvariant reports whether a pair's score does not depend on the
+// pairs that share its batch (up to float rounding): false for a
+// dynamically quantized graph run with batches over one pair, whose
+// activation scales are the whole batch's. Such scores are not cached.
+func (m *Model) BatchInvariant() bool { return !m.dynamicQuant || m.opts.MaxBatchSize == 1 }

@@ -43,11 +43,13 @@ type call struct {
 // calls run in goroutines it starts (at most ConcurrentCalls at once) and
 // report back on results. Both are tracked by the Pipeline's WaitGroup.
 type batcher struct {
-	p       *Pipeline
-	m       Model
-	digest  string // the model's provenance (modelDigest)
-	in      chan *request
-	results chan *call
+	p      *Pipeline
+	m      Model
+	digest string // the model's provenance (modelDigest)
+	// cacheable: the model's pair scores may be cached (cacheable).
+	cacheable bool
+	in        chan *request
+	results   chan *call
 }
 
 // score submits encs and waits for their scores, in encs order.

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"slices"
 
 	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/pipeline/paircache"
@@ -15,6 +14,17 @@ import (
 
 // digester is a Scorer that states its provenance (*model.Model does).
 type digester interface{ Digest() string }
+
+// batchInvariant is a Scorer that says whether a pair's score is the same
+// whatever pairs share its batch (up to rounding): a dynamically quantized
+// graph run with batches over one pair is not, and is never cached.
+type batchInvariant interface{ BatchInvariant() bool }
+
+// cacheable reports whether m's scores may be cached.
+func cacheable(m Model) bool {
+	bi, ok := m.Scorer.(batchInvariant)
+	return !ok || bi.BatchInvariant()
+}
 
 // modelDigest is m's provenance: its scorer's digest with its injection
 // config; "" when the scorer states none (its pairs are never cached).
@@ -35,70 +45,82 @@ func modelDigest(m Model) (string, error) {
 }
 
 // scoreCached scores encs through the pair cache: cached pairs are taken
-// from it, pairs another job is scoring at this moment are waited for,
-// and only the rest are scheduled, then stored. It returns the scores in
-// encs order and how many did not need scoring here. Without a cache, or
-// for a model without a digest, it is score.
-func (b *batcher) scoreCached(ctx context.Context, lane schemas.Lane, encs []wordpiece.Encoding) ([]float32, int, error) {
+// from it, pairs another job is scoring at this moment are waited for
+// (when that job is served no later and is not much larger than this one:
+// else this job scores them itself, so that no job waits on a larger or
+// later one), and only the rest are scheduled, then stored. Entries are
+// the tenant's own: no tenant learns from a result's cached count or its
+// latency what another scored. It returns the scores in encs order and
+// how many did not need scoring here. Without a cache, or for a model
+// without a digest or whose scores depend on their batch, it is score.
+func (b *batcher) scoreCached(ctx context.Context, tenant string, lane schemas.Lane, encs []wordpiece.Encoding) ([]float32, int, error) {
 	c := b.p.cfg.Cache
-	if c == nil || b.digest == "" {
+	if c == nil || b.digest == "" || !b.cacheable {
 		s, err := b.score(ctx, lane, encs)
 		return s, 0, err
 	}
+	scope := b.digest + "\x00" + tenant
+	me := paircache.Owner{Rank: int(lane), Pairs: len(encs)}
 	scores := make([]float32, len(encs))
 	var (
-		own      []int // pairs this job scores, and their flights
-		flights  []*paircache.Flight
-		waiting  []int // pairs another job scores
-		shared   []*paircache.Flight
-		reused   int
-		finished bool
+		own     []int // pairs this job scores, and the flights it owns
+		flights []*paircache.Flight
+		waiting []int // pairs another job scores, and its flights
+		shared  []*paircache.Flight
+		reused  int
 	)
+	// Whatever happens, the flights this job owns end: Done below, or
+	// abandoned here on a failure (a second end does nothing).
 	defer func() {
-		if !finished { // a failure: the flights this job owns end unscored
-			for _, f := range flights {
+		for _, f := range flights {
+			if f != nil {
 				f.Abandon()
 			}
 		}
 	}()
-	var alone []int // pairs in flights of a later lane: scored here too
 	for i, enc := range encs {
-		s, hit, f, owner := c.Lookup(paircache.KeyOf(b.digest, enc), int(lane))
+		s, hit, f, owner := c.Lookup(paircache.KeyOf(scope, enc), me)
 		switch {
 		case hit:
 			scores[i] = s
 			reused++
 		case owner:
 			own, flights = append(own, i), append(flights, f)
-		case f.Rank() > int(lane):
-			// A bulk job scoring it may be served long after this
-			// interactive job: waiting would make the lane wait for it.
-			alone = append(alone, i)
-		default:
+		case b.waitFor(f.Owner(), me):
 			waiting, shared = append(waiting, i), append(shared, f)
+		default:
+			own, flights = append(own, i), append(flights, nil) // scored here too, stored below
 		}
 	}
-	if len(own)+len(alone) > 0 {
-		idx := append(slices.Clip(own), alone...)
+	store := func(idx []int, fl []*paircache.Flight) error {
+		if len(idx) == 0 {
+			return nil
+		}
 		part := make([]wordpiece.Encoding, len(idx))
 		for k, i := range idx {
 			part[k] = encs[i]
 		}
 		got, err := b.score(ctx, lane, part)
 		if err != nil {
-			return nil, 0, err
+			return err
+		}
+		if len(got) != len(part) {
+			return fmt.Errorf("%w: %d scores for %d pairs", ErrScorerPanic, len(got), len(part))
 		}
 		for k, i := range idx {
 			scores[i] = got[k]
-			if k < len(own) {
-				flights[k].Done(got[k])
+			if fl != nil && fl[k] != nil {
+				fl[k].Done(got[k])
 			} else {
-				c.Put(paircache.KeyOf(b.digest, encs[i]), got[k])
+				c.Put(paircache.KeyOf(scope, encs[i]), got[k])
 			}
 		}
+		return nil
 	}
-	finished = true
-	// Pairs in other jobs' flights (or a repeat within this job): their
+	if err := store(own, flights); err != nil {
+		return nil, 0, err
+	}
+	// Pairs in other jobs' flights (or repeated within this job): their
 	// scores, or, where a flight was abandoned, this job scores them.
 	var again []int
 	for k, i := range waiting {
@@ -113,19 +135,17 @@ func (b *batcher) scoreCached(ctx context.Context, lane schemas.Lane, encs []wor
 		scores[i] = s
 		reused++
 	}
-	if len(again) > 0 {
-		part := make([]wordpiece.Encoding, len(again))
-		for k, i := range again {
-			part[k] = encs[i]
-		}
-		got, err := b.score(ctx, lane, part)
-		if err != nil {
-			return nil, 0, err
-		}
-		for k, i := range again {
-			scores[i] = got[k]
-			c.Put(paircache.KeyOf(b.digest, encs[i]), got[k])
-		}
+	c.CountShared(len(waiting) - len(again))
+	if err := store(again, nil); err != nil {
+		return nil, 0, err
 	}
 	return scores, reused, nil
+}
+
+// waitFor reports whether a job (me) waits for a flight of owner's rather
+// than scoring the pair itself: when the owner's lane is served no later,
+// and its job is at most twice this one's size plus a scoring call (its
+// pairs are scored within the time this job's would take, give or take).
+func (b *batcher) waitFor(owner, me paircache.Owner) bool {
+	return owner.Rank <= me.Rank && owner.Pairs <= 2*me.Pairs+b.p.batchPairs(b.m)
 }

@@ -156,6 +156,7 @@ func TestCacheAbandonedFlightIsScoredAgain(t *testing.T) {
 		return j
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	first := make(chan error, 1)
 	go func() {
 		_, err := p.Rerank(ctx, "m", job("first"), time.Time{})
@@ -170,7 +171,7 @@ func TestCacheAbandonedFlightIsScoredAgain(t *testing.T) {
 		}
 		second <- r
 	}()
-	poll(t, "the second job waiting for the first's flights", func() bool { return cache.Stats().Shared == 4 })
+	poll(t, "the second job looking its pairs up", func() bool { return cache.Stats().Misses == 8 })
 	cancel()
 	if err := <-first; err == nil {
 		t.Fatal("the cancelled job succeeded")
@@ -185,8 +186,7 @@ func TestCacheAbandonedFlightIsScoredAgain(t *testing.T) {
 type blockFirst struct{ digestScorer }
 
 func (b blockFirst) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
-	if b.calls.Load() == 0 {
-		b.calls.Add(1)
+	if b.calls.CompareAndSwap(0, 1) {
 		<-ctx.Done()
 		return nil, model.Stats{}, ctx.Err()
 	}
@@ -283,45 +283,80 @@ func poll(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// An interactive job never waits for a bulk job's scoring of a pair it
-// needs (the bulk lane may be served long after): it scores the pair
-// itself. A bulk job waits for an interactive one's.
-func TestCacheInteractiveDoesNotWaitForBulk(t *testing.T) {
+// A job never waits for a pair it needs on a job served after it (an
+// interactive job on a bulk one: the bulk lane may be served long after)
+// or on a much larger job (which could hold it for the larger job's whole
+// scoring): it scores the pair itself.
+func TestCacheNeverWaitsOnLaterOrLargerJobs(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		ownerLane   schemas.Lane
+		ownerPairs  int
+		waiterPairs int
+	}{
+		{"interactive behind bulk", schemas.Bulk, 3, 3},
+		{"small behind large", schemas.Interactive, 60, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := &fakeScorer{}
+			ic, _ := inject.Preset("ms-marco-MiniLM")
+			// Two calls at once: the owner's blocked call does not hold
+			// the only call slot.
+			p, err := pipeline.New(pipeline.Config{Cache: paircache.New(1 << 20), ConcurrentCalls: 2},
+				pipeline.Model{Name: "m", Scorer: blockFirst{digestScorer{sc, "d"}}, Inject: ic})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			job := func(id string, lane schemas.Lane, n int) *schemas.Job {
+				j := makeJob(id, n)
+				j.Query, j.Lane = "shared", lane
+				for c := range j.Candidates {
+					j.Candidates[c].Text = fmt.Sprint("passage ", c)
+				}
+				return j
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			owner := make(chan error, 1)
+			go func() {
+				_, err := p.Rerank(ctx, "m", job("owner", tc.ownerLane, tc.ownerPairs), time.Time{})
+				owner <- err
+			}()
+			poll(t, "the owner scoring its pairs", func() bool { return sc.calls.Load() >= 1 })
+			r, err := p.Rerank(context.Background(), "m", job("waiter", schemas.Interactive, tc.waiterPairs), time.Time{})
+			if err != nil || len(r.Results) != tc.waiterPairs || r.Cached != 0 {
+				t.Fatalf("the waiter: %v %+v", err, r)
+			}
+			select {
+			case err := <-owner:
+				t.Fatalf("the owner ended first: %v", err)
+			default:
+			}
+			cancel()
+			<-owner
+		})
+	}
+}
+
+// Entries are a tenant's own: a pair another tenant scored is scored
+// again (no tenant learns from cached counts or latency what another
+// scored); within a tenant it is reused.
+func TestCacheIsPerTenant(t *testing.T) {
 	sc := &fakeScorer{}
-	ic, _ := inject.Preset("ms-marco-MiniLM")
-	// Two calls at once: the bulk job's blocked one does not hold the
-	// only call slot.
-	p, err := pipeline.New(pipeline.Config{Cache: paircache.New(1 << 20), ConcurrentCalls: 2},
-		pipeline.Model{Name: "m", Scorer: blockFirst{digestScorer{sc, "d"}}, Inject: ic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	job := func(id string, lane schemas.Lane) *schemas.Job {
-		j := makeJob(id, 3)
-		j.Query, j.Lane = "shared", lane
-		for c := range j.Candidates {
-			j.Candidates[c].Text = fmt.Sprint("passage ", c)
+	p := cachedPipeline(t, digestScorer{sc, "d"}, paircache.New(1<<20))
+	for _, c := range []struct {
+		tenant string
+		cached int
+	}{{"a", 0}, {"b", 0}, {"", 0}, {"a", 2}, {"", 2}} {
+		j := makeJob("j", 2)
+		j.Query, j.Tenant = "same query", c.tenant
+		for i := range j.Candidates {
+			j.Candidates[i].Text = fmt.Sprint("passage ", i)
 		}
-		return j
+		r, err := p.Rerank(context.Background(), "m", j, time.Time{})
+		if err != nil || r.Cached != c.cached {
+			t.Fatalf("tenant %q: %v, %d cached, want %d", c.tenant, err, r.Cached, c.cached)
+		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	bulk := make(chan error, 1)
-	go func() {
-		_, err := p.Rerank(ctx, "m", job("bulk", schemas.Bulk), time.Time{})
-		bulk <- err
-	}()
-	poll(t, "the bulk job scoring its pairs", func() bool { return sc.calls.Load() == 1 })
-	r, err := p.Rerank(context.Background(), "m", job("interactive", schemas.Interactive), time.Time{})
-	if err != nil || len(r.Results) != 3 || r.Cached != 0 {
-		t.Fatalf("the interactive job: %v %+v", err, r)
-	}
-	select {
-	case err := <-bulk:
-		t.Fatalf("the bulk job ended first: %v", err)
-	default:
-	}
-	cancel()
-	<-bulk
 }

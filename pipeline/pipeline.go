@@ -122,7 +122,7 @@ func New(cfg Config, models ...Model) (*Pipeline, error) {
 		if err != nil {
 			return nil, fmt.Errorf("configuring pipeline: %w", err)
 		}
-		b := &batcher{p: p, m: m, digest: digest, in: make(chan *request), results: make(chan *call, cfg.ConcurrentCalls)}
+		b := &batcher{p: p, m: m, digest: digest, cacheable: cacheable(m), in: make(chan *request), results: make(chan *call, cfg.ConcurrentCalls)}
 		p.models[m.Name] = b
 		p.names = append(p.names, m.Name)
 		p.wg.Add(1)
@@ -232,7 +232,7 @@ func (p *Pipeline) Rerank(ctx context.Context, modelName string, job *schemas.Jo
 
 	res.ModelDigest = b.digest
 	t1 := time.Now()
-	scores, reused, err := b.scoreCached(ctx, job.Lane, encs)
+	scores, reused, err := b.scoreCached(ctx, job.Tenant, job.Lane, encs)
 	if err != nil {
 		return nil, fmt.Errorf("scoring job %s: %w", job.ID, err)
 	}

@@ -95,6 +95,9 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 	return out
 }
 
+// tenantResults is the results stream's subject for every tenant's results.
+var tenantResults = schemas.TenantSubject("*", ResultsPrefix+">")
+
 // jobStream is one stream of jobs: RERANK_JOBS (partition -1, no tenant),
 // a partition's, or a tenant's (and its partitions').
 type jobStream struct {

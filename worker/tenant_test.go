@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,5 +120,34 @@ func TestTenantsAreValidated(t *testing.T) {
 		if err := cfg.Validate(); !errors.Is(err, worker.ErrInvalidConfig) {
 			t.Errorf("tenants %q: %v, want %v", tenants, err, worker.ErrInvalidConfig)
 		}
+	}
+}
+
+// A worker serving tenants refuses to start on a results stream that
+// cannot store their results (provisioned before tenants existed): their
+// jobs would never leave the queue.
+func TestTenantsNeedTheirResultsSubjects(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	cfg.Tenants = []string{"a"}
+	if err := worker.Provision(ctx, js, []string{"m"}, cfg); err != nil {
+		t.Fatal(err)
+	}
+	old := worker.StreamConfigs(1)[1]
+	old.Subjects = []string{worker.ResultsPrefix + ">"}
+	if _, err := js.UpdateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Provision = false
+	w, err := worker.New(nc, &fakeReranker{}, cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Run(ctx); !errors.Is(err, worker.ErrNotProvisioned) || !strings.Contains(err.Error(), "rerank provision") {
+		t.Fatalf("Run on a results stream without tenants' subjects: %v", err)
 	}
 }

@@ -39,12 +39,13 @@ func KeyOf(digest string, enc wordpiece.Encoding) Key {
 	return k
 }
 
-// EntryBytes is what one entry costs at most, its share of the index
-// included: a 28-byte node and at most four 4-byte slots of the index, an
-// open-addressing table kept at most half full (no tombstones: a removal
-// shifts its cluster back, so churn never grows it). The cache holds at
-// most MaxBytes/EntryBytes entries (~22 M per GiB); TestMemoryBound
-// measures it.
+// EntryBytes is what one entry costs at most in steady state, its share of
+// the index included: a 28-byte node and at most four 4-byte slots of the
+// index, an open-addressing table kept at most half full (no tombstones: a
+// removal shifts its cluster back, so churn never grows it). The cache
+// holds at most MaxBytes/EntryBytes entries (~22 M per GiB);
+// TestMemoryBound measures it. (The index has at least 1,024 slots, and
+// while it or the node slice grows both copies live for a moment.)
 const EntryBytes = 48
 
 // node is one entry in the LRU list; prev and next are node indexes, -1
@@ -136,7 +137,8 @@ func (c *Cache) remove(slot int) {
 			break
 		}
 		h := c.home(c.nodes[i].key, mask)
-		// The entry at j stays unless its home lies cyclically in (slot, j].
+		// The entry at j moves into the hole unless its home lies
+		// cyclically in (slot, j] (then it is still reachable).
 		if slot <= j && (h <= slot || h > j) || slot > j && h <= slot && h > j {
 			c.index[slot] = i
 			slot = j
@@ -249,26 +251,34 @@ func (c *Cache) Stats() Stats {
 	return st
 }
 
-// Flight is a pair being scored: its owner ends it with Done or Abandon;
-// others Wait for it.
+// Flight is a pair being scored: its owner ends it with Done or Abandon
+// (the first end counts; later ones do nothing); others Wait for it.
 type Flight struct {
 	c     *Cache
 	key   Key
-	rank  int // the owner's
+	owner Owner
 	done  chan struct{}
+	ended bool // guarded by c.mu
 	score float32
 	ok    bool
 }
 
-// Rank is the rank its owner looked it up with.
-func (f *Flight) Rank() int { return f.rank }
+// Owner describes who scores a flight, for those deciding whether to wait
+// for it: its rank (lower is served first: the lane) and how many pairs
+// its job scores.
+type Owner struct {
+	Rank, Pairs int
+}
+
+// Owner is who looked the flight up first and scores it.
+func (f *Flight) Owner() Owner { return f.owner }
 
 // Lookup is Get, then, on a miss, Claim: the score when cached, else the
 // pair's flight and whether the caller owns it (and must end it with Done
-// or Abandon) or shares another's (and may Wait for it, or, when the
-// flight's Rank says its owner is served after the caller, score the pair
-// itself). rank is the caller's priority, lower first (the lane).
-func (c *Cache) Lookup(k Key, rank int) (score float32, hit bool, f *Flight, owner bool) {
+// or Abandon) or shares another's (and may Wait for it, or score the pair
+// itself when the flight's Owner would make it wait too long). who
+// describes the caller, the flight's owner if it claims it.
+func (c *Cache) Lookup(k Key, who Owner) (score float32, hit bool, f *Flight, owner bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if slot, ok := c.find(k); ok {
@@ -279,31 +289,43 @@ func (c *Cache) Lookup(k Key, rank int) (score float32, hit bool, f *Flight, own
 	}
 	c.st.Misses++
 	if f := c.inflight[k]; f != nil {
-		c.st.Shared++
 		return 0, false, f, false
 	}
-	f = &Flight{c: c, key: k, rank: rank, done: make(chan struct{})}
+	f = &Flight{c: c, key: k, owner: who, done: make(chan struct{})}
 	c.inflight[k] = f
 	return 0, false, f, true
 }
 
-// Done stores the flight's score and hands it to its waiters.
-func (f *Flight) Done(score float32) {
-	c := f.c
+// CountShared counts n pairs taken from other jobs' flights instead of
+// scored again (Stats.Shared).
+func (c *Cache) CountShared(n int) {
 	c.mu.Lock()
-	c.put(f.key, score)
-	delete(c.inflight, f.key)
+	c.st.Shared += int64(n)
 	c.mu.Unlock()
-	f.score, f.ok = score, true
-	close(f.done)
 }
+
+// Done stores the flight's score and hands it to its waiters.
+func (f *Flight) Done(score float32) { f.end(score, true) }
 
 // Abandon ends a flight without a score (its scoring failed): its waiters
 // score the pair themselves.
-func (f *Flight) Abandon() {
+func (f *Flight) Abandon() { f.end(0, false) }
+
+func (f *Flight) end(score float32, ok bool) {
 	c := f.c
 	c.mu.Lock()
-	delete(c.inflight, f.key)
+	if f.ended {
+		c.mu.Unlock()
+		return
+	}
+	f.ended = true
+	if ok {
+		c.put(f.key, score)
+	}
+	if c.inflight[f.key] == f {
+		delete(c.inflight, f.key)
+	}
+	f.score, f.ok = score, ok
 	c.mu.Unlock()
 	close(f.done)
 }

@@ -100,11 +100,11 @@ func memoryBound(t *testing.T, maxBytes int64) {
 func TestSingleFlight(t *testing.T) {
 	c := New(1 << 20)
 	ctx := context.Background()
-	_, hit, f1, owner := c.Lookup(key(1), 0)
+	_, hit, f1, owner := c.Lookup(key(1), Owner{})
 	if hit || !owner {
 		t.Fatal("the first lookup does not own the flight")
 	}
-	_, hit, f2, owner := c.Lookup(key(1), 0)
+	_, hit, f2, owner := c.Lookup(key(1), Owner{})
 	if hit || owner || f2 != f1 {
 		t.Fatal("a second lookup of a key in flight does not share it")
 	}
@@ -120,30 +120,52 @@ func TestSingleFlight(t *testing.T) {
 	if s := <-got; s != 0.5 {
 		t.Fatalf("waiter got %v", s)
 	}
-	if s, hit, _, _ := c.Lookup(key(1), 0); !hit || s != 0.5 {
+	if s, hit, _, _ := c.Lookup(key(1), Owner{}); !hit || s != 0.5 {
 		t.Fatalf("after Done: %v %v", s, hit)
 	}
 	// Abandoned: the waiter learns it, and the next lookup owns a new flight.
-	_, _, f3, _ := c.Lookup(key(2), 0)
-	_, _, f4, _ := c.Lookup(key(2), 0)
+	_, _, f3, _ := c.Lookup(key(2), Owner{})
+	_, _, f4, _ := c.Lookup(key(2), Owner{})
 	f3.Abandon()
 	if _, ok, err := f4.Wait(ctx); ok || err != nil {
 		t.Fatalf("waiting for an abandoned flight: ok=%v err=%v", ok, err)
 	}
-	if _, hit, _, owner := c.Lookup(key(2), 0); hit || !owner {
+	if _, hit, _, owner := c.Lookup(key(2), Owner{}); hit || !owner {
 		t.Fatal("after Abandon the key is neither cached nor free to claim")
 	}
 	// A waiter's own context bounds its wait; a flight tells its owner's rank.
-	_, _, f5, _ := c.Lookup(key(3), 1)
-	if f5.Rank() != 1 {
-		t.Fatalf("rank %d, want 1", f5.Rank())
+	_, _, f5, _ := c.Lookup(key(3), Owner{Rank: 1, Pairs: 9})
+	if f5.Owner() != (Owner{Rank: 1, Pairs: 9}) {
+		t.Fatalf("owner %+v", f5.Owner())
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
 	defer cancel()
 	if _, _, err := f5.Wait(cctx); err == nil {
 		t.Fatal("Wait outlived its context")
 	}
-	if st := c.Stats(); st.Shared != 2 || st.Hits != 1 {
-		t.Errorf("stats %+v, want 2 shared, 1 hit", st)
+	if st := c.Stats(); st.Hits != 1 || st.Misses != 6 {
+		t.Errorf("stats %+v, want 1 hit, 6 misses", st)
+	}
+}
+
+// Ending a flight twice does nothing the second time: no panic, and a
+// newer flight of the key stays claimed.
+func TestFlightEndsOnce(t *testing.T) {
+	c := New(1 << 20)
+	_, _, f, _ := c.Lookup(key(1), Owner{})
+	f.Abandon()
+	_, _, g, owner := c.Lookup(key(1), Owner{})
+	if !owner || g == f {
+		t.Fatal("no new flight after Abandon")
+	}
+	f.Done(1) // late: ignored
+	f.Abandon()
+	if _, hit, h, owner := c.Lookup(key(1), Owner{}); hit || owner || h != g {
+		t.Fatalf("a late end of an old flight changed the new one: hit %v owner %v", hit, owner)
+	}
+	g.Done(2)
+	g.Done(3)
+	if s, ok := c.Get(key(1)); !ok || s != 2 {
+		t.Fatalf("score %v %v, want 2", s, ok)
 	}
 }
