@@ -51,6 +51,17 @@ func cachedPipeline(t *testing.T, sc pipeline.Scorer, cache *paircache.Cache) *p
 	return p
 }
 
+// sharedJob is a job of n pairs that every sharedJob of the same query
+// shares: passages "passage 0" … "passage n-1".
+func sharedJob(id, query string, lane schemas.Lane, n int) *schemas.Job {
+	j := makeJob(id, n)
+	j.Query, j.Lane = query, lane
+	for c := range j.Candidates {
+		j.Candidates[c].Text = fmt.Sprint("passage ", c)
+	}
+	return j
+}
+
 // repeatingJobs is a stream of jobs in which about half the pairs repeat
 // earlier ones (and a few repeat within their job).
 func repeatingJobs(n int) []*schemas.Job {
@@ -114,11 +125,7 @@ func TestCacheScoresConcurrentRepeatsOnce(t *testing.T) {
 	res := make([]*schemas.Result, n)
 	for i := range n {
 		wg.Go(func() {
-			j := makeJob(fmt.Sprint("same-", i), 10)
-			j.Query = "one query"
-			for c := range j.Candidates {
-				j.Candidates[c].Text = fmt.Sprint("passage ", c)
-			}
+			j := sharedJob(fmt.Sprint("same-", i), "one query", schemas.Interactive, 10)
 			var err error
 			if res[i], err = p.Rerank(context.Background(), "m", j, time.Time{}); err != nil {
 				t.Error(err)
@@ -147,14 +154,7 @@ func TestCacheAbandonedFlightIsScoredAgain(t *testing.T) {
 	sc := &fakeScorer{}
 	cache := paircache.New(1 << 20)
 	p := cachedPipeline(t, blockFirst{digestScorer{sc, "d"}}, cache)
-	job := func(id string) *schemas.Job {
-		j := makeJob(id, 4)
-		j.Query = "shared"
-		for c := range j.Candidates {
-			j.Candidates[c].Text = fmt.Sprint("passage ", c)
-		}
-		return j
-	}
+	job := func(id string) *schemas.Job { return sharedJob(id, "shared", schemas.Interactive, 4) }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	first := make(chan error, 1)
@@ -308,14 +308,7 @@ func TestCacheNeverWaitsOnLaterOrLargerJobs(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer p.Close()
-			job := func(id string, lane schemas.Lane, n int) *schemas.Job {
-				j := makeJob(id, n)
-				j.Query, j.Lane = "shared", lane
-				for c := range j.Candidates {
-					j.Candidates[c].Text = fmt.Sprint("passage ", c)
-				}
-				return j
-			}
+			job := func(id string, lane schemas.Lane, n int) *schemas.Job { return sharedJob(id, "shared", lane, n) }
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			owner := make(chan error, 1)
@@ -349,11 +342,8 @@ func TestCacheIsPerTenant(t *testing.T) {
 		tenant string
 		cached int
 	}{{"a", 0}, {"b", 0}, {"", 0}, {"a", 2}, {"", 2}} {
-		j := makeJob("j", 2)
-		j.Query, j.Tenant = "same query", c.tenant
-		for i := range j.Candidates {
-			j.Candidates[i].Text = fmt.Sprint("passage ", i)
-		}
+		j := sharedJob("j", "same query", schemas.Interactive, 2)
+		j.Tenant = c.tenant
 		r, err := p.Rerank(context.Background(), "m", j, time.Time{})
 		if err != nil || r.Cached != c.cached {
 			t.Fatalf("tenant %q: %v, %d cached, want %d", c.tenant, err, r.Cached, c.cached)
