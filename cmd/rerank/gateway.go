@@ -235,11 +235,19 @@ func (q *natsQueue) oldestResult(ctx context.Context) (time.Time, error) {
 	return st.FirstTime, nil
 }
 
+// Models lists the served models. An empty list is unavailable, not an
+// answer: a server restarting or electing a leader may list a stream's
+// consumers as none for a moment, and a request told its model is served
+// by nobody (404) would not be retried, though its job may be queued
+// already (a retry after the first attempt's gateway died).
 func (q *natsQueue) Models(ctx context.Context) ([]string, error) {
 	if err := q.connected(); err != nil {
 		return nil, err
 	}
 	ms, err := q.shared().Models(ctx)
+	if err == nil && len(ms) == 0 {
+		return nil, fmt.Errorf("%w: no worker pool consumes jobs yet (no consumers on %s)", gateway.ErrUnavailable, schemas.JobsStream)
+	}
 	return ms, unavailable(err)
 }
 

@@ -296,3 +296,21 @@ func TestGatewayWithoutBucketIsNotReady(t *testing.T) {
 		t.Fatalf("Submit without the bucket: %v", err)
 	}
 }
+
+// An empty consumer list (no worker pool yet, or a server listing none
+// for a moment while it restarts) is unavailable, retried by clients, not
+// a 404 that would end a request whose job may be queued already.
+func TestGatewayEmptyModelListIsUnavailable(t *testing.T) {
+	_, nc, q := gatewayNATS(t, 0, worker.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(nc)
+	for _, lane := range schemas.Lanes {
+		if err := js.DeleteConsumer(ctx, schemas.JobsStream, worker.LaneConsumerName("m", lane)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := q.Models(ctx); !errors.Is(err, gateway.ErrUnavailable) {
+		t.Fatalf("Models with no consumers: %v, want ErrUnavailable", err)
+	}
+}

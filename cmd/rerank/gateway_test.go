@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/model"
@@ -260,9 +264,21 @@ func TestGatewayKilledMidRequestLosesNoJob(t *testing.T) {
 		errc <- err
 	}()
 	// Once the job is queued (and recorded as accepted), kill the gateway.
+	// Accepted alone (202) is not queued yet: the id is reserved before
+	// the job is published.
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	queued := func() bool {
+		s, err := js.Stream(context.Background(), schemas.JobsStream)
+		return err == nil && s.CachedInfo().State.Msgs == 1
+	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		code, _ := httpDo(t, "GET", g.url+"/v1/jobs/killed-1", "", "")
-		if code == 202 {
+		if code == 202 && queued() {
 			break
 		}
 		if time.Now().After(deadline) {
