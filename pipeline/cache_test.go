@@ -154,7 +154,7 @@ func TestCacheAbandonedFlightIsScoredAgain(t *testing.T) {
 	sc := &fakeScorer{}
 	cache := paircache.New(1 << 20)
 	p := cachedPipeline(t, blockFirst{digestScorer{sc, "d"}}, cache)
-	job := func(id string) *schemas.Job { return sharedJob(id, "shared", schemas.Interactive, 4) }
+	job := func(id string) *schemas.Job { return sharedJob(id, "common query", schemas.Interactive, 4) }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	first := make(chan error, 1)
@@ -308,7 +308,7 @@ func TestCacheNeverWaitsOnLaterOrLargerJobs(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer p.Close()
-			job := func(id string, lane schemas.Lane, n int) *schemas.Job { return sharedJob(id, "shared", lane, n) }
+			job := func(id string, lane schemas.Lane, n int) *schemas.Job { return sharedJob(id, "common query", lane, n) }
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			owner := make(chan error, 1)
