@@ -62,6 +62,7 @@ func (b *batcher) scoreCached(ctx context.Context, tenant string, lane schemas.L
 	scope := b.digest + "\x00" + tenant
 	me := paircache.Owner{Rank: int(lane), Pairs: len(encs)}
 	scores := make([]float32, len(encs))
+	keys := make([]paircache.Key, len(encs)) // a SHA-256 each: computed once
 	var (
 		own     []int // pairs this job scores, and the flights it owns
 		flights []*paircache.Flight
@@ -79,7 +80,8 @@ func (b *batcher) scoreCached(ctx context.Context, tenant string, lane schemas.L
 		}
 	}()
 	for i, enc := range encs {
-		s, hit, f, owner := c.Lookup(paircache.KeyOf(scope, enc), me)
+		keys[i] = paircache.KeyOf(scope, enc)
+		s, hit, f, owner := c.Lookup(keys[i], me)
 		switch {
 		case hit:
 			scores[i] = s
@@ -112,7 +114,7 @@ func (b *batcher) scoreCached(ctx context.Context, tenant string, lane schemas.L
 			if fl != nil && fl[k] != nil {
 				fl[k].Done(got[k])
 			} else {
-				c.Put(paircache.KeyOf(scope, encs[i]), got[k])
+				c.Put(keys[i], got[k])
 			}
 		}
 		return nil

@@ -41,10 +41,7 @@ func cmdProvision(ctx context.Context, args []string, _ io.Reader, stdout, stder
 		return &exitError{2, fmt.Errorf("name the models: --models demo (as the workers' --model names)")}
 	}
 	cfg := worker.Config{Replicas: *replicas, Partitions: *partitions, Tenants: tenants.values, AckWait: *ackWait,
-		MaxDeliver: *maxDeliver, MaxAckPending: *maxAckPending, JobsMaxMsgs: *jobsMaxMsgs}
-	if *jobsMaxMsgs <= 0 {
-		cfg.JobsMaxMsgs = 0
-	}
+		MaxDeliver: *maxDeliver, MaxAckPending: *maxAckPending, JobsMaxMsgs: max(*jobsMaxMsgs, 0)}
 	var err error
 	if *jobsMaxBytes != "" {
 		if cfg.JobsMaxBytes, err = parseSize(*jobsMaxBytes); err != nil {
