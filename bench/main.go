@@ -160,6 +160,11 @@ func run(c config) error {
 			return err
 		}
 	}
+	if c.want("shared_cache_speedup_50") {
+		if err := benchSharedCache(ctx, c, m, r); err != nil {
+			return err
+		}
+	}
 	if c.want("nats_vs_pipeline") {
 		if err := benchNATS(ctx, c, m, r); err != nil {
 			return err

@@ -1010,6 +1010,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	m.ChunksInFlight("m", 1)
 	g.Request("tei", 200, time.Millisecond)
 	metrics.RegisterCache(m.Registry, func() metrics.CacheStats { return metrics.CacheStats{} })
+	metrics.RegisterSharedCache(m.Registry, func() metrics.SharedCacheStats { return metrics.SharedCacheStats{} })(1, 1, time.Millisecond)
 	metrics.RegisterModelInfo(m.Registry, map[string]string{"m": "digest"})
 	mfs, err := m.Registry.Gather()
 	if err != nil {
@@ -1147,7 +1148,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	for _, want := range []string{"rerank_backlog_jobs", "rerank_queue_wait_seconds_bucket", "rerank_job_duration_seconds_bucket", "rerank_batch_size_sum",
 		"rerank_dead_letters_total", "rerank_redeliveries_total", "rerank_gateway_requests_total", "rerank_gateway_request_duration_seconds_bucket",
-		"rerank_score_cache_hits_total"} {
+		"rerank_score_cache_hits_total", "rerank_score_cache_kv_hits_total"} {
 		if !used[want] {
 			t.Errorf("the dashboard does not show %s", want)
 		}

@@ -68,12 +68,14 @@ func TestTenantsAreIsolated(t *testing.T) {
 			"--nats-inbox-prefix", inboxOf(u.name)}
 	}
 	// Ops provisions with `rerank provision`, as docs/operations.md says.
-	out, err := exec.Command(bin, append([]string{"provision", "--nats-url", e.url, "--models", "demo", "--tenants", "search,ads"},
-		tlsFlags(e.ops)...)...).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "stream RERANK_JOBS_T_ads") || !strings.Contains(string(out), "bucket rerank-accepted") {
+	out, err := exec.Command(bin, append([]string{"provision", "--nats-url", e.url, "--models", "demo", "--tenants", "search,ads",
+		"--score-cache-kv", "rerank-scores"}, tlsFlags(e.ops)...)...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "stream RERANK_JOBS_T_ads") || !strings.Contains(string(out), "bucket rerank-accepted") ||
+		!strings.Contains(string(out), "bucket rerank-scores") {
 		t.Fatalf("rerank provision as ops: %v\n%s", err, out)
 	}
-	w := startWorker(t, "w1", e.url, tiny, append(tlsFlags(e.worker), "--provision=false", "--tenants", "search,ads")...)
+	w := startWorker(t, "w1", e.url, tiny, append(tlsFlags(e.worker), "--provision=false", "--tenants", "search,ads",
+		"--score-cache-kv", "rerank-scores")...)
 	gw := startTenantGateway(t, bin, e.url, append(tlsFlags(e.gateway), "--provision=false",
 		"--gateway-tokens", "search:tok-search,ads:tok-ads")...)
 
@@ -111,6 +113,7 @@ func TestTenantsAreIsolated(t *testing.T) {
 			{"$JS.API.STREAM.INFO.RERANK_RESULTS", `{"subjects_filter":">"}`},
 			{"$JS.API.STREAM.MSG.GET.RERANK_RESULTS", `{"last_by_subj":"rerank.tenant.` + other + `.results.` + other + `-0"}`},
 			{"$JS.API.CONSUMER.MSG.NEXT." + schemas.TenantJobsStream(other, -1) + ".rerank-demo", `{"batch":1}`},
+			{"$JS.API.DIRECT.GET.KV_rerank-scores.$KV.rerank-scores.00", ""}, // the shared pair cache
 		} {
 			if m, err := nc.Request(req.subj, []byte(req.body), 300*time.Millisecond); err == nil {
 				t.Errorf("%s got an answer on %s: %s", u.name, req.subj, m.Data)
@@ -219,10 +222,27 @@ func TestTenantsAreIsolated(t *testing.T) {
 		}
 		sp.mu.Unlock()
 	}
+	// The worker filled and read the shared pair cache with the shipped
+	// permissions (stores are not acknowledged: ops counts the entries).
+	opsNC, _ := e.conn(t, e.ops)
+	opsJS, _ := jetstream.New(opsNC)
+	if !waitFor(10*time.Second, func() bool {
+		s, err := opsJS.Stream(ctx, "KV_rerank-scores")
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs > 0
+	}) {
+		t.Error("the worker stored no score in the shared pair cache")
+	}
+	if n := w.metric("rerank_score_cache_kv_lookups_total"); n <= 0 || w.metric("rerank_score_cache_kv_errors_total") != 0 {
+		t.Errorf("shared pair cache: %v pairs looked up, %v errors", n, w.metric("rerank_score_cache_kv_errors_total"))
+	}
 	if !w.healthy() {
 		t.Error("worker unhealthy")
 	}
-	say(t, "tenants: ads subscribed to 11 subjects (8 refused), was refused 6 JetStream API requests, took 3 of search's ids and aimed 3 results at search: search's jobs ran as its own and ads received none of them")
+	say(t, "tenants: ads subscribed to 11 subjects (8 refused), was refused 7 JetStream API requests, took 3 of search's ids and aimed 3 results at search: search's jobs ran as its own and ads received none of them")
 }
 
 // startTenantGateway runs `rerank gateway` with args and returns its URL

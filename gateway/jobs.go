@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/rerank/rerank/schemas"
 )
@@ -88,6 +89,9 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, t tenant) error 
 	case res == nil:
 		return &apiError{code: codeNotFound, message: "no job " + id, jobID: id}
 	}
+	if res.Error == nil {
+		s.digests.record(res.Model, res.ModelDigest, time.Now())
+	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }
@@ -101,14 +105,20 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, _ tenant) er
 	type model struct {
 		ID     string `json:"id"`
 		Object string `json:"object"`
+		// Digests are the provenance digests (model_digest) of the
+		// results this gateway received for the model in the last hour,
+		// most recently seen first: two mean that workers serve the name
+		// from different files or settings.
+		Digests []string `json:"digests,omitempty"`
 	}
 	out := struct {
 		Object string   `json:"object"`
 		Data   []model  `json:"data"`
 		Models []string `json:"models"`
 	}{Object: "list", Data: []model{}, Models: ms}
+	now := time.Now()
 	for _, m := range ms {
-		out.Data = append(out.Data, model{ID: m, Object: "model"})
+		out.Data = append(out.Data, model{ID: m, Object: "model", Digests: s.digests.recent(m, now)})
 	}
 	if s.cfg.DefaultModel != "" {
 		w.Header().Set("X-Rerank-Default-Model", s.cfg.DefaultModel)

@@ -90,3 +90,61 @@ func (c *modelCache) refreshLocked(ctx context.Context) chan struct{} {
 	}()
 	return done
 }
+
+// Digests seen in results: GET /v1/models shows, for each model, the
+// provenance digests of the results this gateway received for it lately.
+const (
+	digestWindow    = time.Hour // a digest not seen for this long is dropped
+	digestsPerModel = 8         // at most; the least recently seen go first
+	digestModels    = 1024      // models tracked at most
+)
+
+type seenDigest struct {
+	digest string
+	at     time.Time
+}
+
+// digestLog records the model digests of the results received. It is
+// safe for concurrent use.
+type digestLog struct {
+	mu   sync.Mutex
+	seen map[string][]seenDigest // by model, most recently seen first
+}
+
+// record notes that a result of model was scored by the model of digest.
+func (d *digestLog) record(model, digest string, now time.Time) {
+	if model == "" || digest == "" {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen == nil {
+		d.seen = map[string][]seenDigest{}
+	}
+	list, ok := d.seen[model]
+	if !ok && len(d.seen) >= digestModels {
+		return
+	}
+	for i, s := range list {
+		if s.digest == digest {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	list = append([]seenDigest{{digest, now}}, list...)
+	d.seen[model] = list[:min(len(list), digestsPerModel)]
+}
+
+// recent returns model's digests seen within digestWindow, most recently
+// seen first.
+func (d *digestLog) recent(model string, now time.Time) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, s := range d.seen[model] {
+		if now.Sub(s.at) < digestWindow {
+			out = append(out, s.digest)
+		}
+	}
+	return out
+}

@@ -3,8 +3,10 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,5 +147,60 @@ func TestOutageAnswersAtOnceWhileOneReadRuns(t *testing.T) {
 	wantAll(t, rerankAll(t, s.Handler(), 20, 5*time.Second), http.StatusServiceUnavailable)
 	if n := q.calls.Load(); n != 2 {
 		t.Fatalf("%d calls to Models, want 2 (the failed one, and one in flight)", n)
+	}
+}
+
+// GET /v1/models names the digests of the results received for each
+// model, most recently seen first: workers serving one name from different
+// files show as two.
+func TestModelsShowDigestsOfResults(t *testing.T) {
+	q := &fakeQueue{models: []string{"m", "other"}}
+	ts, _ := newServer(t, q, gateway.Config{})
+	models := func() string {
+		resp, err := http.Get(ts.URL + "/v1/models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if body := models(); strings.Contains(body, "digests") {
+		t.Fatalf("digests before any result: %s", body)
+	}
+	for _, d := range []string{"aaa", "bbb", "aaa", "bbb"} {
+		q.mu.Lock()
+		q.digest = d
+		q.mu.Unlock()
+		if code, _, body := post(t, ts.URL+"/v1/rerank", `{"model":"m","query":"q","documents":["x","y"]}`); code != 200 {
+			t.Fatalf("%d %s", code, body)
+		}
+	}
+	want := `{"id":"m","object":"model","digests":["bbb","aaa"]},{"id":"other","object":"model"}`
+	if body := models(); !strings.Contains(body, want) {
+		t.Fatalf("models: %s, want %s", body, want)
+	}
+}
+
+// Digests not seen for an hour are dropped; a model keeps at most eight,
+// the least recently seen going first.
+func TestDigestLogWindowAndBound(t *testing.T) {
+	var d gateway.DigestLog
+	t0 := time.Now()
+	d.Record("m", "old", t0)
+	for i := range 10 {
+		d.Record("m", fmt.Sprint("d", i), t0.Add(30*time.Minute))
+	}
+	got := d.Recent("m", t0.Add(61*time.Minute))
+	if want := []string{"d9", "d8", "d7", "d6", "d5", "d4", "d3", "d2"}; !slices.Equal(got, want) {
+		t.Fatalf("recent %v, want %v", got, want)
+	}
+	if got := d.Recent("m", t0.Add(91*time.Minute)); len(got) != 0 {
+		t.Fatalf("after the window: %v", got)
+	}
+	d.Record("m", "", t0)
+	d.Record("", "x", t0)
+	if got := d.Recent("", t0); len(got) != 0 {
+		t.Fatalf("empty names recorded: %v", got)
 	}
 }

@@ -69,7 +69,9 @@ type Server struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	models *modelCache
-	tokens []token // parsed Config.Tokens
+	// digests are the model digests of the results received (GET /v1/models).
+	digests digestLog
+	tokens  []token // parsed Config.Tokens
 }
 
 // New returns a server over q; obs and log may be nil.
@@ -330,5 +332,6 @@ func (s *Server) rerank(ctx context.Context, job *schemas.Job, lane schemas.Lane
 		ae.jobID = key
 		return nil, ae
 	}
+	s.digests.record(job.Model, res.ModelDigest, time.Now())
 	return res, nil
 }

@@ -28,6 +28,7 @@ type fakeQueue struct {
 	hang     bool // results never come
 	full     bool // the job stream refuses new jobs
 	answer   *schemas.Error
+	digest   string // the results' model_digest
 	stored   map[string]*schemas.Result
 	accepted map[string]bool
 }
@@ -63,7 +64,7 @@ func (q *fakeQueue) Submit(_ context.Context, job *schemas.Job, lane schemas.Lan
 		q.accepted = map[string]bool{}
 	}
 	q.accepted[job.Tenant+"/"+job.ID] = true
-	res := &schemas.Result{V: 1, ID: job.ID, Model: job.Model}
+	res := &schemas.Result{V: 1, ID: job.ID, Model: job.Model, ModelDigest: q.digest}
 	if q.answer != nil {
 		res.Error = q.answer
 		return fakePending{res: res}, nil

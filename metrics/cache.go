@@ -1,6 +1,10 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // CacheStats are the pair cache's counters, as metrics reads them.
 type CacheStats struct {
@@ -42,4 +46,31 @@ func RegisterModelInfo(r *prometheus.Registry, digests map[string]string) {
 		g.WithLabelValues(m, d).Set(1)
 	}
 	r.MustRegister(g)
+}
+
+// SharedCacheStats are the shared tier's counters, in pairs, as metrics
+// reads them.
+type SharedCacheStats struct {
+	Lookups, Hits, Skipped, Errors, Puts int64
+}
+
+// RegisterSharedCache exposes the shared tier's counters, read from stats
+// at each scrape (rerank_score_cache_kv_{lookups,hits,skipped,errors,puts}_total),
+// and returns the observer of its lookups' latency
+// (rerank_score_cache_kv_lookup_seconds, one observation per job).
+func RegisterSharedCache(r *prometheus.Registry, stats func() SharedCacheStats) func(pairs, hits int, d time.Duration) {
+	counter := func(name, help string, v func(SharedCacheStats) int64) {
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v(stats())) }))
+	}
+	counter("rerank_score_cache_kv_lookups_total", "Pairs looked up in the shared bucket (those the process cache missed).", func(s SharedCacheStats) int64 { return s.Lookups })
+	counter("rerank_score_cache_kv_hits_total", "Pairs the shared bucket held: scored by some worker before, not scored here.", func(s SharedCacheStats) int64 { return s.Hits })
+	counter("rerank_score_cache_kv_skipped_total", "Pairs not looked up or not stored because the shared bucket was failing (backoff) or the connection down.", func(s SharedCacheStats) int64 { return s.Skipped })
+	counter("rerank_score_cache_kv_errors_total", "Failed lookups and stores (each starts a backoff) and malformed values read.", func(s SharedCacheStats) int64 { return s.Errors })
+	counter("rerank_score_cache_kv_puts_total", "Pair scores sent to the shared bucket.", func(s SharedCacheStats) int64 { return s.Puts })
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rerank_score_cache_kv_lookup_seconds",
+		Help:    "Time one job's lookup in the shared bucket took (all its pairs, many in flight at once).",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1}})
+	r.MustRegister(h)
+	return func(_, _ int, d time.Duration) { h.Observe(d.Seconds()) }
 }

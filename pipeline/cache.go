@@ -48,7 +48,8 @@ func modelDigest(m Model) (string, error) {
 // from it, pairs another job is scoring at this moment are waited for
 // (when that job is served no later and is not much larger than this one:
 // else this job scores them itself, so that no job waits on a larger or
-// later one), and only the rest are scheduled, then stored. Entries are
+// later one), the rest are looked up in the shared tier if there is one,
+// and only those still missing are scheduled, then stored in both. Entries are
 // the tenant's own: no tenant learns from a result's cached count or its
 // latency what another scored. It returns the scores in encs order and
 // how many did not need scoring here. Without a cache, or for a model
@@ -94,6 +95,31 @@ func (b *batcher) scoreCached(ctx context.Context, tenant string, lane schemas.L
 			own, flights = append(own, i), append(flights, nil) // scored here too, stored below
 		}
 	}
+	// The pairs to score here are looked up in the shared tier first;
+	// those found there end their flights as if scored.
+	if sh := b.p.cfg.Shared; sh != nil && len(own) > 0 {
+		ks := make([]paircache.Key, len(own))
+		for k, i := range own {
+			ks[k] = keys[i]
+		}
+		got, found := sh.Get(ctx, ks)
+		var rest []int
+		var restFl []*paircache.Flight
+		for k, i := range own {
+			if !found[k] {
+				rest, restFl = append(rest, i), append(restFl, flights[k])
+				continue
+			}
+			scores[i] = got[k]
+			reused++
+			if flights[k] != nil {
+				flights[k].Done(got[k])
+			} else {
+				c.Put(keys[i], got[k])
+			}
+		}
+		own, flights = rest, restFl
+	}
 	store := func(idx []int, fl []*paircache.Flight) error {
 		if len(idx) == 0 {
 			return nil
@@ -116,6 +142,13 @@ func (b *batcher) scoreCached(ctx context.Context, tenant string, lane schemas.L
 			} else {
 				c.Put(keys[i], got[k])
 			}
+		}
+		if sh := b.p.cfg.Shared; sh != nil {
+			ks := make([]paircache.Key, len(idx))
+			for k, i := range idx {
+				ks[k] = keys[i]
+			}
+			sh.Put(ks, got)
 		}
 		return nil
 	}

@@ -350,3 +350,97 @@ func TestCacheIsPerTenant(t *testing.T) {
 		}
 	}
 }
+
+// mapTier is a shared tier in memory; broken, it finds and stores nothing.
+type mapTier struct {
+	mu     sync.Mutex
+	m      map[paircache.Key]float32
+	broken bool
+	asked  int
+}
+
+func (m *mapTier) Get(_ context.Context, keys []paircache.Key) ([]float32, []bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.asked += len(keys)
+	s, f := make([]float32, len(keys)), make([]bool, len(keys))
+	for i, k := range keys {
+		if !m.broken {
+			s[i], f[i] = m.m[k]
+		}
+	}
+	return s, f
+}
+
+func (m *mapTier) Put(keys []paircache.Key, scores []float32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, k := range keys {
+		if !m.broken {
+			m.m[k] = scores[i]
+		}
+	}
+}
+
+// Two workers sharing a tier score each distinct pair once between them,
+// whichever gets the job, and every result is the one without any cache;
+// the tier is asked only for what a process cache missed. A tier that
+// answers nothing (failing) changes no result either: each worker scores
+// what its own cache does not hold.
+func TestSharedTierChangesNoResult(t *testing.T) {
+	jobs := repeatingJobs(30)
+	off := cachedPipeline(t, digestScorer{&fakeScorer{}, "d"}, nil)
+	for _, broken := range []bool{false, true} {
+		tier := &mapTier{m: map[paircache.Key]float32{}, broken: broken}
+		var scorers [2]*fakeScorer
+		var workers [2]*pipeline.Pipeline
+		for w := range workers {
+			scorers[w] = &fakeScorer{}
+			ic, _ := inject.Preset("ms-marco-MiniLM")
+			p, err := pipeline.New(pipeline.Config{Cache: paircache.New(1 << 20), Shared: tier},
+				pipeline.Model{Name: "m", Scorer: digestScorer{scorers[w], "d"}, Inject: ic})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			workers[w] = p
+		}
+		distinct := map[string]bool{}
+		perWorker := [2]map[string]bool{{}, {}}
+		for n, j := range jobs {
+			for _, c := range j.Candidates {
+				distinct[j.Query+"\x00"+c.Text] = true
+				perWorker[n%2][j.Query+"\x00"+c.Text] = true
+			}
+			want, err := off.Rerank(context.Background(), "m", j, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := workers[n%2].Rerank(context.Background(), "m", j, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.Results, want.Results) {
+				t.Fatalf("broken %v, job %s: %+v, without a cache %+v", broken, j.ID, got.Results, want.Results)
+			}
+		}
+		scored := scorers[0].pairsScored() + scorers[1].pairsScored()
+		switch {
+		case !broken && scored != len(distinct):
+			t.Errorf("sharing a tier, the workers scored %d pairs, want the %d distinct", scored, len(distinct))
+		case broken && scored != len(perWorker[0])+len(perWorker[1]):
+			t.Errorf("with a failing tier, the workers scored %d pairs, want %d (each its own distinct pairs)", scored, len(perWorker[0])+len(perWorker[1]))
+		}
+		if total := len(jobs) * len(jobs[0].Candidates); tier.asked >= total {
+			t.Errorf("the tier was asked for %d of %d pairs: the process caches answered none", tier.asked, total)
+		}
+	}
+}
+
+func TestSharedTierNeedsAProcessCache(t *testing.T) {
+	ic, _ := inject.Preset("ms-marco-MiniLM")
+	_, err := pipeline.New(pipeline.Config{Shared: &mapTier{}}, pipeline.Model{Name: "m", Scorer: digestScorer{&fakeScorer{}, "d"}, Inject: ic})
+	if err == nil {
+		t.Fatal("a shared tier without a process cache was accepted")
+	}
+}

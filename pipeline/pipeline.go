@@ -60,6 +60,18 @@ type Config struct {
 	// carry each model's digest). Only models whose scorer states a digest
 	// (*model.Model) use it.
 	Cache *paircache.Cache
+	// Shared, if set, is a second tier behind Cache, shared by a fleet of
+	// workers (sharedcache.Tier): the pairs Cache misses are looked up
+	// there before they are scored, and the pairs scored are stored there.
+	// It requires Cache.
+	Shared SharedCache
+}
+
+// SharedCache is a pair cache shared by workers: a lookup never fails (a
+// failure is a miss), a store does not wait.
+type SharedCache interface {
+	Get(ctx context.Context, keys []paircache.Key) (scores []float32, found []bool)
+	Put(keys []paircache.Key, scores []float32)
 }
 
 // Defaults.
@@ -87,10 +99,14 @@ func (c Config) withDefaults() Config {
 
 // Validate checks the config.
 func (c Config) Validate() error {
+	var errs []error
 	if c.MaxBatchDelay > time.Second {
-		return fmt.Errorf("max batch delay %s is over 1s", c.MaxBatchDelay)
+		errs = append(errs, fmt.Errorf("max batch delay %s is over 1s", c.MaxBatchDelay))
 	}
-	return nil
+	if c.Shared != nil && c.Cache == nil {
+		errs = append(errs, errors.New("a shared pair cache needs a process cache in front of it"))
+	}
+	return errors.Join(errs...)
 }
 
 // Pipeline re-ranks jobs. Create it with New and stop it with Close.

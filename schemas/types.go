@@ -74,7 +74,8 @@ type Result struct {
 	// scored by the same model; empty when the worker cannot say.
 	ModelDigest string `msgpack:"model_digest,omitempty" json:"model_digest,omitempty"`
 	// Cached counts the pairs of this job whose scores came from the
-	// worker's pair cache (the tenant's own entries), from another job
+	// worker's pair cache or the fleet's shared one (the tenant's own
+	// entries, scored by the model of this digest), from another job
 	// scoring the same pair at the same moment, or from a repeat of the
 	// pair within the job, instead of being computed for it.
 	Cached int `msgpack:"cached,omitempty" json:"cached,omitempty"`

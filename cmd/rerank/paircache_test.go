@@ -20,8 +20,8 @@ import (
 // the pipeline): a re-submitted candidate list, under a new job id, is
 // answered with the same ranking from the cache, in each tenant's own
 // entries (another tenant's first submission of it is scored); every
-// result names the model's digest, which /metrics shows too, and the hits
-// are counted there.
+// result names the model's digest, which /metrics and the gateway's
+// GET /v1/models show too, and the hits are counted there.
 func TestPairCacheThroughServe(t *testing.T) {
 	port, _ := natsembed.FreePort()
 	p := startServe(t, t.TempDir(), port, "--tenants", "acme")
@@ -59,6 +59,13 @@ func TestPairCacheThroughServe(t *testing.T) {
 				t.Fatalf("%s: %+v, first %+v", c.id, r.Results, first.Results)
 			}
 		}
+	}
+	// The gateway lists the digest of the results it received.
+	if code, body := httpDo(t, "POST", p.http+"/v1/rerank", "", `{"model":"demo","query":"q","documents":["a","b"]}`); code != 200 {
+		t.Fatalf("HTTP rerank: %d %s", code, body)
+	}
+	if _, body := httpDo(t, "GET", p.http+"/v1/models", "", ""); !strings.Contains(body, `"digests":["`+first.ModelDigest+`"]`) {
+		t.Errorf("GET /v1/models: %s, want the digest %s", body, first.ModelDigest)
 	}
 	_, body := httpDo(t, "GET", p.metrics+"/metrics", "", "")
 	if !strings.Contains(body, `rerank_model_info{digest="`+first.ModelDigest+`",model="demo"} 1`) {

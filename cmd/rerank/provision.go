@@ -11,13 +11,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rerank/rerank/client"
+	"github.com/rerank/rerank/sharedcache"
 	"github.com/rerank/rerank/worker"
 )
 
 // cmdProvision creates or updates, as an operator, what workers run with
 // --provision=false and gateways with --provision=false expect: the
 // streams, every model's consumers in every job stream (partitions and
-// tenants included) and the gateway's accepted-jobs bucket.
+// tenants included), the gateway's accepted-jobs bucket and the workers'
+// shared pair cache bucket.
 func cmdProvision(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("provision", "[flags] (create or update the streams, consumers and bucket, as the operator)", stderr)
 	var nf natsFlags
@@ -34,6 +36,9 @@ func cmdProvision(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	jobsMaxBytes := fs.String("jobs-max-bytes", "", "bound of each job stream as a whole (e.g. 4GiB; empty: none)")
 	resultsMaxBytes := fs.String("results-max-bytes", "1GiB", "bound of the results stream besides its 24 h age")
 	bucket := fs.Bool("accepted-bucket", true, "also create the gateways' accepted-jobs bucket ("+client.AcceptedBucket+")")
+	scoreCacheKV := fs.String("score-cache-kv", "", "also create the workers' shared pair cache bucket of this name, as their --score-cache-kv (e.g. "+sharedcache.DefaultBucket+")")
+	scoreCacheKVTTL := fs.Duration("score-cache-kv-ttl", sharedcache.DefaultTTL, "age at which the shared bucket drops an entry")
+	scoreCacheKVBytes := fs.String("score-cache-kv-max-bytes", "1GiB", "bound of the shared bucket (oldest entries go first)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
@@ -53,6 +58,16 @@ func cmdProvision(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	}
 	if err := cfg.Validate(); err != nil {
 		return &exitError{2, err}
+	}
+	kvMaxBytes, err := parseSize(*scoreCacheKVBytes)
+	if err != nil {
+		return &exitError{2, fmt.Errorf("--score-cache-kv-max-bytes %q: %w", *scoreCacheKVBytes, err)}
+	}
+	kvCfg := sharedcache.Config{Bucket: *scoreCacheKV, TTL: *scoreCacheKVTTL, MaxBytes: kvMaxBytes, Replicas: *replicas}
+	if *scoreCacheKV != "" {
+		if err := kvCfg.Validate(); err != nil {
+			return &exitError{2, fmt.Errorf("--score-cache-kv: %w", err)}
+		}
 	}
 	opts, err := nf.options("rerank-provision", slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -85,6 +100,12 @@ func cmdProvision(ctx context.Context, args []string, _ io.Reader, stdout, stder
 			return err
 		}
 		fmt.Fprintf(stdout, "bucket %s\n", client.AcceptedBucket)
+	}
+	if *scoreCacheKV != "" {
+		if err := sharedcache.Provision(ctx, js, kvCfg); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "bucket %s (shared pair cache)\n", *scoreCacheKV)
 	}
 	return nil
 }

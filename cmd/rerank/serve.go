@@ -24,6 +24,7 @@ import (
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/pipeline/paircache"
 	"github.com/rerank/rerank/schemas"
+	"github.com/rerank/rerank/sharedcache"
 	"github.com/rerank/rerank/worker"
 )
 
@@ -236,6 +237,9 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	jobsMaxBytes := fs.String("jobs-max-bytes", "", "bound of each job stream as a whole when provisioning, the disk backstop shared by all lanes (e.g. 4GiB; empty: none); a full stream refuses new jobs (queue_full), never drops accepted ones")
 	jobsMaxMsgs := fs.Int64("jobs-max-msgs", 0, "jobs each lane of each model may hold waiting, when provisioning (0: none); a full lane refuses its new jobs (queue_full), other lanes keep taking theirs")
 	scoreCache := fs.String("score-cache", "64MiB", "memory for the pair cache: scores of pairs already scored, keyed by the model's digest and the pair's tokens, reused by later jobs (0: off; docs/operations.md, Pair cache)")
+	scoreCacheKV := fs.String("score-cache-kv", "", "JetStream key-value bucket shared by the fleet behind the pair cache, e.g. "+sharedcache.DefaultBucket+" (empty: off; docs/operations.md, Pair cache)")
+	scoreCacheKVTTL := fs.Duration("score-cache-kv-ttl", sharedcache.DefaultTTL, "age at which the shared bucket drops an entry, when provisioning")
+	scoreCacheKVBytes := fs.String("score-cache-kv-max-bytes", "1GiB", "bound of the shared bucket when provisioning (oldest entries go first; ~100 bytes per pair on the servers)")
 	resultsMaxBytes := fs.String("results-max-bytes", "1GiB", "bound of the results stream besides its 24 h age, when provisioning (oldest results go first; reserved on the servers)")
 	httpAddr := fs.String("http", "auto", "listen address of the HTTP gateway (docs/http.md): auto is 127.0.0.1:8080 on the embedded NATS server and off with --nats-url; empty: off")
 	var gf gatewayFlags
@@ -287,6 +291,22 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err := wcfg.Validate(); err != nil {
 		return &exitError{2, err}
 	}
+	cacheSize, err := parseSize(*scoreCache)
+	if err != nil {
+		return &exitError{2, fmt.Errorf("--score-cache %q: %w", *scoreCache, err)}
+	}
+	kvMaxBytes, err := parseSize(*scoreCacheKVBytes)
+	if err != nil {
+		return &exitError{2, fmt.Errorf("--score-cache-kv-max-bytes %q: %w", *scoreCacheKVBytes, err)}
+	}
+	if *scoreCacheKV != "" {
+		if cacheSize == 0 {
+			return &exitError{2, fmt.Errorf("--score-cache-kv needs the process cache (--score-cache) in front of it")}
+		}
+		if err := (sharedcache.Config{Bucket: *scoreCacheKV, TTL: *scoreCacheKVTTL, MaxBytes: kvMaxBytes, Replicas: *replicas}).Validate(); err != nil {
+			return &exitError{2, fmt.Errorf("--score-cache-kv: %w", err)}
+		}
+	}
 	memLimit, err := applyMemoryLimit(*memoryLimit)
 	if err != nil {
 		return &exitError{2, err}
@@ -336,36 +356,6 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return 0
 	})
 	registerBuildInfo(met.Registry)
-	var cache *paircache.Cache
-	if size, err := parseSize(*scoreCache); err != nil {
-		return &exitError{2, fmt.Errorf("--score-cache %q: %w", *scoreCache, err)}
-	} else if size > 0 {
-		cache = paircache.New(size)
-		metrics.RegisterCache(met.Registry, func() metrics.CacheStats {
-			st := cache.Stats()
-			return metrics.CacheStats{Hits: st.Hits, Misses: st.Misses, Evictions: st.Evictions, Shared: st.Shared,
-				Entries: st.Entries, Bytes: st.Bytes, MaxBytes: st.MaxBytes}
-		})
-	}
-	pipe, err := pipeline.New(pipeline.Config{
-		Limits: wcfg.Limits, MaxBatchDelay: *batchDelay, MaxBatchPairs: *batchPairs, ConcurrentCalls: mf.runs,
-		OnScore: func(name string, lane schemas.Lane, jobs int, st model.Stats) {
-			met.ObserveScore(name, lane.String(), jobs, st.Pairs, st.BatchSizes, st.PaddingRatio(), st.InferenceTime)
-		},
-		OnQueueWait: func(name string, lane schemas.Lane, d time.Duration) { met.ObserveLaneWait(name, lane.String(), d) },
-		OnChunks:    met.ChunksInFlight,
-		Cache:       cache,
-	}, models.served...)
-	if err != nil {
-		return err
-	}
-	defer pipe.Close()
-	digests := map[string]string{}
-	for _, name := range pipe.Models() {
-		digests[name] = pipe.Digest(name)
-		log.Info("model provenance", "model", name, "digest", digests[name])
-	}
-	metrics.RegisterModelInfo(met.Registry, digests)
 
 	url := nf.url
 	if url == "" {
@@ -396,6 +386,45 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	defer nc.Close()
 	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+	var cache *paircache.Cache
+	if cacheSize > 0 {
+		cache = paircache.New(cacheSize)
+		metrics.RegisterCache(met.Registry, func() metrics.CacheStats {
+			st := cache.Stats()
+			return metrics.CacheStats{Hits: st.Hits, Misses: st.Misses, Evictions: st.Evictions, Shared: st.Shared,
+				Entries: st.Entries, Bytes: st.Bytes, MaxBytes: st.MaxBytes}
+		})
+	}
+	var shared pipeline.SharedCache
+	if *scoreCacheKV != "" {
+		tier, closeTier, err := startSharedCache(ctx, url, nf, sharedcache.Config{Bucket: *scoreCacheKV, TTL: *scoreCacheKVTTL,
+			MaxBytes: kvMaxBytes, Replicas: *replicas}, *provision, met, log)
+		if err != nil {
+			return err
+		}
+		defer closeTier()
+		shared = tier
+	}
+	pipe, err := pipeline.New(pipeline.Config{
+		Limits: wcfg.Limits, MaxBatchDelay: *batchDelay, MaxBatchPairs: *batchPairs, ConcurrentCalls: mf.runs,
+		OnScore: func(name string, lane schemas.Lane, jobs int, st model.Stats) {
+			met.ObserveScore(name, lane.String(), jobs, st.Pairs, st.BatchSizes, st.PaddingRatio(), st.InferenceTime)
+		},
+		OnQueueWait: func(name string, lane schemas.Lane, d time.Duration) { met.ObserveLaneWait(name, lane.String(), d) },
+		OnChunks:    met.ChunksInFlight,
+		Cache:       cache,
+		Shared:      shared,
+	}, models.served...)
+	if err != nil {
+		return err
+	}
+	defer pipe.Close()
+	digests := map[string]string{}
+	for _, name := range pipe.Models() {
+		digests[name] = pipe.Digest(name)
+		log.Info("model provenance", "model", name, "digest", digests[name])
+	}
+	metrics.RegisterModelInfo(met.Registry, digests)
 
 	var reranker worker.Reranker = pipe
 	if *testPanicQuery != "" {

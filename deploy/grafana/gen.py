@@ -46,6 +46,7 @@ panels = [
     ("Pair cache: hit rate, evictions", "percentunit", [
         ('sum(rate(rerank_score_cache_hits_total[$__rate_interval])) / (sum(rate(rerank_score_cache_hits_total[$__rate_interval])) + sum(rate(rerank_score_cache_misses_total[$__rate_interval])))', "hit rate"),
         ('sum(rate(rerank_score_cache_shared_total[$__rate_interval])) / (sum(rate(rerank_score_cache_hits_total[$__rate_interval])) + sum(rate(rerank_score_cache_misses_total[$__rate_interval])))', "shared with a job in flight"),
+        ('sum(rate(rerank_score_cache_kv_hits_total[$__rate_interval])) / (sum(rate(rerank_score_cache_hits_total[$__rate_interval])) + sum(rate(rerank_score_cache_misses_total[$__rate_interval])))', "from the shared bucket"),
         ('sum(rate(rerank_score_cache_evictions_total[$__rate_interval])) / sum(rate(rerank_score_cache_misses_total[$__rate_interval]))', "evictions per miss")]),
 ]
 
