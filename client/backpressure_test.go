@@ -53,7 +53,7 @@ func TestFullJobStreamPushesBack(t *testing.T) {
 			if limit == "msgs" && len(accepted) != 5 {
 				t.Fatalf("accepted %d with max_msgs 5", len(accepted))
 			}
-			s, _ := js.Stream(ctx, worker.JobsStream)
+			s, _ := js.Stream(ctx, schemas.JobsStream)
 			info, _ := s.Info(ctx)
 			if int(info.State.Msgs) != len(accepted) {
 				t.Fatalf("the stream holds %d jobs, %d were accepted", info.State.Msgs, len(accepted))

@@ -14,13 +14,6 @@ import (
 	"github.com/rerank/rerank/schemas"
 )
 
-// Subjects and stream names of the wire contract.
-const (
-	JobsPrefix    = schemas.JobsPrefix
-	ResultsPrefix = schemas.ResultsPrefix
-	ResultsStream = schemas.ResultsStream
-)
-
 // Errors.
 var (
 	// ErrPayloadTooLarge: the encoded job exceeds the server's max payload.
@@ -166,9 +159,9 @@ func (c *Client) SubmitAsync(ctx context.Context, job *schemas.Job) (*Pending, e
 		return nil, fmt.Errorf("submitting job %s: %w: %d bytes, server max %d (split the candidates over several jobs)",
 			job.ID, ErrPayloadTooLarge, len(data), max)
 	}
-	if c.opts.Tenant != "" && job.ReplyTo != "" && !strings.HasPrefix(job.ReplyTo, ResultsPrefix) {
+	if c.opts.Tenant != "" && job.ReplyTo != "" && !strings.HasPrefix(job.ReplyTo, schemas.ResultsPrefix) {
 		return nil, fmt.Errorf("validating job %s: %w", job.ID, schemas.Errorf(schemas.CodeInvalidReplyTo,
-			"reply_to %q: a tenant's results go under %s", job.ReplyTo, ResultsPrefix))
+			"reply_to %q: a tenant's results go under %s", job.ReplyTo, schemas.ResultsPrefix))
 	}
 	p := &Pending{c: c, job: job, subject: job.ReplyTo, ch: make(chan *nats.Msg, resultBuffer)}
 	if p.subject == "" {

@@ -224,7 +224,7 @@ func TestSubmitRejectsBeforePublishing(t *testing.T) {
 			}
 		})
 	}
-	info, err := e.js.Stream(context.Background(), worker.JobsStream)
+	info, err := e.js.Stream(context.Background(), schemas.JobsStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ func (c *Client) SubmitAndDie(ctx context.Context, job *schemas.Job) error {
 	if err != nil {
 		return err
 	}
-	t, err := c.track(ctx, &Pending{subject: ResultsPrefix + job.ID}, job)
+	t, err := c.track(ctx, &Pending{subject: schemas.ResultsPrefix + job.ID}, job)
 	if err != nil || !t.publish {
 		return err
 	}

@@ -62,7 +62,7 @@ func (c *Client) storedResult(ctx context.Context, subject string) (*schemas.Res
 
 // storedResultAt is storedResult with the time the message was stored.
 func (c *Client) storedResultAt(ctx context.Context, subject string) (*schemas.Result, time.Time, error) {
-	s, err := c.js.Stream(ctx, ResultsStream)
+	s, err := c.js.Stream(ctx, schemas.ResultsStream)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -89,7 +89,7 @@ func (c *Client) Models(ctx context.Context) ([]string, error) {
 	infos := s.ListConsumers(ctx)
 	for ci := range infos.Info() {
 		subj := ci.Config.FilterSubject
-		if m, ok := strings.CutPrefix(subj, JobsPrefix); ok && !strings.HasSuffix(subj, schemas.BulkSuffix) && !strings.ContainsAny(m, ".*>") {
+		if m, ok := strings.CutPrefix(subj, schemas.JobsPrefix); ok && !strings.HasSuffix(subj, schemas.BulkSuffix) && !strings.ContainsAny(m, ".*>") {
 			models = append(models, m)
 		}
 	}

@@ -427,13 +427,13 @@ func TestNATSDefinitionsAcceptedByServer(t *testing.T) {
 	if err := json.Unmarshal(mustRead(t, filepath.Join("nats", "consumers", "rerank-demo.json")), &cc); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateConsumer(ctx, worker.JobsStream, cc); err != nil {
+	if _, err := js.CreateConsumer(ctx, schemas.JobsStream, cc); err != nil {
 		t.Fatalf("creating consumer from rerank-demo.json: %v", err)
 	}
 	if err := worker.Provision(ctx, js, []string{demoModel}, worker.Config{Replicas: 1}); err != nil {
 		t.Fatalf("worker.Provision over the declared definitions: %v", err)
 	}
-	cons, err := js.Consumer(ctx, worker.JobsStream, worker.ConsumerName(demoModel))
+	cons, err := js.Consumer(ctx, schemas.JobsStream, worker.ConsumerName(demoModel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1500,11 +1500,11 @@ func TestKubernetes(t *testing.T) {
 				t.Errorf("%s: natsServerMonitoringEndpoint %q: want host:8222 (the monitoring port)", where, strAt(md, "natsServerMonitoringEndpoint"))
 			}
 			declared := jsonFields(t, "consumer", mustRead(t, filepath.Join("nats", "consumers", strAt(md, "consumer")+".json")))
-			if strAt(md, "stream") != worker.JobsStream || strAt(md, "consumer") != declared["durable_name"] {
-				t.Errorf("%s: stream %q consumer %q; the declared consumer is %v on %s", where, strAt(md, "stream"), strAt(md, "consumer"), declared["durable_name"], worker.JobsStream)
+			if strAt(md, "stream") != schemas.JobsStream || strAt(md, "consumer") != declared["durable_name"] {
+				t.Errorf("%s: stream %q consumer %q; the declared consumer is %v on %s", where, strAt(md, "stream"), strAt(md, "consumer"), declared["durable_name"], schemas.JobsStream)
 			}
-			if !strings.HasPrefix(fmt.Sprint(declared["filter_subject"]), worker.JobsPrefix) {
-				t.Errorf("consumer filter %v is not under %s", declared["filter_subject"], worker.JobsPrefix)
+			if !strings.HasPrefix(fmt.Sprint(declared["filter_subject"]), schemas.JobsPrefix) {
+				t.Errorf("consumer filter %v is not under %s", declared["filter_subject"], schemas.JobsPrefix)
 			}
 			models := strings.Split(cmCfg["model"], ",")
 			if !slices.ContainsFunc(models, func(m string) bool {

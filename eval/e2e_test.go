@@ -225,7 +225,7 @@ func startService(t *testing.T, ic *inject.Config) *nats.Conn {
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("tiny")); err == nil {
+		if _, err := js.Consumer(context.Background(), schemas.JobsStream, worker.ConsumerName("tiny")); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {

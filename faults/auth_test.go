@@ -247,7 +247,7 @@ func TestAuthTLSNKeys(t *testing.T) {
 	// Both results are stored, once each, each in its tenant's namespace.
 	// A subscriber can receive a result before the stream has stored it:
 	// poll.
-	rs, err := opsJS.Stream(ctx, worker.ResultsStream)
+	rs, err := opsJS.Stream(ctx, schemas.ResultsStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/schemas"
-	"github.com/rerank/rerank/worker"
 )
 
 // hostile is one kind of poison message: its bytes, content type and the
@@ -272,7 +271,7 @@ func TestHostile(t *testing.T) {
 	submitHealthy(10)
 	for r := range rounds {
 		j := healthyJob(rng, fmt.Sprintf("hostile-api-reply-%d", r))
-		j.ReplyTo = "$JS.API.STREAM.PURGE." + worker.JobsStream
+		j.ReplyTo = "$JS.API.STREAM.PURGE." + schemas.JobsStream
 		sendHostile(j.ID, schemas.ContentTypeMsgpack, schemas.CodeInvalidReplyTo, encode(t, j))
 		big := bigResultJob(fmt.Sprintf("hostile-big-result-%d", r))
 		if len(big) > natsembed.MaxPayload-1024 {

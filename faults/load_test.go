@@ -20,7 +20,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rerank/rerank/schemas"
-	"github.com/rerank/rerank/worker"
 )
 
 var vocabulary = strings.Fields(`the quick brown fox jumps over a lazy dog while search engines rank
@@ -82,7 +81,7 @@ func (l *load) submitted() int {
 // with the same id until JetStream acknowledges it: a retry after a lost
 // acknowledgement is dropped as a duplicate by the stream.
 func (l *load) publish(ctx context.Context, js jetstream.JetStream, id, contentType string, data []byte) error {
-	return l.publishTo(ctx, js, worker.JobSubject("demo"), id, contentType, data)
+	return l.publishTo(ctx, js, schemas.JobSubject("demo"), id, contentType, data)
 }
 
 // publishTo is publish to subject; a full lane's refusal (queue_full) is
@@ -175,7 +174,7 @@ func (l *load) submitPaced(ctx context.Context, t testing.TB, js jetstream.JetSt
 // and the jobs stream is empty (every job acked or terminated).
 func waitDone(js jetstream.JetStream, want int, d time.Duration) bool {
 	return waitFor(d, func() bool {
-		return streamMsgs(js, worker.ResultsStream) >= int64(want) && streamMsgs(js, worker.JobsStream) == 0
+		return streamMsgs(js, schemas.ResultsStream) >= int64(want) && streamMsgs(js, schemas.JobsStream) == 0
 	})
 }
 
@@ -208,8 +207,8 @@ func verify(t testing.TB, js jetstream.JetStream, name string, l *load) *report 
 	r := &report{name: name, submitted: l.submitted()}
 	counts := map[string]int{}
 	last := map[string]*schemas.Result{}
-	err := readAll(js, worker.ResultsStream, func(m storedMsg) {
-		id := strings.TrimPrefix(m.subject, worker.ResultsPrefix)
+	err := readAll(js, schemas.ResultsStream, func(m storedMsg) {
+		id := strings.TrimPrefix(m.subject, schemas.ResultsPrefix)
 		counts[id]++
 		f, _ := schemas.ParseContentType(m.header.Get(schemas.HeaderContentType))
 		res, err := schemas.DecodeResult(m.data, f)
@@ -220,20 +219,20 @@ func verify(t testing.TB, js jetstream.JetStream, name string, l *load) *report 
 		last[id] = res
 	})
 	if err != nil {
-		t.Fatalf("reading %s: %v", worker.ResultsStream, err)
+		t.Fatalf("reading %s: %v", schemas.ResultsStream, err)
 	}
 	deadByID := map[string][]byte{}
 	trimmed := map[string]nats.Header{}
-	err = readAll(js, worker.DeadStream, func(m storedMsg) {
+	err = readAll(js, schemas.DeadStream, func(m storedMsg) {
 		r.dead++
 		id := m.header.Get("Rerank-Job-Msg-Id")
 		deadByID[id] = append([]byte(nil), m.data...)
-		if m.header.Get(worker.HeaderTrimmed) == "true" {
+		if m.header.Get(schemas.HeaderTrimmed) == "true" {
 			trimmed[id] = m.header
 		}
 	})
 	if err != nil {
-		t.Fatalf("reading %s: %v", worker.DeadStream, err)
+		t.Fatalf("reading %s: %v", schemas.DeadStream, err)
 	}
 	for id, n := range counts {
 		_, h := l.healthy[id]
@@ -295,7 +294,7 @@ func verify(t testing.TB, js jetstream.JetStream, name string, l *load) *report 
 			// Too large to store beside its reason headers: a prefix, with
 			// the whole's size and digest.
 			sum := sha256.Sum256(l.raw[id])
-			if h.Get(worker.HeaderOriginalSize) != strconv.Itoa(len(l.raw[id])) || h.Get(worker.HeaderOriginalSHA256) != hex.EncodeToString(sum[:]) ||
+			if h.Get(schemas.HeaderOriginalSize) != strconv.Itoa(len(l.raw[id])) || h.Get(schemas.HeaderOriginalSHA256) != hex.EncodeToString(sum[:]) ||
 				!bytes.HasPrefix(l.raw[id], d) {
 				r.deadMissing++
 				r.problems = append(r.problems, fmt.Sprintf("trimmed dead letter of %s does not describe the original bytes", id))

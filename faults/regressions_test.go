@@ -47,7 +47,7 @@ func TestPullBacksOffAfterBatchError(t *testing.T) {
 	defer cancel()
 	// The consumer disappears (an operator deletes it, or its leader is
 	// gone): every pull request is now answered "no responders" at once.
-	if err := js.DeleteConsumer(ctx, worker.JobsStream, worker.ConsumerName("demo")); err != nil {
+	if err := js.DeleteConsumer(ctx, schemas.JobsStream, worker.ConsumerName("demo")); err != nil {
 		t.Fatal(err)
 	}
 	before := strings.Count(w.log(), `msg="pulling jobs"`)
@@ -133,7 +133,7 @@ func TestJobPastMaxDeliverByCrashesIsAnswered(t *testing.T) {
 	nc, js := connect(t, ns.ClientURL())
 	args := []string{"--max-deliver", "2", "--ack-wait", "1s", "--concurrency", "1", "--max-batch-size", "1", "--shutdown-grace", "1s"}
 	workers := startPool(t, 1, ns.ClientURL(), tiny, args...)
-	advisories, err := nc.SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + worker.JobsStream + "." + worker.ConsumerName("demo"))
+	advisories, err := nc.SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + schemas.JobsStream + "." + worker.ConsumerName("demo"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestJobPastMaxDeliverByCrashesIsAnswered(t *testing.T) {
 	if err := l.submitHealthy(ctx, t, js, job); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := js.Consumer(ctx, worker.JobsStream, worker.ConsumerName("demo"))
+	cons, err := js.Consumer(ctx, schemas.JobsStream, worker.ConsumerName("demo"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,14 +175,14 @@ func TestJobPastMaxDeliverByCrashesIsAnswered(t *testing.T) {
 	// The fleet is healthy (the restarted worker runs); give it time to
 	// answer the job the way the contract says.
 	answered := waitFor(5*time.Second, func() bool {
-		return streamMsgs(js, worker.ResultsStream) >= 1 && streamMsgs(js, worker.DeadStream) >= 1
+		return streamMsgs(js, schemas.ResultsStream) >= 1 && streamMsgs(js, schemas.DeadStream) >= 1
 	})
 	r := verify(t, js, "max-deliver-by-crashes", l)
-	r.add("max_deliver=2 still_queued=%d", streamMsgs(js, worker.JobsStream))
+	r.add("max_deliver=2 still_queued=%d", streamMsgs(js, schemas.JobsStream))
 	fmt.Println(r.line())
 	if !answered || r.lost > 0 {
 		t.Errorf("worker/worker.go: a job whose %d deliveries all ended in a worker crash got no result and no dead letter "+
 			"(results %d, dead letters %d, still in %s: %d); the server announced it: %s",
-			2, r.results, r.dead, worker.JobsStream, streamMsgs(js, worker.JobsStream), adv.Data)
+			2, r.results, r.dead, schemas.JobsStream, streamMsgs(js, schemas.JobsStream), adv.Data)
 	}
 }

@@ -191,7 +191,7 @@ func TestServerRestart(t *testing.T) {
 		if !waitFor(2*time.Minute, func() bool { return progress() >= at }) {
 			t.Fatalf("publisher stuck at %d of %d", progress(), n)
 		}
-		before := streamMsgs(js, worker.ResultsStream)
+		before := streamMsgs(js, schemas.ResultsStream)
 		ns.Stop()
 		stopped := time.Now()
 		<-time.After(down) // the outage itself, not a synchronization
@@ -322,7 +322,7 @@ func leaderLoss(t *testing.T, name string, c cluster) {
 		}
 		return ""
 	}
-	mustWait(t, 30*time.Second, "RERANK_JOBS leader", func() bool { return leaderOf(worker.JobsStream) != "" })
+	mustWait(t, 30*time.Second, "RERANK_JOBS leader", func() bool { return leaderOf(schemas.JobsStream) != "" })
 
 	n := size(300, 2000)
 	rate := float64(size(30, 60))
@@ -334,26 +334,26 @@ func leaderLoss(t *testing.T, name string, c cluster) {
 	if !waitFor(2*time.Minute, func() bool { return progress() >= n/3 }) {
 		t.Fatalf("publisher stuck at %d of %d", progress(), n)
 	}
-	old := leaderOf(worker.JobsStream)
-	resultsLeader := leaderOf(worker.ResultsStream)
+	old := leaderOf(schemas.JobsStream)
+	resultsLeader := leaderOf(schemas.ResultsStream)
 	victim := slices.Index(c.names(), old)
 	if victim < 0 {
-		t.Fatalf("no node named %q leads %s", old, worker.JobsStream)
+		t.Fatalf("no node named %q leads %s", old, schemas.JobsStream)
 	}
 	c.down(victim)
 	stopped := time.Now()
 	newLeader := ""
 	mustWait(t, 60*time.Second, "a new RERANK_JOBS leader", func() bool {
-		newLeader = leaderOf(worker.JobsStream)
+		newLeader = leaderOf(schemas.JobsStream)
 		return newLeader != "" && newLeader != old
 	})
 	election := time.Since(stopped).Round(100 * time.Millisecond)
-	t.Logf("took down %s (leader of %s; %s led by %s) at job %d; new leader %s after %s", old, worker.JobsStream, worker.ResultsStream, resultsLeader, progress(), newLeader, election)
+	t.Logf("took down %s (leader of %s; %s led by %s) at job %d; new leader %s after %s", old, schemas.JobsStream, schemas.ResultsStream, resultsLeader, progress(), newLeader, election)
 	// Bring it back once the load has moved on under the new leader.
 	waitFor(time.Minute, func() bool { return progress() >= 2*n/3 })
 	c.up(victim)
 	mustWait(t, 60*time.Second, "the old leader to rejoin as a current replica", func() bool {
-		info := streamInfo(worker.JobsStream)
+		info := streamInfo(schemas.JobsStream)
 		if info == nil {
 			return false
 		}
@@ -416,7 +416,7 @@ func TestSlowModel(t *testing.T) {
 
 	// How long the jobs ran, from their results.
 	over, maxMS := 0, 0.0
-	err := readAll(js, worker.ResultsStream, func(m storedMsg) {
+	err := readAll(js, schemas.ResultsStream, func(m storedMsg) {
 		res, err := schemas.DecodeResult(m.data, schemas.Msgpack)
 		if err != nil {
 			return
@@ -459,7 +459,7 @@ func TestSlowModel(t *testing.T) {
 	for _, c := range starts {
 		dupWork += c - 1
 	}
-	cons, err := js.Consumer(ctx, worker.JobsStream, worker.ConsumerName("demo"))
+	cons, err := js.Consumer(ctx, schemas.JobsStream, worker.ConsumerName("demo"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,7 +513,7 @@ func TestBackpressure(t *testing.T) {
 	start := time.Now()
 	for i := range n {
 		j := healthyJob(rng, fmt.Sprintf("queued-%d", i))
-		m := nats.NewMsg(worker.JobSubject("demo"))
+		m := nats.NewMsg(schemas.JobSubject("demo"))
 		m.Data = encode(t, j)
 		m.Header.Set(schemas.HeaderContentType, schemas.ContentTypeMsgpack)
 		if _, err := js.PublishMsgAsync(m, jetstream.WithMsgID(j.ID)); err != nil {
@@ -526,7 +526,7 @@ func TestBackpressure(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("publish acknowledgements missing")
 	}
-	if got := streamMsgs(js, worker.JobsStream); got != int64(n) {
+	if got := streamMsgs(js, schemas.JobsStream); got != int64(n) {
 		t.Fatalf("%d jobs queued, want %d", got, n)
 	}
 	t.Logf("%d jobs queued in %s", n, time.Since(start).Round(time.Millisecond))
@@ -536,11 +536,11 @@ func TestBackpressure(t *testing.T) {
 	var rssAt10, rssMax int64
 	done := waitFor(8*time.Minute, func() bool {
 		rssMax = max(rssMax, w.procStatus("VmRSS"))
-		left := streamMsgs(js, worker.JobsStream)
+		left := streamMsgs(js, schemas.JobsStream)
 		if rssAt10 == 0 && left >= 0 && left <= int64(n*9/10) {
 			rssAt10 = w.procStatus("VmRSS")
 		}
-		return left == 0 && streamMsgs(js, worker.ResultsStream) >= int64(n)
+		return left == 0 && streamMsgs(js, schemas.ResultsStream) >= int64(n)
 	})
 	took := time.Since(start)
 	hwm := w.procStatus("VmHWM")

@@ -352,9 +352,9 @@ func TestSoak(t *testing.T) {
 			}
 			// Only an id whose first job is answered: two messages of one id
 			// waiting at once would leave the order of their results open.
-			if s, err := js.Stream(ctx, worker.ResultsStream); err != nil {
+			if s, err := js.Stream(ctx, schemas.ResultsStream); err != nil {
 				return
-			} else if _, err := s.GetLastMsgForSubject(ctx, worker.ResultSubject(id)); err != nil {
+			} else if _, err := s.GetLastMsgForSubject(ctx, schemas.ResultSubject(id)); err != nil {
 				return
 			}
 			j := healthyJob(rng, id)
@@ -428,11 +428,11 @@ func TestSoak(t *testing.T) {
 	r := verify(t, js, "soak", l)
 	acks.Range(func(k, v any) bool {
 		id := strings.TrimPrefix(k.(string), "reused:")
-		s, err := js.Stream(context.Background(), worker.ResultsStream)
+		s, err := js.Stream(context.Background(), schemas.ResultsStream)
 		if err != nil {
 			return true
 		}
-		m, err := s.GetLastMsgForSubject(context.Background(), worker.ResultSubject(id))
+		m, err := s.GetLastMsgForSubject(context.Background(), schemas.ResultSubject(id))
 		if err != nil {
 			return true // verify counts it lost
 		}
@@ -469,9 +469,9 @@ func TestSoak(t *testing.T) {
 		len(l.hostile), st.hostileHTTP.Load(), st.queueFull.Load(), st.interRefused.Load(),
 		st.workerKills.Load(), st.serverRestarts.Load(), st.gatewayKills.Load(), st.httpRetries.Load())
 	if r.deadMissing > 0 { // the dead-letter stream's own account, for the post-mortem
-		if ds, err := js.Stream(context.Background(), worker.DeadStream); err == nil {
+		if ds, err := js.Stream(context.Background(), schemas.DeadStream); err == nil {
 			if info, err := ds.Info(context.Background()); err == nil {
-				fmt.Printf("soak: %s first=%d last=%d msgs=%d deleted=%d bytes=%d cluster=%+v\n", worker.DeadStream,
+				fmt.Printf("soak: %s first=%d last=%d msgs=%d deleted=%d bytes=%d cluster=%+v\n", schemas.DeadStream,
 					info.State.FirstSeq, info.State.LastSeq, info.State.Msgs, info.State.NumDeleted, info.State.Bytes, info.Cluster)
 			}
 		}

@@ -25,9 +25,6 @@ const (
 	ContentTypeJSON    = "application/json"
 )
 
-// HeaderContentType is the NATS header that selects the encoding.
-const HeaderContentType = "Content-Type"
-
 func (f Format) String() string {
 	if f == JSON {
 		return "json"

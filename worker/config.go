@@ -10,38 +10,13 @@ import (
 	"github.com/rerank/rerank/schemas"
 )
 
-// Stream and subject names.
+// Stream limits and sizes.
 const (
-	JobsStream    = schemas.JobsStream
-	ResultsStream = schemas.ResultsStream
-	DeadStream    = schemas.DeadStream
-
-	JobsPrefix    = schemas.JobsPrefix
-	ResultsPrefix = schemas.ResultsPrefix
-	DeadPrefix    = schemas.DeadPrefix
-)
-
-// Headers the worker reads and writes.
-const (
-	HeaderMsgID        = "Nats-Msg-Id"
-	HeaderErrorCode    = "Rerank-Error-Code"
-	HeaderError        = "Rerank-Error"
-	HeaderJobSubject   = "Rerank-Job-Subject"
-	HeaderJobSequence  = "Rerank-Job-Sequence"
-	HeaderAttempt      = "Rerank-Attempt"
-	HeaderWorker       = "Rerank-Worker"
-	HeaderContentType  = schemas.HeaderContentType
 	DuplicateWindow    = 2 * time.Minute
 	ResultsMaxAge      = 24 * time.Hour
 	DeadMaxAge         = 7 * 24 * time.Hour
 	DefaultMaxMsgBytes = 8 << 20
 )
-
-// JobSubject is the subject jobs for model are published to.
-func JobSubject(model string) string { return schemas.JobSubject(model) }
-
-// ResultSubject is the default subject of a job's result.
-func ResultSubject(jobID string) string { return schemas.ResultSubject(jobID) }
 
 // ConsumerName is the durable consumer all workers of model share for its
 // interactive lane (jobs on rerank.jobs.<model>).

@@ -48,7 +48,7 @@ func TestDeadLettersOfPartitionsDoNotCollide(t *testing.T) {
 	w.settled(t, len(subjects))
 	waitFor(t, 10*time.Second, "error results", func() bool { return len(storedResults(t, js)) == len(subjects) })
 	waitFor(t, 10*time.Second, "one dead letter per rejected job", func() bool {
-		return streamMsgs(t, js, worker.DeadStream) == uint64(len(subjects))
+		return streamMsgs(t, js, schemas.DeadStream) == uint64(len(subjects))
 	})
 	if n := w.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeMissingQuery)] }); n != len(subjects) {
 		t.Fatalf("%d dead letters counted, want %d", n, len(subjects))
@@ -71,7 +71,7 @@ func TestNoErrorResultWithoutItsDeadLetter(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Provision = false // keep the dead-letter stream gone
-	if err := js.DeleteStream(ctx, worker.DeadStream); err != nil {
+	if err := js.DeleteStream(ctx, schemas.DeadStream); err != nil {
 		t.Fatal(err)
 	}
 	w := startWorker(t, ns, &slowScorer{}, cfg)
@@ -86,13 +86,13 @@ func TestNoErrorResultWithoutItsDeadLetter(t *testing.T) {
 	}
 	// Once the stream is back, the job gets both.
 	for _, sc := range worker.StreamConfigs(1) {
-		if sc.Name == worker.DeadStream {
+		if sc.Name == schemas.DeadStream {
 			if _, err := js.CreateStream(ctx, sc); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	waitFor(t, 20*time.Second, "error result and dead letter", func() bool {
-		return storedResults(t, js)["dead-first"] == 1 && streamMsgs(t, js, worker.DeadStream) == 1
+		return storedResults(t, js)["dead-first"] == 1 && streamMsgs(t, js, schemas.DeadStream) == 1
 	})
 }

@@ -16,12 +16,8 @@ import (
 	"github.com/rerank/rerank/schemas"
 )
 
-// MaxDeliveriesAdvisory is the subject on which the server announces that a
-// job of model reached the consumer's MaxDeliver without being settled.
-func MaxDeliveriesAdvisory(model string) string {
-	return streamMaxDeliveriesAdvisory(JobsStream, ConsumerName(model))
-}
-
+// streamMaxDeliveriesAdvisory is the subject on which the server announces
+// that a job of the consumer reached its MaxDeliver without being settled.
 func streamMaxDeliveriesAdvisory(stream, consumer string) string {
 	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
 }

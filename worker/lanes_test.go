@@ -64,7 +64,7 @@ func TestInteractiveJobNeverWaitsForBulkJobs(t *testing.T) {
 	}
 	var held int
 	for _, lane := range schemas.Lanes {
-		c, err := js.Consumer(ctx, worker.JobsStream, worker.LaneConsumerName("m", lane))
+		c, err := js.Consumer(ctx, schemas.JobsStream, worker.LaneConsumerName("m", lane))
 		if err != nil {
 			t.Fatal(err)
 		}

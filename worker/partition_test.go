@@ -70,7 +70,7 @@ func TestPartitionedWorkerServesEveryStream(t *testing.T) {
 		}
 	}
 	// The unpartitioned subjects stay in RERANK_JOBS, served.
-	s, _ := js.Stream(ctx, worker.JobsStream)
+	s, _ := js.Stream(ctx, schemas.JobsStream)
 	info, _ := s.Info(ctx)
 	if want := []string{"rerank.jobs.*", "rerank.jobs.*.bulk"}; !slices.Equal(info.Config.Subjects, want) {
 		t.Errorf("RERANK_JOBS subjects %q, want %q", info.Config.Subjects, want)
@@ -128,7 +128,7 @@ func TestPartitionJobOutOfDeliveriesIsSwept(t *testing.T) {
 		t.Fatalf("result %+v, want an internal error", res)
 	}
 	waitFor(t, 5*time.Second, "dead letter, partition empty", func() bool {
-		return streamMsgs(t, js, worker.DeadStream) == 1 && streamMsgs(t, js, schemas.PartitionStream(1)) == 0
+		return streamMsgs(t, js, schemas.DeadStream) == 1 && streamMsgs(t, js, schemas.PartitionStream(1)) == 0
 	})
 }
 

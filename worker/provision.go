@@ -32,7 +32,7 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 	replicas := c.Replicas
 	out := []jetstream.StreamConfig{
 		{
-			Name:        JobsStream,
+			Name:        schemas.JobsStream,
 			Description: "re-ranking jobs, one subject per model",
 			// Exactly the lanes' subjects (not rerank.jobs.>): a job on any
 			// other subject is refused at publish time instead of stored
@@ -54,11 +54,11 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 			Discard:              jetstream.DiscardNew,
 		},
 		{
-			Name:        ResultsStream,
+			Name:        schemas.ResultsStream,
 			Description: "re-ranking results by job id",
 			// The shared namespace's and every tenant's, whatever
 			// --tenants a worker of a rollout runs with.
-			Subjects:   []string{ResultsPrefix + ">", schemas.TenantSubject("*", ResultsPrefix+">")},
+			Subjects:   []string{schemas.ResultsPrefix + ">", schemas.TenantSubject("*", schemas.ResultsPrefix+">")},
 			Retention:  jetstream.LimitsPolicy,
 			Storage:    jetstream.FileStorage,
 			Replicas:   replicas,
@@ -68,9 +68,9 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 			MaxMsgSize: DefaultMaxMsgBytes,
 		},
 		{
-			Name:        DeadStream,
+			Name:        schemas.DeadStream,
 			Description: "dead-lettered jobs: original bytes with reason headers",
-			Subjects:    []string{DeadPrefix + ">", schemas.TenantSubject("*", DeadPrefix+">")},
+			Subjects:    []string{schemas.DeadPrefix + ">", schemas.TenantSubject("*", schemas.DeadPrefix+">")},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    replicas,
@@ -96,7 +96,7 @@ func streamConfigs(c Config) []jetstream.StreamConfig {
 }
 
 // tenantResults is the results stream's subject for every tenant's results.
-var tenantResults = schemas.TenantSubject("*", ResultsPrefix+">")
+var tenantResults = schemas.TenantSubject("*", schemas.ResultsPrefix+">")
 
 // jobStream is one stream of jobs: RERANK_JOBS (partition -1, no tenant),
 // a partition's, or a tenant's (and its partitions').
@@ -106,7 +106,7 @@ type jobStream struct {
 	tenant    string
 }
 
-var mainStream = jobStream{name: JobsStream, partition: -1}
+var mainStream = jobStream{name: schemas.JobsStream, partition: -1}
 
 // jobStreams lists the job streams: RERANK_JOBS, the partitions', then
 // each tenant's likewise.
@@ -282,7 +282,7 @@ func (s *source) subject() string      { return s.jobStream.subject(s.model, s.l
 // String names the source in logs: the consumer, after its stream when
 // that is a partition's.
 func (s *source) String() string {
-	if s.jobStream.name == JobsStream {
+	if s.jobStream.name == schemas.JobsStream {
 		return s.consumerName()
 	}
 	return s.jobStream.name + "/" + s.consumerName()

@@ -18,15 +18,6 @@ import (
 	"github.com/rerank/rerank/schemas"
 )
 
-// Headers of a trimmed dead letter: the payload (and the job's own headers)
-// did not fit the server's payload limit beside the reason headers, so the
-// dead letter holds a prefix of the job and says what the whole was.
-const (
-	HeaderTrimmed        = "Rerank-Trimmed"
-	HeaderOriginalSize   = "Rerank-Original-Size"
-	HeaderOriginalSHA256 = "Rerank-Original-Sha256"
-)
-
 // publishAttempt bounds one publish request; publishing as a whole is
 // retried for Config.PublishRetry.
 const publishAttempt = 10 * time.Second
@@ -155,12 +146,12 @@ func (w *Worker) errorResult(model string, job *schemas.Job, md *jetstream.MsgMe
 // rerank.results.<id>.
 func (w *Worker) replySubject(job *schemas.Job, id string) string {
 	if job == nil {
-		return ResultSubject(id)
+		return schemas.ResultSubject(id)
 	}
 	if job.ReplyTo != "" && w.checkReplyTo(job.ReplyTo, job.ID, job.Tenant) == nil {
 		return schemas.TenantSubject(job.Tenant, job.ReplyTo)
 	}
-	return schemas.TenantSubject(job.Tenant, ResultSubject(id))
+	return schemas.TenantSubject(job.Tenant, schemas.ResultSubject(id))
 }
 
 // checkReplyTo checks a job's reply_to, whatever the caller checked
@@ -176,8 +167,8 @@ func (w *Worker) checkReplyTo(replyTo, id, tenant string) error {
 	if err := schemas.CheckReplyTo(replyTo, id, nil); err != nil {
 		return err
 	}
-	if !strings.HasPrefix(replyTo, ResultsPrefix) {
-		return schemas.Errorf(schemas.CodeInvalidReplyTo, "reply_to %q: a tenant's results go under %s (rerank.results.<id> or rerank.results.<namespace>.<id>)", replyTo, ResultsPrefix)
+	if !strings.HasPrefix(replyTo, schemas.ResultsPrefix) {
+		return schemas.Errorf(schemas.CodeInvalidReplyTo, "reply_to %q: a tenant's results go under %s (rerank.results.<id> or rerank.results.<namespace>.<id>)", replyTo, schemas.ResultsPrefix)
 	}
 	return nil
 }
@@ -195,16 +186,16 @@ func (w *Worker) maxMsgBytes() int {
 // resultMsg encodes a result in its job's format, addressed to its reply
 // subject. A result over maxMsgBytes is the permanent result_too_large.
 func (w *Worker) resultMsg(jobHeader nats.Header, job *schemas.Job, res *schemas.Result) (*nats.Msg, error) {
-	format, _ := schemas.ParseContentType(jobHeader.Get(HeaderContentType))
+	format, _ := schemas.ParseContentType(jobHeader.Get(schemas.HeaderContentType))
 	data, err := schemas.EncodeResult(res, format)
 	if err != nil {
 		return nil, fmt.Errorf("encoding result: %w", err)
 	}
 	out := nats.NewMsg(w.replySubject(job, res.ID))
 	out.Data = data
-	out.Header.Set(HeaderContentType, format.ContentType())
-	out.Header.Set(HeaderMsgID, ResultMsgID(res.ID, res.JobStream, res.JobSeq))
-	out.Header.Set(HeaderWorker, w.cfg.WorkerID)
+	out.Header.Set(schemas.HeaderContentType, format.ContentType())
+	out.Header.Set(schemas.HeaderMsgID, ResultMsgID(res.ID, res.JobStream, res.JobSeq))
+	out.Header.Set(schemas.HeaderWorker, w.cfg.WorkerID)
 	if size, limit := len(data)+headerBytes(out.Header), w.maxMsgBytes(); size > limit {
 		return nil, schemas.Errorf(schemas.CodeResultTooLarge,
 			"the result is %d bytes, over the %d-byte message limit: ask for fewer results (top_n) or drop return_documents", size, limit)
@@ -282,7 +273,7 @@ func (s storedJob) tenant() string {
 // error result safely: what salvageJob recovers, or the decoded job with
 // its reply_to cleared.
 func (w *Worker) decode(s storedJob) (*schemas.Job, error) {
-	format, err := schemas.ParseContentType(s.header.Get(HeaderContentType))
+	format, err := schemas.ParseContentType(s.header.Get(schemas.HeaderContentType))
 	var job *schemas.Job
 	if err == nil {
 		job, err = schemas.DecodeJob(s.data, format, w.cfg.Limits)
@@ -320,7 +311,7 @@ func (w *Worker) salvageJob(data []byte, header nats.Header, format schemas.Form
 	}
 	job := &schemas.Job{ID: head.ID, ReplyTo: head.ReplyTo, Tenant: tenant}
 	if schemas.CheckID(job.ID) != nil {
-		job.ID, job.ReplyTo = header.Get(HeaderMsgID), ""
+		job.ID, job.ReplyTo = header.Get(schemas.HeaderMsgID), ""
 		if schemas.CheckID(job.ID) != nil {
 			job.ID = ""
 		}
@@ -347,7 +338,7 @@ func (w *Worker) storedResult(ctx context.Context, job *schemas.Job, md *jetstre
 	if err != nil {
 		return false
 	}
-	f, _ := schemas.ParseContentType(m.Header.Get(HeaderContentType))
+	f, _ := schemas.ParseContentType(m.Header.Get(schemas.HeaderContentType))
 	res, err := schemas.DecodeResult(m.Data, f)
 	return err == nil && res.ID == job.ID && res.Answers(md.Stream, md.Sequence.Stream)
 }
@@ -396,14 +387,14 @@ func DeadLetterMsgID(stream string, seq uint64) string {
 // deadLetterMsg is the stored job's payload, with reason headers, for
 // rerank.dead.<model> in the job's tenant's namespace. When payload and headers together exceed
 // maxMsgBytes, the job's own headers are dropped and the payload cut to
-// fit, with HeaderTrimmed, HeaderOriginalSize and HeaderOriginalSHA256
-// saying so: a dead letter must always be storable, or the job could never
+// fit, with schemas.HeaderTrimmed, HeaderOriginalSize and
+// HeaderOriginalSHA256 saying so: a dead letter must always be storable, or the job could never
 // leave the queue.
 func (w *Worker) deadLetterMsg(model string, s storedJob, md *jetstream.MsgMetadata, ce *schemas.Error) *nats.Msg {
-	out := nats.NewMsg(schemas.TenantSubject(s.tenant(), DeadPrefix+model))
+	out := nats.NewMsg(schemas.TenantSubject(s.tenant(), schemas.DeadPrefix+model))
 	out.Data = s.data
 	for k, vs := range s.header {
-		if k == HeaderMsgID || strings.HasPrefix(k, "Nats-") {
+		if k == schemas.HeaderMsgID || strings.HasPrefix(k, "Nats-") {
 			continue
 		}
 		for _, v := range vs {
@@ -411,14 +402,14 @@ func (w *Worker) deadLetterMsg(model string, s storedJob, md *jetstream.MsgMetad
 		}
 	}
 	reason := func(h nats.Header) {
-		h.Set(HeaderErrorCode, string(ce.Code))
-		h.Set(HeaderError, truncate(ce.Error(), 1024))
-		h.Set(HeaderJobSubject, truncate(s.subject, 1024))
-		h.Set(HeaderJobSequence, strconv.FormatUint(md.Sequence.Stream, 10))
-		h.Set(HeaderAttempt, strconv.FormatUint(md.NumDelivered, 10))
-		h.Set(HeaderWorker, w.cfg.WorkerID)
-		if id := s.header.Get(HeaderMsgID); id != "" {
-			h.Set("Rerank-Job-Msg-Id", truncate(id, 1024))
+		h.Set(schemas.HeaderErrorCode, string(ce.Code))
+		h.Set(schemas.HeaderError, truncate(ce.Error(), 1024))
+		h.Set(schemas.HeaderJobSubject, truncate(s.subject, 1024))
+		h.Set(schemas.HeaderJobSequence, strconv.FormatUint(md.Sequence.Stream, 10))
+		h.Set(schemas.HeaderAttempt, strconv.FormatUint(md.NumDelivered, 10))
+		h.Set(schemas.HeaderWorker, w.cfg.WorkerID)
+		if id := s.header.Get(schemas.HeaderMsgID); id != "" {
+			h.Set(schemas.HeaderJobMsgID, truncate(id, 1024))
 		}
 	}
 	reason(out.Header)
@@ -429,12 +420,12 @@ func (w *Worker) deadLetterMsg(model string, s storedJob, md *jetstream.MsgMetad
 	sum := sha256.Sum256(s.data)
 	trimmed := nats.NewMsg(out.Subject)
 	reason(trimmed.Header)
-	if ct := s.header.Get(HeaderContentType); ct != "" {
-		trimmed.Header.Set(HeaderContentType, truncate(ct, 256))
+	if ct := s.header.Get(schemas.HeaderContentType); ct != "" {
+		trimmed.Header.Set(schemas.HeaderContentType, truncate(ct, 256))
 	}
-	trimmed.Header.Set(HeaderTrimmed, "true")
-	trimmed.Header.Set(HeaderOriginalSize, strconv.Itoa(len(s.data)))
-	trimmed.Header.Set(HeaderOriginalSHA256, hex.EncodeToString(sum[:]))
+	trimmed.Header.Set(schemas.HeaderTrimmed, "true")
+	trimmed.Header.Set(schemas.HeaderOriginalSize, strconv.Itoa(len(s.data)))
+	trimmed.Header.Set(schemas.HeaderOriginalSHA256, hex.EncodeToString(sum[:]))
 	const slack = 1 << 10 // the protocol's own framing
 	room := max(limit-headerBytes(trimmed.Header)-slack, 0)
 	trimmed.Data = s.data[:min(len(s.data), room)]

@@ -62,7 +62,7 @@ func TestTenantsHaveNamespacesOfTheirOwn(t *testing.T) {
 	publish(schemas.TenantSubject("a", lane), outside)
 	w.settled(t, 5)
 
-	results, _ := js.Stream(ctx, worker.ResultsStream)
+	results, _ := js.Stream(ctx, schemas.ResultsStream)
 	read := func(subject string) *schemas.Result {
 		t.Helper()
 		var m *jetstream.RawStreamMsg
@@ -90,8 +90,8 @@ func TestTenantsHaveNamespacesOfTheirOwn(t *testing.T) {
 	if r := read("rerank.tenant.a.results.r2"); r.Error == nil || r.Error.Code != schemas.CodeInvalidReplyTo {
 		t.Errorf("reply_to outside tenant a's results: %+v, want %s", r.Error, schemas.CodeInvalidReplyTo)
 	}
-	dead, _ := js.Stream(ctx, worker.DeadStream)
-	if m, err := dead.GetLastMsgForSubject(ctx, "rerank.tenant.a.dead.m"); err != nil || m.Header.Get(worker.HeaderErrorCode) != string(schemas.CodeInvalidReplyTo) {
+	dead, _ := js.Stream(ctx, schemas.DeadStream)
+	if m, err := dead.GetLastMsgForSubject(ctx, "rerank.tenant.a.dead.m"); err != nil || m.Header.Get(schemas.HeaderErrorCode) != string(schemas.CodeInvalidReplyTo) {
 		t.Errorf("tenant a's dead letter: %v %v", err, m)
 	}
 	// Nothing of the tenants' in the shared namespace, and nothing outside
@@ -138,7 +138,7 @@ func TestTenantsNeedTheirResultsSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := worker.StreamConfigs(1)[1]
-	old.Subjects = []string{worker.ResultsPrefix + ">"}
+	old.Subjects = []string{schemas.ResultsPrefix + ">"}
 	if _, err := js.UpdateStream(ctx, old); err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func storeResult(t *testing.T, js jetstream.JetStream, res *schemas.Result, stre
 	t.Helper()
 	res.JobStream, res.JobSeq = stream, seq
 	b, _ := schemas.EncodeResult(res, schemas.Msgpack)
-	m := nats.NewMsg(worker.ResultSubject(res.ID))
+	m := nats.NewMsg(schemas.ResultSubject(res.ID))
 	m.Data = b
 	m.Header.Set(schemas.HeaderContentType, schemas.ContentTypeMsgpack)
 	if _, err := js.PublishMsg(context.Background(), m, jetstream.WithMsgID(worker.ResultMsgID(res.ID, stream, seq))); err != nil {
@@ -66,7 +66,7 @@ func provision(t *testing.T, js jetstream.JetStream, cfg worker.Config) {
 
 func deadLetters(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	t.Helper()
-	s, err := js.Stream(context.Background(), worker.DeadStream)
+	s, err := js.Stream(context.Background(), schemas.DeadStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestSystemReplyToCannotTouchTheQueue(t *testing.T) {
 	cfg := testConfig()
 	cfg.Concurrency = 1
 	provision(t, js, cfg)
-	for _, subject := range []string{"$JS.API.STREAM.PURGE." + worker.JobsStream, "$KV.config.x", "$SYS.REQ.SERVER.PING", "rerank.results.victim"} {
+	for _, subject := range []string{"$JS.API.STREAM.PURGE." + schemas.JobsStream, "$KV.config.x", "$SYS.REQ.SERVER.PING", "rerank.results.victim"} {
 		j := makeJob("hostile-"+strconv.Itoa(len(subject)), 2)
 		j.ReplyTo = subject
 		publishJob(t, js, j)
@@ -117,7 +117,7 @@ func TestSystemReplyToCannotTouchTheQueue(t *testing.T) {
 		t.Errorf("%d invalid_reply_to dead letters, want 4", n)
 	}
 	// The hostile jobs' Terms are not confirmed: poll until they land.
-	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 }
 
 // 4 and 12. While the results stream is gone, finished work is held and
@@ -132,14 +132,14 @@ func TestResultsOutageLosesNoAnswer(t *testing.T) {
 	provision(t, js, cfg)
 	cfg.Provision = false // a provisioning worker could re-create the stream deleted below
 	w := startWorker(t, ns, &slowScorer{}, cfg)
-	if err := js.DeleteStream(context.Background(), worker.ResultsStream); err != nil {
+	if err := js.DeleteStream(context.Background(), schemas.ResultsStream); err != nil {
 		t.Fatal(err)
 	}
 	publishJob(t, js, makeJob("outage-ok", 3))
 	bad := makeJob("outage-bad", 3)
 	bad.Candidates[1].ID = bad.Candidates[0].ID
 	publishJob(t, js, bad)
-	cons, _ := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("m"))
+	cons, _ := js.Consumer(context.Background(), schemas.JobsStream, worker.ConsumerName("m"))
 	waitFor(t, 10*time.Second, "both jobs in flight", func() bool {
 		ci, err := cons.Info(context.Background())
 		return err == nil && ci.NumAckPending == 2
@@ -149,7 +149,7 @@ func TestResultsOutageLosesNoAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "both answers stored", func() bool {
-		s, err := js.Stream(context.Background(), worker.ResultsStream)
+		s, err := js.Stream(context.Background(), schemas.ResultsStream)
 		if err != nil {
 			return false
 		}
@@ -162,7 +162,7 @@ func TestResultsOutageLosesNoAnswer(t *testing.T) {
 	if r := lastResult(t, js, "outage-bad"); r.Error == nil || r.Error.Code != schemas.CodeDuplicateCandidateID {
 		t.Errorf("invalid job: %+v, want duplicate_candidate_id", r.Error)
 	}
-	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 	if n := w.obs.get(func(c *counter) int { return c.redelivered }); n != 0 {
 		t.Errorf("%d redeliveries: finished work was handed back", n)
 	}
@@ -182,18 +182,18 @@ func TestDeadLetterAtPayloadLimitIsTrimmed(t *testing.T) {
 	j.Candidates[0].Text = strings.Repeat("a", natsembed.MaxPayload-len(base)-200)
 	data, _ := schemas.EncodeJob(j, schemas.Msgpack)
 	publishRaw(t, js, j.ID, schemas.ContentTypeMsgpack, data)
-	waitFor(t, 20*time.Second, "a dead letter", func() bool { return streamMsgs(t, js, worker.DeadStream) == 1 })
+	waitFor(t, 20*time.Second, "a dead letter", func() bool { return streamMsgs(t, js, schemas.DeadStream) == 1 })
 	d := deadLetters(t, js)[0]
 	sum := sha256.Sum256(data)
-	if d.Header.Get(worker.HeaderTrimmed) != "true" || d.Header.Get(worker.HeaderOriginalSize) != strconv.Itoa(len(data)) ||
-		d.Header.Get(worker.HeaderOriginalSHA256) != hex.EncodeToString(sum[:]) || len(d.Data) >= len(data) ||
+	if d.Header.Get(schemas.HeaderTrimmed) != "true" || d.Header.Get(schemas.HeaderOriginalSize) != strconv.Itoa(len(data)) ||
+		d.Header.Get(schemas.HeaderOriginalSHA256) != hex.EncodeToString(sum[:]) || len(d.Data) >= len(data) ||
 		string(d.Data) != string(data[:len(d.Data)]) {
 		t.Errorf("dead letter: headers %v, %d of %d bytes", d.Header, len(d.Data), len(data))
 	}
 	if r := lastResult(t, js, "huge"); r.Error == nil || r.Error.Code != schemas.CodeTextTooLong {
 		t.Errorf("error result: %+v", r.Error)
 	}
-	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 	if n := w.obs.get(func(c *counter) int { return c.redelivered }); n != 0 {
 		t.Errorf("%d redeliveries", n)
 	}
@@ -222,7 +222,7 @@ func TestResultTooLargeIsPermanent(t *testing.T) {
 	if r.Error == nil || r.Error.Code != schemas.CodeResultTooLarge || !strings.Contains(r.Error.Message, "top_n") {
 		t.Fatalf("result: %+v", r.Error)
 	}
-	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 	if f.calls.Load() != 1 || w.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeResultTooLarge)] }) != 1 {
 		t.Errorf("%d computations (want 1); %v", f.calls.Load(), w.obs)
 	}
@@ -278,7 +278,7 @@ func TestRedeliveredJobWithStoredResultIsNotRecomputed(t *testing.T) {
 	publishJob(t, js, j)
 	// The first delivery: taken, answered, but never acknowledged (its
 	// worker died between the two).
-	cons, _ := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("m"))
+	cons, _ := js.Consumer(context.Background(), schemas.JobsStream, worker.ConsumerName("m"))
 	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -290,10 +290,10 @@ func TestRedeliveredJobWithStoredResultIsNotRecomputed(t *testing.T) {
 	if taken != 1 {
 		t.Fatalf("took %d deliveries for the first, want 1 (%v)", taken, batch.Error())
 	}
-	storeResult(t, js, okResult(j), worker.JobsStream, 1) // what the first delivery's worker stored
+	storeResult(t, js, okResult(j), schemas.JobsStream, 1) // what the first delivery's worker stored
 	f := &fakeReranker{}
 	w := startWorkerWith(t, ns, f, cfg)
-	waitFor(t, 20*time.Second, "the redelivery acknowledged", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 20*time.Second, "the redelivery acknowledged", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 	w.settled(t, 1) // the stream drops the job before the ack's reply reaches the worker
 	if f.calls.Load() != 0 || storedResults(t, js)[j.ID] != 1 || w.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeStored] }) != 1 {
 		t.Errorf("%d computations, %d stored results, %v: want 0, 1 and one %q outcome", f.calls.Load(), storedResults(t, js)[j.ID], w.obs, worker.OutcomeStored)
@@ -311,12 +311,12 @@ func TestReusedIDRedeliveryIsRecomputed(t *testing.T) {
 	cfg := testConfig()
 	provision(t, js, cfg)
 	old := makeJob("reused", 2)
-	storeResult(t, js, okResult(old), worker.JobsStream, 1) // the id's first message, answered long ago
+	storeResult(t, js, okResult(old), schemas.JobsStream, 1) // the id's first message, answered long ago
 	publishJob(t, js, makeJob("filler", 1))                 // takes sequence 1 here
 	again := makeJob("reused", 3)
 	again.Query = "a new question under the old id"
 	publishJob(t, js, again) // sequence 2
-	cons, _ := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("m"))
+	cons, _ := js.Consumer(context.Background(), schemas.JobsStream, worker.ConsumerName("m"))
 	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -328,7 +328,7 @@ func TestReusedIDRedeliveryIsRecomputed(t *testing.T) {
 	w := startWorkerWith(t, ns, f, cfg)
 	w.settled(t, 2)
 	res := lastResult(t, js, "reused")
-	if !res.Answers(worker.JobsStream, 2) || len(res.Results) != 3 || f.calls.Load() != 2 {
+	if !res.Answers(schemas.JobsStream, 2) || len(res.Results) != 3 || f.calls.Load() != 2 {
 		t.Fatalf("stored result %+v after %d computations: want the answer to message 2 with 3 entries, computed", res, f.calls.Load())
 	}
 }
@@ -356,7 +356,7 @@ func TestHeartbeatFollowsTheBoundConsumer(t *testing.T) {
 	w := startWorkerWith(t, ns, f, cfg)
 	publishJob(t, js, makeJob("slow", 2))
 	waitFor(t, 20*time.Second, "the result", func() bool { return len(storedResults(t, js)) == 1 })
-	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 10*time.Second, "the queue empty", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 	if n, r := f.calls.Load(), w.obs.get(func(c *counter) int { return c.redelivered }); n != 1 || r != 0 {
 		t.Errorf("%d computations and %d redeliveries of a 2.5 s job under a 1 s AckWait: the heartbeat did not follow the consumer", n, r)
 	}
@@ -388,12 +388,12 @@ func TestInteractiveJobOvertakesBulkJobThroughJetStream(t *testing.T) {
 	waitFor(t, 10*time.Second, "the live job taken", func() bool { return w.obs.get(taken) == 2 })
 	close(sc.gate)
 	waitFor(t, 30*time.Second, "both results", func() bool { return len(storedResults(t, js)) == 2 })
-	s, _ := js.Stream(context.Background(), worker.ResultsStream)
-	live, err := s.GetLastMsgForSubject(context.Background(), worker.ResultSubject("live-job"))
+	s, _ := js.Stream(context.Background(), schemas.ResultsStream)
+	live, err := s.GetLastMsgForSubject(context.Background(), schemas.ResultSubject("live-job"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bulkRes, err := s.GetLastMsgForSubject(context.Background(), worker.ResultSubject("bulk-job"))
+	bulkRes, err := s.GetLastMsgForSubject(context.Background(), schemas.ResultSubject("bulk-job"))
 	if err != nil {
 		t.Fatal(err)
 	}

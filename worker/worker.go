@@ -108,14 +108,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		// worker that may not read it recomputes them (the dedup window
 		// still hides most duplicates).
 		rctx, rcancel := context.WithTimeout(bctx, provisionAttempt)
-		if w.results, err = w.js.Stream(rctx, ResultsStream); err != nil {
+		if w.results, err = w.js.Stream(rctx, schemas.ResultsStream); err != nil {
 			w.log.Warn("binding the results stream: redelivered jobs will be recomputed", "err", err)
 			w.results, err = nil, nil
 		} else if len(w.cfg.Tenants) > 0 && !slices.Contains(w.results.CachedInfo().Config.Subjects, tenantResults) {
 			// A results stream provisioned before tenants: their results
 			// could never be stored, and their jobs never leave the queue.
 			err = fmt.Errorf("binding the results stream: %w: %s does not take tenants' results (%s): run `rerank provision` or the workers with --provision",
-				ErrNotProvisioned, ResultsStream, tenantResults)
+				ErrNotProvisioned, schemas.ResultsStream, tenantResults)
 		}
 		rcancel()
 	}

@@ -241,7 +241,7 @@ func startWorkerWith(t *testing.T, ns *natsembed.Server, p worker.Reranker, cfg 
 	// Ready once the consumer exists.
 	js, _ := jetstream.New(nc)
 	waitFor(t, 10*time.Second, "consumer provisioned", func() bool {
-		_, err := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("m"))
+		_, err := js.Consumer(context.Background(), schemas.JobsStream, worker.ConsumerName("m"))
 		return err == nil
 	})
 	return r
@@ -270,7 +270,7 @@ func makeJob(id string, n int) *schemas.Job {
 
 func publishRaw(t *testing.T, js jetstream.JetStream, msgID, contentType string, data []byte) {
 	t.Helper()
-	m := nats.NewMsg(worker.JobSubject("m"))
+	m := nats.NewMsg(schemas.JobSubject("m"))
 	m.Data = data
 	if contentType != "" {
 		m.Header.Set(schemas.HeaderContentType, contentType)
@@ -296,25 +296,25 @@ func publishJob(t *testing.T, js jetstream.JetStream, j *schemas.Job) {
 // storedResults counts results per job id in RERANK_RESULTS.
 func storedResults(t *testing.T, js jetstream.JetStream) map[string]uint64 {
 	t.Helper()
-	s, err := js.Stream(context.Background(), worker.ResultsStream)
+	s, err := js.Stream(context.Background(), schemas.ResultsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(worker.ResultsPrefix+">"))
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(schemas.ResultsPrefix+">"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]uint64{}
 	for subj, n := range info.State.Subjects {
-		out[strings.TrimPrefix(subj, worker.ResultsPrefix)] = n
+		out[strings.TrimPrefix(subj, schemas.ResultsPrefix)] = n
 	}
 	return out
 }
 
 func lastResult(t *testing.T, js jetstream.JetStream, id string) *schemas.Result {
 	t.Helper()
-	s, _ := js.Stream(context.Background(), worker.ResultsStream)
-	m, err := s.GetLastMsgForSubject(context.Background(), worker.ResultSubject(id))
+	s, _ := js.Stream(context.Background(), schemas.ResultsStream)
+	m, err := s.GetLastMsgForSubject(context.Background(), schemas.ResultSubject(id))
 	if err != nil {
 		t.Fatalf("result of %s: %v", id, err)
 	}
@@ -397,7 +397,7 @@ func TestLargeJobBothResultSubjects(t *testing.T) {
 	if _, stored := storedResults(t, js)["reply-1"]; stored {
 		t.Fatal("a reply_to result was also stored on the default subject")
 	}
-	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 }
 
 func TestDuplicateSubmissionStoresOneResult(t *testing.T) {
@@ -442,7 +442,7 @@ func TestCrashedWorkerJobIsRedelivered(t *testing.T) {
 	if b.obs.get(func(c *counter) int { return c.redelivered }) == 0 {
 		t.Fatal("worker B saw no redelivery")
 	}
-	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 	if n := storedResults(t, js)["crash-1"]; n != 1 {
 		t.Fatalf("%d results", n)
 	}
@@ -464,7 +464,7 @@ func TestSlotIsFreedBeforeTheAckRoundTrip(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "three results", func() bool { return len(storedResults(t, js)) == 3 })
 	waitFor(t, 5*time.Second, "three outcomes", func() bool { return w.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeOK] }) == 3 })
-	waitFor(t, 5*time.Second, "acks confirmed: jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 5*time.Second, "acks confirmed: jobs stream drained", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 	w.obs.mu.Lock()
 	events := slices.Clone(w.obs.events)
 	w.obs.mu.Unlock()
@@ -504,7 +504,7 @@ func TestLongJobIsNotRedelivered(t *testing.T) {
 	if sc.calls.Load() != 1 || w.obs.get(func(c *counter) int { return c.redelivered }) != 0 {
 		t.Fatalf("scorer calls %d; %v", sc.calls.Load(), w.obs)
 	}
-	cons, _ := js.Consumer(context.Background(), worker.JobsStream, worker.ConsumerName("m"))
+	cons, _ := js.Consumer(context.Background(), schemas.JobsStream, worker.ConsumerName("m"))
 	info, _ := cons.Info(context.Background())
 	if info.NumRedelivered != 0 || info.NumAckPending != 0 {
 		t.Fatalf("consumer: redelivered %d, ack pending %d", info.NumRedelivered, info.NumAckPending)
@@ -559,11 +559,11 @@ func TestInvalidPayloadsAreDeadLettered(t *testing.T) {
 		t.Fatalf("healthy job: %+v", res)
 	}
 	// Dead letters hold the original bytes and the reason.
-	dead, err := js.Stream(context.Background(), worker.DeadStream)
+	dead, err := js.Stream(context.Background(), schemas.DeadStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "dead letters", func() bool { return streamMsgs(t, js, worker.DeadStream) == uint64(len(cases)) })
+	waitFor(t, 5*time.Second, "dead letters", func() bool { return streamMsgs(t, js, schemas.DeadStream) == uint64(len(cases)) })
 	byID := map[string]*jetstream.RawStreamMsg{}
 	for seq := uint64(1); seq <= uint64(len(cases)); seq++ {
 		m, err := dead.GetMsg(context.Background(), seq)
@@ -577,12 +577,12 @@ func TestInvalidPayloadsAreDeadLettered(t *testing.T) {
 		if m == nil {
 			t.Fatalf("no dead letter for %s", c.id)
 		}
-		if string(m.Data) != string(c.data) || m.Header.Get(worker.HeaderErrorCode) != string(c.code) || m.Subject != worker.DeadPrefix+"m" {
-			t.Errorf("%s: dead letter subject %s code %q, bytes equal %v", c.id, m.Subject, m.Header.Get(worker.HeaderErrorCode), string(m.Data) == string(c.data))
+		if string(m.Data) != string(c.data) || m.Header.Get(schemas.HeaderErrorCode) != string(c.code) || m.Subject != schemas.DeadPrefix+"m" {
+			t.Errorf("%s: dead letter subject %s code %q, bytes equal %v", c.id, m.Subject, m.Header.Get(schemas.HeaderErrorCode), string(m.Data) == string(c.data))
 		}
 	}
 	// No redelivery: the jobs are gone and were delivered once.
-	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 	w.settled(t, len(cases)+1)
 	if n := w.obs.get(func(c *counter) int { return c.redelivered }); n != 0 {
 		t.Fatalf("%d redeliveries", n)
@@ -611,7 +611,7 @@ func TestTransientFailuresExhaustDeliveries(t *testing.T) {
 	if n := w.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeRetry] }); n != 2 {
 		t.Fatalf("%d retries, want 2", n)
 	}
-	waitFor(t, 5*time.Second, "dead letter", func() bool { return streamMsgs(t, js, worker.DeadStream) == 1 })
+	waitFor(t, 5*time.Second, "dead letter", func() bool { return streamMsgs(t, js, schemas.DeadStream) == 1 })
 }
 
 // A job whose every delivery ends with its worker dying is still answered:
@@ -642,7 +642,7 @@ func TestJobOutOfDeliveriesByCrashesIsAnswered(t *testing.T) {
 		t.Fatalf("result %+v, want internal error on attempt 2", res)
 	}
 	waitFor(t, 5*time.Second, "dead letter, queue empty", func() bool {
-		return streamMsgs(t, js, worker.DeadStream) == 1 && streamMsgs(t, js, worker.JobsStream) == 0
+		return streamMsgs(t, js, schemas.DeadStream) == 1 && streamMsgs(t, js, schemas.JobsStream) == 0
 	})
 	survivor.settled(t, 1)
 	if n := survivor.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeInternal)] }); n != 1 {
@@ -664,7 +664,7 @@ func TestJobOutOfDeliveriesWhileNoWorkerListensIsSwept(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishJob(t, js, makeJob("orphan", 3))
-	cons, err := js.Consumer(ctx, worker.JobsStream, worker.ConsumerName("m"))
+	cons, err := js.Consumer(ctx, schemas.JobsStream, worker.ConsumerName("m"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -688,7 +688,7 @@ func TestJobOutOfDeliveriesWhileNoWorkerListensIsSwept(t *testing.T) {
 		ci, err := cons.Info(ctx)
 		return err == nil && ci.Delivered.Stream >= 1 && ci.NumAckPending == 0
 	})
-	if n := streamMsgs(t, js, worker.JobsStream); n != 1 {
+	if n := streamMsgs(t, js, schemas.JobsStream); n != 1 {
 		t.Fatalf("%d jobs in the stream before the sweep, want the orphan", n)
 	}
 	w := startWorker(t, ns, &slowScorer{}, cfg)
@@ -698,7 +698,7 @@ func TestJobOutOfDeliveriesWhileNoWorkerListensIsSwept(t *testing.T) {
 		t.Fatalf("result %+v, want internal error after 2 deliveries", res)
 	}
 	waitFor(t, 5*time.Second, "dead letter, queue empty", func() bool {
-		return streamMsgs(t, js, worker.DeadStream) == 1 && streamMsgs(t, js, worker.JobsStream) == 0
+		return streamMsgs(t, js, schemas.DeadStream) == 1 && streamMsgs(t, js, schemas.JobsStream) == 0
 	})
 	w.settled(t, 1)
 	if n := w.obs.get(func(c *counter) int { return c.dead[string(schemas.CodeInternal)] }); n != 1 {
@@ -742,7 +742,7 @@ func TestGracefulShutdownUnderLoadLosesNothing(t *testing.T) {
 			t.Fatalf("job %s has %d results", id, count)
 		}
 	}
-	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, worker.JobsStream) == 0 })
+	waitFor(t, 5*time.Second, "jobs stream drained", func() bool { return streamMsgs(t, js, schemas.JobsStream) == 0 })
 	t.Logf("worker A handed back %d jobs at shutdown", abandoned)
 }
 

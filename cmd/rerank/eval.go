@@ -253,9 +253,9 @@ func checkServed(ctx context.Context, nc *nats.Conn, model string, lane schemas.
 	})
 	defer nc.SetErrorHandler(prev)
 	name := worker.LaneConsumerName(model, lane)
-	_, err = js.Consumer(ctx, worker.JobsStream, name)
+	_, err = js.Consumer(ctx, schemas.JobsStream, name)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("no worker serves model %q in the %s lane on %s (no consumer %s on stream %s): start `rerank serve --model %s=DIR`", model, lane, nc.ConnectedUrlRedacted(), name, worker.JobsStream, model)
+		return fmt.Errorf("no worker serves model %q in the %s lane on %s (no consumer %s on stream %s): start `rerank serve --model %s=DIR`", model, lane, nc.ConnectedUrlRedacted(), name, schemas.JobsStream, model)
 	}
 	return nil
 }
