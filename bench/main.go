@@ -374,6 +374,18 @@ func planStats(m *model.Model, encs []wordpiece.Encoding) (int, float64) {
 	return len(plan), float64(padded) / float64(real)
 }
 
+// statsScorer is a model whose every call's stats are handed to add.
+type statsScorer struct {
+	*model.Model
+	add func(model.Stats)
+}
+
+func (s statsScorer) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
+	scores, st, err := s.Model.ScoreEncoded(ctx, encs)
+	s.add(st)
+	return scores, st, err
+}
+
 func benchSmallJobs(ctx context.Context, c config, m *model.Model, r *rand.Rand) error {
 	jobs := make([]*schemas.Job, 200)
 	pairs := 0
@@ -391,12 +403,16 @@ func benchSmallJobs(ctx context.Context, c config, m *model.Model, r *rand.Rand)
 	with := &mode{name: "batched", cfg: pipeline.Config{}}
 	without := &mode{name: "unbatched", cfg: pipeline.Config{MaxBatchDelay: -1}}
 	for _, x := range []*mode{with, without} {
-		x.cfg.OnScore = func(_ string, _ schemas.Lane, _ int, st model.Stats) {
+		ic, err := inject.Preset("ms-marco-MiniLM")
+		if err != nil {
+			return err
+		}
+		sc := statsScorer{Model: m, add: func(st model.Stats) {
 			x.real.Add(int64(st.RealTokens))
 			x.padded.Add(int64(st.PaddedTokens))
 			x.batches.Add(int64(st.Batches))
-		}
-		p, err := newPipeline(m, x.cfg)
+		}}
+		p, err := pipeline.New(x.cfg, pipeline.Model{Name: "bench", Scorer: sc, Inject: ic, BatchPairs: m.Options().MaxBatchSize})
 		if err != nil {
 			return err
 		}

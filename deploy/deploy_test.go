@@ -42,6 +42,7 @@ import (
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/metrics"
 	"github.com/rerank/rerank/model"
+	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/worker"
 )
@@ -999,6 +1000,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	m := metrics.New(func() float64 { return 1 })
 	g := metrics.NewGateway(m.Registry)
 	var _ worker.Observer = m
+	var _ pipeline.Observer = m
 	m.JobDone("m", worker.OutcomeOK, 1, time.Millisecond, time.Millisecond)
 	m.Redelivered("m")
 	m.DeadLettered("m", "internal")

@@ -118,8 +118,8 @@ func (b *batcher) loop() {
 					b.fail(pol, reqs, r, err)
 					continue
 				}
-				if ch.Lo == 0 && b.p.cfg.OnQueueWait != nil {
-					b.p.cfg.OnQueueWait(b.m.Name, lane, now.Sub(r.sr.Arrived))
+				if ch.Lo == 0 {
+					b.p.cfg.Observer.ObserveLaneWait(b.m.Name, lane.String(), now.Sub(r.sr.Arrived))
 				}
 				c.chunks, c.reqs = append(c.chunks, ch), append(c.reqs, r)
 			}
@@ -206,10 +206,9 @@ func (b *batcher) fail(pol *sched.Policy, reqs map[*sched.Request]*request, r *r
 // only the job whose input broke it fails.
 func (b *batcher) run(c *call) {
 	defer b.p.wg.Done()
-	if f := b.p.cfg.OnChunks; f != nil {
-		f(b.m.Name, len(c.chunks))
-		defer f(b.m.Name, -len(c.chunks))
-	}
+	obs := b.p.cfg.Observer
+	obs.ChunksInFlight(b.m.Name, len(c.chunks))
+	defer obs.ChunksInFlight(b.m.Name, -len(c.chunks))
 	c.scores, c.errs = make([][]float32, len(c.chunks)), make([]error, len(c.chunks))
 	var encs []wordpiece.Encoding
 	for i, ch := range c.chunks {
@@ -251,7 +250,7 @@ func distinct(reqs []*request) int {
 	return n
 }
 
-// call runs one scoring call, reporting it to OnScore; a panic in the
+// call runs one scoring call, reporting it to the Observer; a panic in the
 // scorer becomes the call's error rather than the end of the process.
 func (b *batcher) call(ctx context.Context, lane schemas.Lane, encs []wordpiece.Encoding, jobs int) (scores []float32, err error) {
 	defer func() {
@@ -260,9 +259,7 @@ func (b *batcher) call(ctx context.Context, lane schemas.Lane, encs []wordpiece.
 		}
 	}()
 	scores, st, err := b.m.Scorer.ScoreEncoded(ctx, encs)
-	if b.p.cfg.OnScore != nil {
-		b.p.cfg.OnScore(b.m.Name, lane, jobs, st)
-	}
+	b.p.cfg.Observer.ObserveScore(b.m.Name, lane.String(), jobs, st.Pairs, st.BatchSizes, st.PaddingRatio(), st.InferenceTime)
 	return scores, err
 }
 

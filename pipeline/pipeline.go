@@ -47,15 +47,9 @@ type Config struct {
 	MaxBatchPairs int
 	// ConcurrentCalls bounds scoring calls in flight per model; default 1.
 	ConcurrentCalls int
-	// OnScore, if set, is called after each scoring call (for metrics):
-	// the scheduler's decision (model, lane), the jobs it served, its stats.
-	OnScore func(model string, lane schemas.Lane, jobs int, st model.Stats)
-	// OnQueueWait, if set, is called when a job's first chunk is scheduled,
-	// with the time the job waited for it.
-	OnQueueWait func(model string, lane schemas.Lane, wait time.Duration)
-	// OnChunks, if set, is called with +n when a call of n chunks starts
-	// and -n when it ends (chunks in flight).
-	OnChunks func(model string, delta int)
+	// Observer is told of each scoring call, each job's wait for its
+	// first call and the chunks in flight; default NopObserver.
+	Observer Observer
 	// Cache, if set, holds pair scores across jobs (and models: its keys
 	// carry each model's digest). Only models whose scorer states a digest
 	// (*model.Model) use it.
@@ -93,6 +87,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConcurrentCalls <= 0 {
 		c.ConcurrentCalls = 1
+	}
+	if c.Observer == nil {
+		c.Observer = NopObserver{}
 	}
 	return c
 }

@@ -407,13 +407,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	pipe, err := pipeline.New(pipeline.Config{
 		Limits: wcfg.Limits, MaxBatchDelay: *batchDelay, MaxBatchPairs: *batchPairs, ConcurrentCalls: mf.runs,
-		OnScore: func(name string, lane schemas.Lane, jobs int, st model.Stats) {
-			met.ObserveScore(name, lane.String(), jobs, st.Pairs, st.BatchSizes, st.PaddingRatio(), st.InferenceTime)
-		},
-		OnQueueWait: func(name string, lane schemas.Lane, d time.Duration) { met.ObserveLaneWait(name, lane.String(), d) },
-		OnChunks:    met.ChunksInFlight,
-		Cache:       cache,
-		Shared:      shared,
+		Observer: met, Cache: cache, Shared: shared,
 	}, models.served...)
 	if err != nil {
 		return err
