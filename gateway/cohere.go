@@ -87,11 +87,14 @@ type cohereMeta struct {
 	BilledUnits struct {
 		SearchUnits int `json:"search_units"`
 	} `json:"billed_units"`
-	// Rerank is this gateway's own: the model and the worker's timing.
+	// Rerank is this gateway's own: the model, its provenance digest, the
+	// pairs taken from the pair cache and the worker's timing.
 	Rerank struct {
-		Model   string         `json:"model"`
-		Attempt int            `json:"attempt,omitempty"`
-		Timing  schemas.Timing `json:"timing"`
+		Model       string         `json:"model"`
+		ModelDigest string         `json:"model_digest,omitempty"`
+		Cached      int            `json:"cached,omitempty"`
+		Attempt     int            `json:"attempt,omitempty"`
+		Timing      schemas.Timing `json:"timing"`
 	} `json:"rerank"`
 }
 
@@ -144,6 +147,7 @@ func (s *Server) cohere(version int) handler {
 		out.Meta.APIVersion.Version = strconv.Itoa(version)
 		out.Meta.BilledUnits.SearchUnits = 1
 		out.Meta.Rerank.Model, out.Meta.Rerank.Attempt, out.Meta.Rerank.Timing = res.Model, res.Attempt, res.Timing
+		out.Meta.Rerank.ModelDigest, out.Meta.Rerank.Cached = res.ModelDigest, res.Cached
 		w.Header().Set(HeaderJobID, id)
 		writeJSON(w, http.StatusOK, out)
 		return nil

@@ -151,13 +151,49 @@ func StreamConfig(c Config) jetstream.StreamConfig {
 	}
 }
 
-// Provision creates the bucket, or updates its bounds.
+// Provision creates the bucket, or updates its bounds (the operator's
+// step: `rerank provision`).
 func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, StreamConfig(c)); err != nil {
 		return fmt.Errorf("provisioning the shared cache bucket %s: %w", c.withDefaults().Bucket, err)
+	}
+	return nil
+}
+
+// Ensure creates the bucket when it does not exist, and leaves an
+// existing one as it is (a worker's step: the bounds an operator set are
+// not reset by a worker's defaults). It reports whether it created it.
+func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (created bool, err error) {
+	if err := c.Validate(); err != nil {
+		return false, err
+	}
+	sc := StreamConfig(c)
+	if _, err := js.Stream(ctx, sc.Name); err == nil {
+		return false, nil
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false, fmt.Errorf("looking for the shared cache bucket %s: %w", c.withDefaults().Bucket, err)
+	}
+	_, err = js.CreateStream(ctx, sc)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrStreamNameAlreadyInUse):
+		return false, nil
+	default:
+		return false, fmt.Errorf("creating the shared cache bucket %s: %w", c.withDefaults().Bucket, err)
+	}
+}
+
+// Check binds the bucket once, to say at start that it is missing or
+// unreachable (the tier itself only finds out at its first lookup).
+func (t *Tier) Check(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := t.js.KeyValue(cctx, t.cfg.Bucket); err != nil {
+		return fmt.Errorf("binding the shared cache bucket %s: %w", t.cfg.Bucket, err)
 	}
 	return nil
 }

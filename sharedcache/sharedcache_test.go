@@ -235,3 +235,32 @@ func TestFailuresAreMisses(t *testing.T) {
 		return f[9]
 	})
 }
+
+// Ensure creates a missing bucket and leaves an existing one's bounds as
+// they are; Provision updates them.
+func TestEnsureKeepsAnExistingBucket(t *testing.T) {
+	_, _, js := server(t)
+	ctx := context.Background()
+	bounds := func() (time.Duration, int64) {
+		s, err := js.Stream(ctx, sharedcache.StreamName("b"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().Config.MaxAge, s.CachedInfo().Config.MaxBytes
+	}
+	if created, err := sharedcache.Ensure(ctx, js, sharedcache.Config{Bucket: "b", TTL: time.Hour, MaxBytes: 8 << 20}); err != nil || !created {
+		t.Fatalf("Ensure on no bucket: %v %v", created, err)
+	}
+	if created, err := sharedcache.Ensure(ctx, js, sharedcache.Config{Bucket: "b"}); err != nil || created {
+		t.Fatalf("Ensure on an existing bucket: %v %v", created, err)
+	}
+	if ttl, max := bounds(); ttl != time.Hour || max != 8<<20 {
+		t.Fatalf("Ensure changed the bounds to %v, %d", ttl, max)
+	}
+	if err := sharedcache.Provision(ctx, js, sharedcache.Config{Bucket: "b", TTL: 2 * time.Hour, MaxBytes: 16 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if ttl, max := bounds(); ttl != 2*time.Hour || max != 16<<20 {
+		t.Fatalf("Provision left the bounds at %v, %d", ttl, max)
+	}
+}

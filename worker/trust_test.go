@@ -312,7 +312,7 @@ func TestReusedIDRedeliveryIsRecomputed(t *testing.T) {
 	provision(t, js, cfg)
 	old := makeJob("reused", 2)
 	storeResult(t, js, okResult(old), schemas.JobsStream, 1) // the id's first message, answered long ago
-	publishJob(t, js, makeJob("filler", 1))                 // takes sequence 1 here
+	publishJob(t, js, makeJob("filler", 1))                  // takes sequence 1 here
 	again := makeJob("reused", 3)
 	again.Query = "a new question under the old id"
 	publishJob(t, js, again) // sequence 2

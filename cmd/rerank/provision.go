@@ -35,15 +35,15 @@ func cmdProvision(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	jobsMaxMsgs := fs.Int64("jobs-max-msgs", 0, "jobs each lane of each model may hold waiting (0: none)")
 	jobsMaxBytes := fs.String("jobs-max-bytes", "", "bound of each job stream as a whole (e.g. 4GiB; empty: none)")
 	resultsMaxBytes := fs.String("results-max-bytes", "1GiB", "bound of the results stream besides its 24 h age")
-	bucket := fs.Bool("accepted-bucket", true, "also create the gateways' accepted-jobs bucket ("+client.AcceptedBucket+")")
-	scoreCacheKV := fs.String("score-cache-kv", "", "also create the workers' shared pair cache bucket of this name, as their --score-cache-kv (e.g. "+sharedcache.DefaultBucket+")")
+	bucket := fs.Bool("accepted-bucket", true, "also create the gateways' accepted-jobs bucket ("+client.AcceptedBucket+"), with --models")
+	scoreCacheKV := fs.String("score-cache-kv", "", "also create (or update the bounds of) the workers' shared pair cache bucket of this name, as their --score-cache-kv (e.g. "+sharedcache.DefaultBucket+"); without --models, only it")
 	scoreCacheKVTTL := fs.Duration("score-cache-kv-ttl", sharedcache.DefaultTTL, "age at which the shared bucket drops an entry")
 	scoreCacheKVBytes := fs.String("score-cache-kv-max-bytes", "1GiB", "bound of the shared bucket (oldest entries go first)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
-	if len(models.values) == 0 {
-		return &exitError{2, fmt.Errorf("name the models: --models demo (as the workers' --model names)")}
+	if len(models.values) == 0 && *scoreCacheKV == "" {
+		return &exitError{2, fmt.Errorf("name the models: --models demo (as the workers' --model names), or only a shared pair cache bucket: --score-cache-kv NAME")}
 	}
 	cfg := worker.Config{Replicas: *replicas, Partitions: *partitions, Tenants: tenants.values, AckWait: *ackWait,
 		MaxDeliver: *maxDeliver, MaxAckPending: *maxAckPending, JobsMaxMsgs: max(*jobsMaxMsgs, 0)}
@@ -84,14 +84,16 @@ func cmdProvision(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := worker.Provision(ctx, js, models.values, cfg); err != nil {
-		return err
+	if len(models.values) > 0 {
+		if err := worker.Provision(ctx, js, models.values, cfg); err != nil {
+			return err
+		}
+		for _, sc := range worker.StreamConfigsFor(cfg) {
+			fmt.Fprintf(stdout, "stream %s: %v\n", sc.Name, sc.Subjects)
+		}
+		fmt.Fprintf(stdout, "consumers of %v in every job stream: %s\n", models.values, "rerank-<model>, rerank_bulk-<model>")
 	}
-	for _, sc := range worker.StreamConfigsFor(cfg) {
-		fmt.Fprintf(stdout, "stream %s: %v\n", sc.Name, sc.Subjects)
-	}
-	fmt.Fprintf(stdout, "consumers of %v in every job stream: %s\n", models.values, "rerank-<model>, rerank_bulk-<model>")
-	if *bucket {
+	if *bucket && len(models.values) > 0 {
 		c, err := client.New(nc, client.Options{})
 		if err != nil {
 			return err
@@ -105,7 +107,8 @@ func cmdProvision(ctx context.Context, args []string, _ io.Reader, stdout, stder
 		if err := sharedcache.Provision(ctx, js, kvCfg); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "bucket %s (shared pair cache)\n", *scoreCacheKV)
+		fmt.Fprintf(stdout, "bucket %s (shared pair cache): entries live %s, at most %d bytes (oldest go first), %d replicas\n",
+			*scoreCacheKV, kvCfg.TTL, kvCfg.MaxBytes, kvCfg.Replicas)
 	}
 	return nil
 }

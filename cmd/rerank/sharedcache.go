@@ -16,9 +16,10 @@ import (
 // startSharedCache connects the pair cache's shared tier (its own
 // connection, which buffers nothing while reconnecting: stores are
 // dropped during an outage, never queued before the worker's results),
-// creates or updates its bucket when provisioning, and registers its
-// metrics. A bucket it cannot create is logged, not fatal: the tier
-// binds it once it exists and computes every pair until then.
+// creates its bucket when provisioning and it is missing (an existing one
+// keeps the bounds ops gave it), and registers its metrics. A bucket it
+// cannot create or reach is logged, not fatal: the tier binds it once it
+// exists and computes every pair until then.
 func startSharedCache(ctx context.Context, url string, nf natsFlags, c sharedcache.Config, provision bool, met *metrics.Metrics, log *slog.Logger) (*sharedcache.Tier, func(), error) {
 	opts, err := nf.options("rerank-score-cache", log)
 	if err != nil {
@@ -39,15 +40,23 @@ func startSharedCache(ctx context.Context, url string, nf natsFlags, c sharedcac
 	}
 	if provision {
 		js, err := jetstream.New(nc)
+		created := false
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err = sharedcache.Provision(pctx, js, c)
+			created, err = sharedcache.Ensure(pctx, js, c)
 			cancel()
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			log.Warn("shared pair cache not provisioned: it is used once its bucket exists", "bucket", c.Bucket, "err", err)
+		case created:
+			log.Info("shared pair cache bucket created", "bucket", c.Bucket, "ttl", c.TTL.String(), "max_bytes", c.MaxBytes)
 		}
 	}
-	log.Info("shared pair cache", "bucket", c.Bucket)
+	if err := tier.Check(ctx); err != nil {
+		log.Warn("shared pair cache unavailable: every pair is computed here until its bucket answers (create it with rerank provision --score-cache-kv, or run with --provision)", "bucket", c.Bucket, "err", err)
+	} else {
+		log.Info("shared pair cache", "bucket", c.Bucket)
+	}
 	return tier, nc.Close, nil
 }

@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rerank/rerank/client"
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/testmodel"
 	"github.com/rerank/rerank/schemas"
+	"github.com/rerank/rerank/sharedcache"
 )
 
 // startWorkerProc starts `rerank serve` as a worker of the NATS server at
@@ -75,7 +77,8 @@ func metricValue(t *testing.T, metricsURL, name string) int {
 // under the same name and directory and the worker restarted, nothing is
 // taken from the bucket (the digest differs) and the scores are the new
 // model's; a worker whose bucket does not exist answers every job,
-// computing each pair.
+// computing each pair, and says so at start. Ops may create the bucket
+// alone (rerank provision); workers do not reset its bounds.
 func TestSharedPairCacheAcrossWorkers(t *testing.T) {
 	_, tiny := binary(t)
 	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: t.TempDir()})
@@ -119,7 +122,22 @@ func TestSharedPairCacheAcrossWorkers(t *testing.T) {
 		return startWorkerProc(t, ns.ClientURL(), append([]string{"--model", "demo=" + dir}, extra...)...)
 	}
 
+	// Ops creates the bucket alone, with bounds of its own; a worker with
+	// the default --provision leaves them as they are.
+	bin, _ := binary(t)
+	out, err := exec.Command(bin, "provision", "--nats-url", ns.ClientURL(), "--score-cache-kv", "scores",
+		"--score-cache-kv-ttl", "24h", "--score-cache-kv-max-bytes", "64MiB").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "bucket scores (shared pair cache): entries live 24h0m0s, at most 67108864 bytes") ||
+		strings.Contains(string(out), "stream RERANK") {
+		t.Fatalf("rerank provision --score-cache-kv alone: %v\n%s", err, out)
+	}
 	a := worker("--score-cache-kv", "scores")
+	js, _ := jetstream.New(nc)
+	if s, err := js.Stream(ctx, sharedcache.StreamName("scores")); err != nil {
+		t.Fatal(err)
+	} else if cfg := s.CachedInfo().Config; cfg.MaxAge != 24*time.Hour || cfg.MaxBytes != 64<<20 {
+		t.Errorf("the worker changed the bucket's bounds to %v, %d bytes", cfg.MaxAge, cfg.MaxBytes)
+	}
 	first := submit("first")
 	if first.Cached != 0 || first.ModelDigest == "" {
 		t.Fatalf("first: %+v", first)
@@ -162,7 +180,7 @@ func TestSharedPairCacheAcrossWorkers(t *testing.T) {
 	if r := submit("no-bucket"); r.Cached != 0 || !same(r, swapped) {
 		t.Fatalf("without its bucket: %+v; want %+v", r, swapped)
 	}
-	if !strings.Contains(d.stderr.String(), "shared pair cache failing") {
+	if !strings.Contains(d.stderr.String(), "shared pair cache unavailable") || !strings.Contains(d.stderr.String(), "shared pair cache failing") {
 		t.Errorf("the missing bucket is not logged: %s", d.stderr.String())
 	}
 }
