@@ -69,7 +69,7 @@ type Config struct {
 	TextB  string `json:"text_b"`
 	Scores Scores `json:"scores"`
 
-	a, b template // compiled by Validate
+	a, b template // compiled by Prepare
 }
 
 // DefaultPreset is used when a config names no preset and no templates: a
@@ -133,7 +133,7 @@ func Resolve(preset string, overrides []byte) (*Config, error) {
 	overrides = bytes.TrimSpace(overrides)
 	if len(overrides) > 0 {
 		if err := json.Unmarshal(overrides, &head); err != nil {
-			return nil, fmt.Errorf("%w: parsing overrides: %v", ErrInvalidConfig, err)
+			return nil, fmt.Errorf("%w: parsing overrides: %w", ErrInvalidConfig, err)
 		}
 		if head.Preset != "" {
 			preset = head.Preset
@@ -149,47 +149,71 @@ func Resolve(preset string, overrides []byte) (*Config, error) {
 	cfg := mk()
 	if len(overrides) > 0 {
 		if err := json.Unmarshal(overrides, &cfg); err != nil {
-			return nil, fmt.Errorf("%w: parsing overrides: %v", ErrInvalidConfig, err)
+			return nil, fmt.Errorf("%w: parsing overrides: %w", ErrInvalidConfig, err)
 		}
 	}
 	cfg.Preset = preset
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Prepare(); err != nil {
 		return nil, fmt.Errorf("preset %s: %w", preset, err)
 	}
 	return &cfg, nil
 }
 
-// Validate checks the config and compiles its templates.
+// Validate reports every problem of the config at once (errors joined,
+// each wrapping ErrInvalidConfig); it changes nothing.
 func (c *Config) Validate() error {
-	var err error
-	if c.a, err = compile(c.TextA); err != nil {
-		return fmt.Errorf("%w: text_a: %v", ErrInvalidConfig, err)
+	_, _, err := c.check()
+	return err
+}
+
+// Prepare validates the config and compiles its templates, as Resolve
+// and Preset do: a Config built by hand needs it before Render.
+func (c *Config) Prepare() error {
+	a, b, err := c.check()
+	if err != nil {
+		return err
 	}
-	if c.b, err = compile(c.TextB); err != nil {
-		return fmt.Errorf("%w: text_b: %v", ErrInvalidConfig, err)
+	c.a, c.b = a, b
+	return nil
+}
+
+// check validates the config and returns its compiled templates.
+func (c *Config) check() (a, b template, err error) {
+	var errs []error
+	a, errA := compile(c.TextA)
+	if errA != nil {
+		errs = append(errs, fmt.Errorf("%w: text_a: %w", ErrInvalidConfig, errA))
 	}
-	if !c.a.uses(fieldQuery) && !c.b.uses(fieldQuery) {
-		return fmt.Errorf("%w: neither template uses {query}", ErrInvalidConfig)
+	b, errB := compile(c.TextB)
+	if errB != nil {
+		errs = append(errs, fmt.Errorf("%w: text_b: %w", ErrInvalidConfig, errB))
 	}
-	if !c.a.uses(fieldPassage) && !c.b.uses(fieldPassage) {
-		return fmt.Errorf("%w: neither template uses {passage}", ErrInvalidConfig)
+	if errA == nil && errB == nil {
+		if !a.uses(fieldQuery) && !b.uses(fieldQuery) {
+			errs = append(errs, fmt.Errorf("%w: neither template uses {query}", ErrInvalidConfig))
+		}
+		if !a.uses(fieldPassage) && !b.uses(fieldPassage) {
+			errs = append(errs, fmt.Errorf("%w: neither template uses {passage}", ErrInvalidConfig))
+		}
 	}
 	for _, s := range []struct {
 		name string
 		f    field
 		spec *ScoreSpec
 	}{{"bm25", fieldBM25, c.Scores.BM25}, {"dpr", fieldDPR, c.Scores.DPR}} {
-		used := c.a.uses(s.f) || c.b.uses(s.f)
-		if used && s.spec == nil {
-			return fmt.Errorf("%w: a template uses {%s} but scores.%s is not configured", ErrInvalidConfig, s.name, s.name)
+		if (a.uses(s.f) || b.uses(s.f)) && s.spec == nil {
+			errs = append(errs, fmt.Errorf("%w: a template uses {%s} but scores.%s is not configured", ErrInvalidConfig, s.name, s.name))
 		}
 		if s.spec != nil {
 			if err := s.spec.validate(); err != nil {
-				return fmt.Errorf("%w: scores.%s: %v", ErrInvalidConfig, s.name, err)
+				errs = append(errs, fmt.Errorf("%w: scores.%s: %w", ErrInvalidConfig, s.name, err))
 			}
 		}
 	}
-	return nil
+	if err := errors.Join(errs...); err != nil {
+		return template{}, template{}, err
+	}
+	return a, b, nil
 }
 
 func (s *ScoreSpec) validate() error {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -133,8 +134,12 @@ func (m *Metrics) ChunksInFlight(model string, delta int) {
 
 // Server serves /metrics, /healthz and /readyz.
 type Server struct {
-	srv *http.Server
-	ln  net.Listener
+	srv  *http.Server
+	ln   net.Listener
+	done chan error // Serve's end: nil when Close stopped it
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Listen binds addr (":9464", "127.0.0.1:0", …) and serves until Close.
@@ -158,11 +163,13 @@ func Listen(addr string, m *Metrics, ready func(ctx context.Context) error) (*Se
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
-	go func() { // owned by Server until Close
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err // the listener failed after start; /healthz then fails too, which probes report
+	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, done: make(chan error, 1)}
+	go func() { // owned by Server: Close awaits it
+		err := s.srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
 		}
+		s.done <- err
 	}()
 	return s, nil
 }
@@ -170,9 +177,18 @@ func Listen(addr string, m *Metrics, ready func(ctx context.Context) error) (*Se
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Close stops the server.
+// Close stops the server and waits for it; it returns the error that
+// ended serving early (the listener failing after start; /healthz fails
+// then too, which probes report), or the shutdown's. A second Close
+// returns the first's result.
 func (s *Server) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return s.srv.Shutdown(ctx)
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.closeErr = s.srv.Shutdown(ctx)
+		if err := <-s.done; err != nil {
+			s.closeErr = fmt.Errorf("serving metrics: %w", err)
+		}
+	})
+	return s.closeErr
 }

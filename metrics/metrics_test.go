@@ -108,7 +108,6 @@ func TestServerEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	get := func(path string) (int, string) {
 		t.Helper()
 		resp, err := http.Get("http://" + s.Addr() + path)
@@ -143,5 +142,8 @@ func TestServerEndpoints(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + s.Addr() + "/healthz"); err == nil {
 		t.Error("server still answers after Close")
+	}
+	if err := s.Close(); err != nil { // idempotent
+		t.Errorf("Close again: %v", err)
 	}
 }

@@ -201,7 +201,7 @@ func ParseConfig(raw []byte) (Config, error) { return parseConfig(raw, ExportInf
 func parseConfig(raw []byte, export ExportInfo) (Config, error) {
 	var cfg Config
 	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return Config{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+		return Config{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	cfg.Raw = append(json.RawMessage(nil), raw...)
 	cfg.Export = export
@@ -219,25 +219,27 @@ func parseConfig(raw []byte, export ExportInfo) (Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// Validate checks the config.
+// Validate reports every problem of the config at once (joined, each
+// wrapping ErrInvalidConfig).
 func (c *Config) Validate() error {
+	var errs []error
 	if c.Name != "" && !ValidName(c.Name) {
-		return fmt.Errorf("%w: name %q: use 1-64 letters, digits, '-' or '_'", ErrInvalidConfig, c.Name)
+		errs = append(errs, fmt.Errorf("%w: name %q: use 1-64 letters, digits, '-' or '_'", ErrInvalidConfig, c.Name))
 	}
 	if c.MaxLength < 8 || c.MaxLength > 8192 {
-		return fmt.Errorf("%w: max_length %d out of range 8..8192", ErrInvalidConfig, c.MaxLength)
+		errs = append(errs, fmt.Errorf("%w: max_length %d out of range 8..8192", ErrInvalidConfig, c.MaxLength))
 	}
 	if !c.Truncation.Valid() {
-		return fmt.Errorf("%w: truncation %q: want %q or %q", ErrInvalidConfig, c.Truncation, wordpiece.LongestFirst, wordpiece.OnlySecond)
+		errs = append(errs, fmt.Errorf("%w: truncation %q: want %q or %q", ErrInvalidConfig, c.Truncation, wordpiece.LongestFirst, wordpiece.OnlySecond))
 	}
 	if c.Output.Logit != nil && *c.Output.Logit < 0 {
-		return fmt.Errorf("%w: output.logit %d is negative", ErrInvalidConfig, *c.Output.Logit)
+		errs = append(errs, fmt.Errorf("%w: output.logit %d is negative", ErrInvalidConfig, *c.Output.Logit))
 	}
 	if !c.Output.Activation.Valid() {
-		return fmt.Errorf("%w: output.activation %q: want %q, %q or %q", ErrInvalidConfig, c.Output.Activation, ActivationNone, ActivationSigmoid, ActivationSoftmax)
+		errs = append(errs, fmt.Errorf("%w: output.activation %q: want %q, %q or %q", ErrInvalidConfig, c.Output.Activation, ActivationNone, ActivationSigmoid, ActivationSoftmax))
 	}
 	if c.ModelFile != "" && (filepath.IsAbs(c.ModelFile) || strings.HasPrefix(filepath.Clean(c.ModelFile), "..")) {
-		return fmt.Errorf("%w: model_file %q must be a path inside the model directory", ErrInvalidConfig, c.ModelFile)
+		errs = append(errs, fmt.Errorf("%w: model_file %q must be a path inside the model directory", ErrInvalidConfig, c.ModelFile))
 	}
-	return nil
+	return errors.Join(errs...)
 }

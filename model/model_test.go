@@ -244,6 +244,7 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown output", `{"output":{"name":"scores"}}`, model.ErrModelMismatch, `"scores"`},
 		{"bad truncation", `{"truncation":"middle"}`, model.ErrInvalidConfig, "truncation"},
 		{"bad max length", `{"max_length":2}`, model.ErrInvalidConfig, "max_length"},
+		{"two problems, both reported", `{"max_length":2,"truncation":"middle"}`, model.ErrInvalidConfig, "truncation \"middle\""},
 		{"bad name", `{"name":"a.b"}`, model.ErrInvalidConfig, "name"},
 		{"bad json", `{`, model.ErrInvalidConfig, model.ConfigFile},
 		// The tiny model has 512 position embeddings: longer inputs would

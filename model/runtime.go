@@ -274,15 +274,15 @@ func (o *Options) sessionOptions() (*ort.SessionOptions, error) {
 	if o.Device.CUDA {
 		cuda, err := ort.NewCUDAProviderOptions()
 		if err != nil {
-			return fail("creating CUDA provider options", fmt.Errorf("%w: %v", ErrDeviceUnavailable, err))
+			return fail("creating CUDA provider options", fmt.Errorf("%w: %w", ErrDeviceUnavailable, err))
 		}
 		defer cuda.Destroy()
 		if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(o.Device.ID)}); err != nil {
-			return fail("configuring CUDA provider", fmt.Errorf("%w: %v", ErrDeviceUnavailable, err))
+			return fail("configuring CUDA provider", fmt.Errorf("%w: %w", ErrDeviceUnavailable, err))
 		}
 		if err := so.AppendExecutionProviderCUDA(cuda); err != nil {
 			return fail("enabling the CUDA execution provider (it needs libonnxruntime_providers_cuda.so beside the ORT library, CUDA 12 and cuDNN 9, and a GPU)",
-				fmt.Errorf("%w: %v", ErrDeviceUnavailable, err))
+				fmt.Errorf("%w: %w", ErrDeviceUnavailable, err))
 		}
 	}
 	return so, nil

@@ -213,34 +213,42 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate checks the config after defaults.
+// Validate reports every problem of the config after defaults at once
+// (joined, each wrapping ErrInvalidConfig).
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	switch {
-	case c.Replicas > 5:
-		return fmt.Errorf("%w: replicas %d (at most 5)", ErrInvalidConfig, c.Replicas)
-	case c.Heartbeat >= c.AckWait:
-		return fmt.Errorf("%w: heartbeat %s must be shorter than ack wait %s", ErrInvalidConfig, c.Heartbeat, c.AckWait)
-	case c.InteractiveSlots >= c.Concurrency && c.Concurrency > 1:
-		return fmt.Errorf("%w: interactive slots %d must leave the bulk lane one of the %d", ErrInvalidConfig, c.InteractiveSlots, c.Concurrency)
-	case c.MaxAckPending < c.Concurrency:
-		return fmt.Errorf("%w: max ack pending %d is below concurrency %d", ErrInvalidConfig, c.MaxAckPending, c.Concurrency)
-	case c.Partitions < 0 || c.Partitions > schemas.MaxPartitions:
-		return fmt.Errorf("%w: partitions %d (0 to %d)", ErrInvalidConfig, c.Partitions, schemas.MaxPartitions)
-	case c.FetchWait < 100*time.Millisecond:
-		return fmt.Errorf("%w: fetch wait %s under 100ms", ErrInvalidConfig, c.FetchWait)
+	var errs []error
+	add := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...))
+	}
+	if c.Replicas > 5 {
+		add("replicas %d (at most 5)", c.Replicas)
+	}
+	if c.Heartbeat >= c.AckWait {
+		add("heartbeat %s must be shorter than ack wait %s", c.Heartbeat, c.AckWait)
+	}
+	if c.InteractiveSlots >= c.Concurrency && c.Concurrency > 1 {
+		add("interactive slots %d must leave the bulk lane one of the %d", c.InteractiveSlots, c.Concurrency)
+	}
+	if c.MaxAckPending < c.Concurrency {
+		add("max ack pending %d is below concurrency %d", c.MaxAckPending, c.Concurrency)
+	}
+	if c.Partitions < 0 || c.Partitions > schemas.MaxPartitions {
+		add("partitions %d (0 to %d)", c.Partitions, schemas.MaxPartitions)
+	}
+	if c.FetchWait < 100*time.Millisecond {
+		add("fetch wait %s under 100ms", c.FetchWait)
 	}
 	seen := make(map[string]bool, len(c.Tenants))
 	for _, t := range c.Tenants {
 		if err := schemas.CheckTenant(t); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-		}
-		if seen[t] {
-			return fmt.Errorf("%w: tenant %s listed twice", ErrInvalidConfig, t)
+			add("%w", err)
+		} else if seen[t] {
+			add("tenant %s listed twice", t)
 		}
 		seen[t] = true
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // backoff is the NakWithDelay delay after the given delivery failed.

@@ -779,6 +779,13 @@ func TestConfigValidate(t *testing.T) {
 	if err := (worker.Config{}).Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
 	}
+	// Every problem at once.
+	err := (worker.Config{Replicas: 7, Partitions: -1, Tenants: []string{"a", "a"}}).Validate()
+	for _, want := range []string{"replicas 7", "partitions -1", "tenant a listed twice"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate does not report %q: %v", want, err)
+		}
+	}
 }
 
 // TestBacklogIsReported: the worker reads its lane consumers' backlog for
