@@ -67,30 +67,16 @@ func (b rawBatches) destroy() {
 	}
 }
 
-// prepare builds the input tensors of every batch of plan.
+// prepare builds the input tensors of every batch of plan, packed as the
+// model packs them (model.Batch).
 func (r *rawSession) prepare(encs []wordpiece.Encoding, plan [][]int, pad int64) (rawBatches, error) {
 	var out rawBatches
 	for _, idx := range plan {
-		seq := 0
-		for _, i := range idx {
-			seq = max(seq, len(encs[i].IDs))
-		}
-		data := map[string][]int64{"input_ids": {}, "attention_mask": {}, "token_type_ids": {}}
-		for _, i := range idx {
-			e := encs[i]
-			for k := range seq {
-				id, mask, typ := pad, int64(0), int64(0)
-				if k < len(e.IDs) {
-					id, mask, typ = e.IDs[k], 1, e.TypeIDs[k]
-				}
-				data["input_ids"] = append(data["input_ids"], id)
-				data["attention_mask"] = append(data["attention_mask"], mask)
-				data["token_type_ids"] = append(data["token_type_ids"], typ)
-			}
-		}
+		b := &model.Batch{} // one per batch: all are built before the timing
+		b.Pack(encs, idx, pad)
 		var vs []ort.Value
 		for _, name := range r.inputs {
-			t, err := ort.NewTensor(ort.NewShape(int64(len(idx)), int64(seq)), data[name])
+			t, err := ort.NewTensor(ort.NewShape(int64(b.Rows), int64(b.Seq)), b.Input(name))
 			if err != nil {
 				rawBatches{vs}.destroy()
 				out.destroy()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -421,7 +420,7 @@ func planBatches(encs []wordpiece.Encoding, maxBatch, maxTokens, maxCells int, s
 func (m *Model) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, Stats, error) {
 	st := Stats{Pairs: len(encs)}
 	scores := make([]float32, len(encs))
-	var buf batchBuffers
+	var buf Batch
 	for _, b := range m.Plan(encs) {
 		if err := ctx.Err(); err != nil {
 			return nil, st, fmt.Errorf("scoring: %w", err)
@@ -433,129 +432,4 @@ func (m *Model) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]
 		st.InferenceTime += time.Since(t0)
 	}
 	return scores, st, nil
-}
-
-type batchBuffers struct {
-	ids, mask, types []int64
-}
-
-func (m *Model) runBatch(ctx context.Context, encs []wordpiece.Encoding, idx []int, scores []float32, buf *batchBuffers, st *Stats) error {
-	seq := 0
-	for _, i := range idx {
-		seq = max(seq, len(encs[i].IDs))
-		st.RealTokens += len(encs[i].IDs)
-	}
-	n := len(idx) * seq
-	st.PaddedTokens += n
-	st.Batches++
-	st.BatchSizes = append(st.BatchSizes, len(idx))
-	buf.ids = resize(buf.ids, n)
-	buf.mask = resize(buf.mask, n)
-	buf.types = resize(buf.types, n)
-	pad := m.tok.PadID()
-	for row, i := range idx {
-		e := &encs[i]
-		o := row * seq
-		copy(buf.ids[o:], e.IDs)
-		copy(buf.types[o:], e.TypeIDs)
-		for k := range e.IDs {
-			buf.mask[o+k] = 1
-		}
-		for k := len(e.IDs); k < seq; k++ {
-			buf.ids[o+k], buf.mask[o+k], buf.types[o+k] = pad, 0, 0
-		}
-	}
-	shape := ort.NewShape(int64(len(idx)), int64(seq))
-	var inputs []ort.Value
-	defer func() {
-		for _, v := range inputs {
-			v.Destroy()
-		}
-	}()
-	for _, name := range m.inputs {
-		data := buf.ids
-		switch name {
-		case inputMask:
-			data = buf.mask
-		case inputTypeIDs:
-			data = buf.types
-		}
-		t, err := ort.NewTensor(shape, data)
-		if err != nil {
-			return fmt.Errorf("creating %s tensor: %w", name, err)
-		}
-		inputs = append(inputs, t)
-	}
-	select {
-	case m.runs <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("scoring: %w", ctx.Err())
-	}
-	defer func() { <-m.runs }()
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if m.closed {
-		return ErrClosed
-	}
-	outputs := make([]ort.Value, 1+len(m.observed))
-	if err := m.sess.Run(inputs, outputs); err != nil {
-		return fmt.Errorf("running model %s on a batch of %d×%d: %w", m.cfg.Name, len(idx), seq, err)
-	}
-	defer func() {
-		for _, v := range outputs {
-			if v != nil {
-				v.Destroy()
-			}
-		}
-	}()
-	for k, name := range m.observed {
-		t, ok := outputs[1+k].(*ort.Tensor[float32])
-		if !ok {
-			return fmt.Errorf("%w: observed output %q is not a float32 tensor", ErrModelMismatch, name)
-		}
-		m.observe(name, t.GetShape(), t.GetData())
-	}
-	out, ok := outputs[0].(*ort.Tensor[float32])
-	if !ok {
-		return fmt.Errorf("%w: output %q is not a float32 tensor", ErrModelMismatch, m.output)
-	}
-	oshape := out.GetShape()
-	if len(oshape) != 2 || oshape[0] != int64(len(idx)) || int64(m.logit) >= oshape[1] {
-		return fmt.Errorf("%w: output %q has shape %v for a batch of %d (logit %d)", ErrModelMismatch, m.output, oshape, len(idx), m.logit)
-	}
-	data := out.GetData()
-	width := int(oshape[1])
-	for row, i := range idx {
-		scores[i] = score(data[row*width:(row+1)*width], m.logit, m.activation)
-	}
-	return nil
-}
-
-// score is one row's score: its logit at column k, through the activation.
-// Softmax is computed in float64 from the row's largest logit, so it never
-// overflows.
-func score(row []float32, k int, a Activation) float32 {
-	v := float64(row[k])
-	switch a {
-	case ActivationSigmoid:
-		return float32(1 / (1 + math.Exp(-v)))
-	case ActivationSoftmax:
-		hi := v
-		for _, l := range row {
-			hi = max(hi, float64(l))
-		}
-		var sum float64
-		for _, l := range row {
-			sum += math.Exp(float64(l) - hi)
-		}
-		return float32(math.Exp(v-hi) / sum)
-	}
-	return row[k]
-}
-
-func resize(s []int64, n int) []int64 {
-	if cap(s) < n {
-		return make([]int64, n)
-	}
-	return s[:n]
 }
