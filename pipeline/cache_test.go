@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/rerank/rerank/inject"
@@ -151,35 +152,44 @@ func TestCacheScoresConcurrentRepeatsOnce(t *testing.T) {
 // When the job scoring a pair fails, the jobs waiting for it score it
 // themselves: one job's failure is not another's.
 func TestCacheAbandonedFlightIsScoredAgain(t *testing.T) {
-	sc := &fakeScorer{}
-	cache := paircache.New(1 << 20)
-	p := cachedPipeline(t, blockFirst{digestScorer{sc, "d"}}, cache)
-	job := func(id string) *schemas.Job { return sharedJob(id, "common query", schemas.Interactive, 4) }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	first := make(chan error, 1)
-	go func() {
-		_, err := p.Rerank(ctx, "m", job("first"), time.Time{})
-		first <- err
-	}()
-	poll(t, "the first job scoring its pairs", func() bool { return sc.calls.Load() == 1 })
-	second := make(chan *schemas.Result, 1)
-	go func() {
-		r, err := p.Rerank(context.Background(), "m", job("second"), time.Time{})
-		if err != nil {
-			t.Error(err)
+	synctest.Test(t, func(t *testing.T) {
+		sc := &fakeScorer{}
+		cache := paircache.New(1 << 20)
+		p := cachedPipeline(t, blockFirst{digestScorer{sc, "d"}}, cache)
+		job := func(id string) *schemas.Job { return sharedJob(id, "common query", schemas.Interactive, 4) }
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		first := make(chan error, 1)
+		go func() {
+			_, err := p.Rerank(ctx, "m", job("first"), time.Time{})
+			first <- err
+		}()
+		time.Sleep(pipeline.DefaultMaxBatchDelay) // the batcher's wait for batch-mates
+		synctest.Wait()
+		if n := sc.calls.Load(); n != 1 {
+			t.Fatalf("%d calls once the first job is scoring, want 1", n)
 		}
-		second <- r
-	}()
-	poll(t, "the second job looking its pairs up", func() bool { return cache.Stats().Misses == 8 })
-	cancel()
-	if err := <-first; err == nil {
-		t.Fatal("the cancelled job succeeded")
-	}
-	r := <-second
-	if r == nil || len(r.Results) != 4 || r.Cached != 0 {
-		t.Fatalf("the waiting job: %+v", r)
-	}
+		second := make(chan *schemas.Result, 1)
+		go func() {
+			r, err := p.Rerank(context.Background(), "m", job("second"), time.Time{})
+			if err != nil {
+				t.Error(err)
+			}
+			second <- r
+		}()
+		synctest.Wait() // the second job waits for the first's flights
+		if st := cache.Stats(); st.Misses != 8 || sc.calls.Load() != 1 {
+			t.Fatalf("the second job looked its pairs up: %+v, %d calls; want 8 misses, 1 call", st, sc.calls.Load())
+		}
+		cancel()
+		if err := <-first; err == nil {
+			t.Fatal("the cancelled job succeeded")
+		}
+		r := <-second
+		if r == nil || len(r.Results) != 4 || r.Cached != 0 {
+			t.Fatalf("the waiting job: %+v", r)
+		}
+	})
 }
 
 // blockFirst's first scoring call lasts until its context ends.
@@ -273,16 +283,6 @@ func TestCacheServesNoStaleScoreAfterSwap(t *testing.T) {
 	}
 }
 
-// poll waits up to 10 s for cond.
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // A job never waits for a pair it needs on a job served after it (an
 // interactive job on a bulk one: the bulk lane may be served long after)
 // or on a much larger job (which could hold it for the larger job's whole
@@ -293,41 +293,48 @@ func TestCacheNeverWaitsOnLaterOrLargerJobs(t *testing.T) {
 		ownerLane   schemas.Lane
 		ownerPairs  int
 		waiterPairs int
+		ownerCalls  int64 // its first blocks; the others run beside it
 	}{
-		{"interactive behind bulk", schemas.Bulk, 3, 3},
-		{"small behind large", schemas.Interactive, 60, 2},
+		{"interactive behind bulk", schemas.Bulk, 3, 3, 1},
+		{"small behind large", schemas.Interactive, 60, 2, 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sc := &fakeScorer{}
-			ic, _ := inject.Preset("ms-marco-MiniLM")
-			// Two calls at once: the owner's blocked call does not hold
-			// the only call slot.
-			p, err := pipeline.New(pipeline.Config{Cache: paircache.New(1 << 20), ConcurrentCalls: 2},
-				pipeline.Model{Name: "m", Scorer: blockFirst{digestScorer{sc, "d"}}, Inject: ic})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			job := func(id string, lane schemas.Lane, n int) *schemas.Job { return sharedJob(id, "common query", lane, n) }
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			owner := make(chan error, 1)
-			go func() {
-				_, err := p.Rerank(ctx, "m", job("owner", tc.ownerLane, tc.ownerPairs), time.Time{})
-				owner <- err
-			}()
-			poll(t, "the owner scoring its pairs", func() bool { return sc.calls.Load() >= 1 })
-			r, err := p.Rerank(context.Background(), "m", job("waiter", schemas.Interactive, tc.waiterPairs), time.Time{})
-			if err != nil || len(r.Results) != tc.waiterPairs || r.Cached != 0 {
-				t.Fatalf("the waiter: %v %+v", err, r)
-			}
-			select {
-			case err := <-owner:
-				t.Fatalf("the owner ended first: %v", err)
-			default:
-			}
-			cancel()
-			<-owner
+			synctest.Test(t, func(t *testing.T) {
+				sc := &fakeScorer{}
+				ic, _ := inject.Preset("ms-marco-MiniLM")
+				// Two calls at once: the owner's blocked call does not hold
+				// the only call slot.
+				p, err := pipeline.New(pipeline.Config{Cache: paircache.New(1 << 20), ConcurrentCalls: 2},
+					pipeline.Model{Name: "m", Scorer: blockFirst{digestScorer{sc, "d"}}, Inject: ic})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer p.Close()
+				job := func(id string, lane schemas.Lane, n int) *schemas.Job { return sharedJob(id, "common query", lane, n) }
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				owner := make(chan error, 1)
+				go func() {
+					_, err := p.Rerank(ctx, "m", job("owner", tc.ownerLane, tc.ownerPairs), time.Time{})
+					owner <- err
+				}()
+				time.Sleep(pipeline.DefaultMaxBatchDelay) // the batcher's wait for batch-mates
+				synctest.Wait()
+				if n := sc.calls.Load(); n != tc.ownerCalls {
+					t.Fatalf("%d calls once the owner is scoring, want %d", n, tc.ownerCalls)
+				}
+				r, err := p.Rerank(context.Background(), "m", job("waiter", schemas.Interactive, tc.waiterPairs), time.Time{})
+				if err != nil || len(r.Results) != tc.waiterPairs || r.Cached != 0 {
+					t.Fatalf("the waiter: %v %+v", err, r)
+				}
+				select {
+				case err := <-owner:
+					t.Fatalf("the owner ended first: %v", err)
+				default:
+				}
+				cancel()
+				<-owner
+			})
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/rerank/rerank/inject"
@@ -199,34 +200,44 @@ func TestRerankBatchIsolatesBadJobs(t *testing.T) {
 	}
 }
 
+// Jobs that arrive together share scoring calls; with batching off each
+// job has its own. Under testing/synctest's clock every job reaches the
+// batcher before its 20 ms wait ends, so the counts are exact.
 func TestCrossJobBatchingSharesCalls(t *testing.T) {
-	sc := &fakeScorer{delay: 5 * time.Millisecond}
-	p := newPipeline(t, pipeline.Config{MaxBatchDelay: 20 * time.Millisecond, MaxBatchPairs: 1000}, sc, "ms-marco-MiniLM")
 	jobs := make([]*schemas.Job, 50)
 	for i := range jobs {
 		jobs[i] = makeJob(fmt.Sprintf("j%d", i), 10)
 	}
-	out := p.RerankBatch(context.Background(), "m", jobs)
-	for i, o := range out {
-		if o.Err != nil || o.Result.Error != nil || len(o.Result.Results) != 10 {
-			t.Fatalf("job %d: %+v", i, o)
-		}
-		// Each job's scores are its own, whatever it shared a call with.
-		for _, r := range o.Result.Results {
-			if float32(r.RelevanceScore) != pairScore(jobs[i].Query, jobs[i].Candidates[r.Index].Text) {
-				t.Fatalf("job %d got another job's score", i)
-			}
-		}
-	}
-	if calls := sc.calls.Load(); calls >= 25 {
-		t.Fatalf("%d scorer calls for 50 concurrent jobs: no cross-job batching", calls)
-	}
-	// Disabled: one call per job.
-	sc2 := &fakeScorer{}
-	p2 := newPipeline(t, pipeline.Config{MaxBatchDelay: -1}, sc2, "ms-marco-MiniLM")
-	p2.RerankBatch(context.Background(), "m", jobs)
-	if sc2.calls.Load() != 50 {
-		t.Fatalf("batching off: %d calls, want 50", sc2.calls.Load())
+	for _, tc := range []struct {
+		name  string
+		cfg   pipeline.Config
+		calls int64
+	}{
+		{"batched, room for every pair", pipeline.Config{MaxBatchDelay: 20 * time.Millisecond, MaxBatchPairs: 1000}, 1},
+		{"batched, 100 pairs a call", pipeline.Config{MaxBatchDelay: 20 * time.Millisecond, MaxBatchPairs: 100}, 5},
+		{"batching off", pipeline.Config{MaxBatchDelay: -1, MaxBatchPairs: 1000}, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				sc := &fakeScorer{delay: 5 * time.Millisecond}
+				p := newPipeline(t, tc.cfg, sc, "ms-marco-MiniLM")
+				out := p.RerankBatch(context.Background(), "m", jobs)
+				for i, o := range out {
+					if o.Err != nil || o.Result.Error != nil || len(o.Result.Results) != 10 {
+						t.Fatalf("job %d: %+v", i, o)
+					}
+					// Each job's scores are its own, whatever it shared a call with.
+					for _, r := range o.Result.Results {
+						if float32(r.RelevanceScore) != pairScore(jobs[i].Query, jobs[i].Candidates[r.Index].Text) {
+							t.Fatalf("job %d got another job's score", i)
+						}
+					}
+				}
+				if calls := sc.calls.Load(); calls != tc.calls {
+					t.Fatalf("%d scorer calls for 50 concurrent jobs of 10 pairs, want %d", calls, tc.calls)
+				}
+			})
+		})
 	}
 }
 
