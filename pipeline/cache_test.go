@@ -31,16 +31,6 @@ type digestScorer struct {
 
 func (d digestScorer) Digest() string { return d.digest }
 
-func (f *fakeScorer) pairsScored() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, s := range f.sizes {
-		n += s
-	}
-	return n
-}
-
 func cachedPipeline(t *testing.T, sc pipeline.Scorer, cache *paircache.Cache) *pipeline.Pipeline {
 	t.Helper()
 	ic, _ := inject.Preset("ms-marco-MiniLM")
@@ -108,10 +98,10 @@ func TestCacheChangesNoResult(t *testing.T) {
 		}
 	}
 	total := len(jobs) * len(jobs[0].Candidates)
-	if got := on.pairsScored(); got != len(distinct) || cached != total-len(distinct) {
+	if got := on.PairsScored(); got != len(distinct) || cached != total-len(distinct) {
 		t.Fatalf("with the cache %d pairs scored and %d reused, want %d distinct scored and %d reused (of %d)", got, cached, len(distinct), total-len(distinct), total)
 	}
-	if got := off.pairsScored(); got != total {
+	if got := off.PairsScored(); got != total {
 		t.Fatalf("without the cache %d pairs scored, want %d", got, total)
 	}
 }
@@ -119,7 +109,7 @@ func TestCacheChangesNoResult(t *testing.T) {
 // Jobs needing the same pairs at once score them once: the others wait for
 // the one scoring call (single flight).
 func TestCacheScoresConcurrentRepeatsOnce(t *testing.T) {
-	sc := &fakeScorer{delay: 50 * time.Millisecond}
+	sc := &fakeScorer{Delay: 50 * time.Millisecond}
 	p := cachedPipeline(t, digestScorer{sc, "d"}, paircache.New(1<<20))
 	const n = 6
 	var wg sync.WaitGroup
@@ -134,7 +124,7 @@ func TestCacheScoresConcurrentRepeatsOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := sc.pairsScored(); got != 10 {
+	if got := sc.PairsScored(); got != 10 {
 		t.Fatalf("%d jobs of the same 10 pairs at once: %d pairs scored, want 10", n, got)
 	}
 	shared := 0
@@ -166,7 +156,7 @@ func TestCacheAbandonedFlightIsScoredAgain(t *testing.T) {
 		}()
 		time.Sleep(pipeline.DefaultMaxBatchDelay) // the batcher's wait for batch-mates
 		synctest.Wait()
-		if n := sc.calls.Load(); n != 1 {
+		if n := sc.Calls.Load(); n != 1 {
 			t.Fatalf("%d calls once the first job is scoring, want 1", n)
 		}
 		second := make(chan *schemas.Result, 1)
@@ -178,8 +168,8 @@ func TestCacheAbandonedFlightIsScoredAgain(t *testing.T) {
 			second <- r
 		}()
 		synctest.Wait() // the second job waits for the first's flights
-		if st := cache.Stats(); st.Misses != 8 || sc.calls.Load() != 1 {
-			t.Fatalf("the second job looked its pairs up: %+v, %d calls; want 8 misses, 1 call", st, sc.calls.Load())
+		if st := cache.Stats(); st.Misses != 8 || sc.Calls.Load() != 1 {
+			t.Fatalf("the second job looked its pairs up: %+v, %d calls; want 8 misses, 1 call", st, sc.Calls.Load())
 		}
 		cancel()
 		if err := <-first; err == nil {
@@ -196,7 +186,7 @@ func TestCacheAbandonedFlightIsScoredAgain(t *testing.T) {
 type blockFirst struct{ digestScorer }
 
 func (b blockFirst) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
-	if b.calls.CompareAndSwap(0, 1) {
+	if b.Calls.CompareAndSwap(0, 1) {
 		<-ctx.Done()
 		return nil, model.Stats{}, ctx.Err()
 	}
@@ -320,7 +310,7 @@ func TestCacheNeverWaitsOnLaterOrLargerJobs(t *testing.T) {
 				}()
 				time.Sleep(pipeline.DefaultMaxBatchDelay) // the batcher's wait for batch-mates
 				synctest.Wait()
-				if n := sc.calls.Load(); n != tc.ownerCalls {
+				if n := sc.Calls.Load(); n != tc.ownerCalls {
 					t.Fatalf("%d calls once the owner is scoring, want %d", n, tc.ownerCalls)
 				}
 				r, err := p.Rerank(context.Background(), "m", job("waiter", schemas.Interactive, tc.waiterPairs), time.Time{})
@@ -431,7 +421,7 @@ func TestSharedTierChangesNoResult(t *testing.T) {
 				t.Fatalf("broken %v, job %s: %+v, without a cache %+v", broken, j.ID, got.Results, want.Results)
 			}
 		}
-		scored := scorers[0].pairsScored() + scorers[1].pairsScored()
+		scored := scorers[0].PairsScored() + scorers[1].PairsScored()
 		switch {
 		case !broken && scored != len(distinct):
 			t.Errorf("sharing a tier, the workers scored %d pairs, want the %d distinct", scored, len(distinct))

@@ -4,69 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/rerank/rerank/inject"
-	"github.com/rerank/rerank/model"
-	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/pipeline"
+	"github.com/rerank/rerank/pipeline/pipelinetest"
 	"github.com/rerank/rerank/schemas"
 )
 
 // fakeScorer scores a pair by a hash of its text, so results are checkable
 // without a model, and records how it was called.
-type fakeScorer struct {
-	calls   atomic.Int64
-	maxJobs atomic.Int64
-	delay   time.Duration
-	fail    atomic.Bool
-	mu      sync.Mutex
-	sizes   []int
-}
+type fakeScorer = pipelinetest.HashScorer
 
-func pairHash(a, b string) int64 {
-	h := fnv.New32a()
-	h.Write([]byte(a + "\x00" + b))
-	return int64(h.Sum32() % 10000)
-}
-
-func pairScore(a, b string) float32 { return float32(pairHash(a, b)) / 100 }
-
-func (f *fakeScorer) Tokenize(pairs []wordpiece.Pair) ([]wordpiece.Encoding, error) {
-	encs := make([]wordpiece.Encoding, len(pairs))
-	for i, p := range pairs {
-		// Carry the pair's hash in the ids so ScoreEncoded can score it.
-		encs[i] = wordpiece.Encoding{IDs: []int64{101, pairHash(p.A, p.B), 102}, TypeIDs: []int64{0, 0, 0}}
-	}
-	return encs, nil
-}
-
-func (f *fakeScorer) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
-	f.calls.Add(1)
-	f.mu.Lock()
-	f.sizes = append(f.sizes, len(encs))
-	f.mu.Unlock()
-	if f.delay > 0 {
-		select {
-		case <-time.After(f.delay):
-		case <-ctx.Done():
-			return nil, model.Stats{}, ctx.Err()
-		}
-	}
-	if f.fail.Load() {
-		return nil, model.Stats{}, errors.New("device lost")
-	}
-	out := make([]float32, len(encs))
-	for i, e := range encs {
-		out[i] = float32(e.IDs[1]) / 100
-	}
-	return out, model.Stats{Pairs: len(encs), Batches: 1}, nil
-}
+var pairScore = pipelinetest.PairScore
 
 func newPipeline(t *testing.T, cfg pipeline.Config, sc *fakeScorer, preset string) *pipeline.Pipeline {
 	t.Helper()
@@ -219,7 +171,7 @@ func TestCrossJobBatchingSharesCalls(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				sc := &fakeScorer{delay: 5 * time.Millisecond}
+				sc := &fakeScorer{Delay: 5 * time.Millisecond}
 				p := newPipeline(t, tc.cfg, sc, "ms-marco-MiniLM")
 				out := p.RerankBatch(context.Background(), "m", jobs)
 				for i, o := range out {
@@ -233,7 +185,7 @@ func TestCrossJobBatchingSharesCalls(t *testing.T) {
 						}
 					}
 				}
-				if calls := sc.calls.Load(); calls != tc.calls {
+				if calls := sc.Calls.Load(); calls != tc.calls {
 					t.Fatalf("%d scorer calls for 50 concurrent jobs of 10 pairs, want %d", calls, tc.calls)
 				}
 			})
@@ -243,7 +195,7 @@ func TestCrossJobBatchingSharesCalls(t *testing.T) {
 
 func TestScorerFailureIsTransient(t *testing.T) {
 	sc := &fakeScorer{}
-	sc.fail.Store(true)
+	sc.Fail.Store(true)
 	p := newPipeline(t, pipeline.Config{}, sc, "ms-marco-MiniLM")
 	res, err := p.Rerank(context.Background(), "m", makeJob("j", 3), time.Time{})
 	if err == nil || res != nil {
@@ -252,7 +204,7 @@ func TestScorerFailureIsTransient(t *testing.T) {
 }
 
 func TestContextAndClose(t *testing.T) {
-	sc := &fakeScorer{delay: time.Second}
+	sc := &fakeScorer{Delay: time.Second}
 	p := newPipeline(t, pipeline.Config{}, sc, "ms-marco-MiniLM")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()

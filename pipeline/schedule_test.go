@@ -42,7 +42,7 @@ func finishOrder(t *testing.T, p *pipeline.Pipeline, sc *fakeScorer, first *sche
 	wg.Add(1)
 	go run(first)
 	synctest.Wait() // the first job's first call is under way
-	if n := sc.calls.Load(); n != 1 {
+	if n := sc.Calls.Load(); n != 1 {
 		t.Fatalf("%d scoring calls once the first job was under way, want 1", n)
 	}
 	for _, j := range rest {
@@ -57,15 +57,13 @@ func finishOrder(t *testing.T, p *pipeline.Pipeline, sc *fakeScorer, first *sche
 // for the whole big job: it is scored between two of its chunks.
 func TestSmallJobOvertakesBigJob(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sc := &fakeScorer{delay: 5 * time.Millisecond}
+		sc := &fakeScorer{Delay: 5 * time.Millisecond}
 		p := newPipeline(t, pipeline.Config{MaxBatchPairs: 8}, sc, "ms-marco-MiniLM")
 		order := finishOrder(t, p, sc, nJob("big", 400, schemas.Interactive), nJob("small", 5, schemas.Interactive))
 		if len(order) != 2 || order[0] != "small" {
 			t.Fatalf("finish order %v: the small job waited for the big one", order)
 		}
-		sc.mu.Lock()
-		defer sc.mu.Unlock()
-		for _, n := range sc.sizes {
+		for _, n := range sc.Sizes() {
 			if n > 8 {
 				t.Fatalf("a scoring call of %d pairs, over MaxBatchPairs 8", n)
 			}
@@ -76,7 +74,7 @@ func TestSmallJobOvertakesBigJob(t *testing.T) {
 // Interactive work goes before bulk work already under way.
 func TestInteractiveLaneGoesFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sc := &fakeScorer{delay: 5 * time.Millisecond}
+		sc := &fakeScorer{Delay: 5 * time.Millisecond}
 		p := newPipeline(t, pipeline.Config{MaxBatchPairs: 8}, sc, "ms-marco-MiniLM")
 		order := finishOrder(t, p, sc, nJob("bulk", 300, schemas.Bulk), nJob("live", 40, schemas.Interactive))
 		if len(order) != 2 || order[0] != "live" {
@@ -88,7 +86,7 @@ func TestInteractiveLaneGoesFirst(t *testing.T) {
 // Small jobs arriving together still share scoring calls.
 func TestSmallJobsShareCalls(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sc := &fakeScorer{delay: 20 * time.Millisecond}
+		sc := &fakeScorer{Delay: 20 * time.Millisecond}
 		p := newPipeline(t, pipeline.Config{MaxBatchPairs: 16, MaxBatchDelay: 5 * time.Millisecond}, sc, "ms-marco-MiniLM")
 		var jobs []*schemas.Job
 		for i := range 8 {
@@ -100,7 +98,7 @@ func TestSmallJobsShareCalls(t *testing.T) {
 				t.Fatalf("job %d: %v", i, o.Err)
 			}
 		}
-		if n := sc.calls.Load(); n != 2 {
+		if n := sc.Calls.Load(); n != 2 {
 			t.Fatalf("8 jobs of 4 pairs took %d calls, want 2 of 16 pairs", n)
 		}
 	})

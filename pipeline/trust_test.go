@@ -40,7 +40,7 @@ func (p *poisonScorer) Tokenize(pairs []wordpiece.Pair) ([]wordpiece.Encoding, e
 func (p *poisonScorer) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
 	for _, e := range encs {
 		if e.IDs[1] == -1 {
-			p.calls.Add(1)
+			p.Calls.Add(1)
 			if n := int64(len(encs)); n > p.failedPairs.Load() {
 				p.failedPairs.Store(n)
 			}

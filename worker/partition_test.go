@@ -174,7 +174,7 @@ func TestPartitionsShareTheWorkersSlots(t *testing.T) {
 	cfg.Concurrency = 4
 	cfg.BacklogInterval = 100 * time.Millisecond
 	hung := &slowScorer{}
-	hung.hang.Store(true)
+	hung.Hang.Store(true)
 	w := startWorker(t, ns, hung, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -190,7 +190,7 @@ func TestPartitionsShareTheWorkersSlots(t *testing.T) {
 		}
 		defer p.Cancel()
 	}
-	waitFor(t, 10*time.Second, "the slots taken", func() bool { return hung.calls.Load() > 0 })
+	waitFor(t, 10*time.Second, "the slots taken", func() bool { return hung.Calls.Load() > 0 })
 	// The backlog counts every job once: delivered or not, in any partition.
 	waitFor(t, 10*time.Second, "the lane's backlog summed over its streams", func() bool {
 		return w.obs.get(func(c *counter) int { return int(c.backlog[schemas.Interactive.String()]) }) == jobs

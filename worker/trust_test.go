@@ -369,7 +369,7 @@ func TestInteractiveJobOvertakesBulkJobThroughJetStream(t *testing.T) {
 	ns := startServer(t)
 	nc := connect(t, ns)
 	js, _ := jetstream.New(nc)
-	sc := &slowScorer{delay: 10 * time.Millisecond, gate: make(chan struct{})}
+	sc := &slowScorer{Delay: 10 * time.Millisecond, Gate: make(chan struct{})}
 	w := startWorker(t, ns, sc, testConfig())
 	bulk := makeJob("bulk-job", 600)
 	b, _ := schemas.EncodeJob(bulk, schemas.Msgpack)
@@ -382,11 +382,11 @@ func TestInteractiveJobOvertakesBulkJobThroughJetStream(t *testing.T) {
 	// The bulk job's first call is held until the live job is taken, so the
 	// live job's pairs are queued long before the bulk job's 37 other
 	// chunks (10 ms each) are scored, however slow the fetch.
-	waitFor(t, 10*time.Second, "the bulk job being scored", func() bool { return sc.calls.Load() > 0 })
+	waitFor(t, 10*time.Second, "the bulk job being scored", func() bool { return sc.Calls.Load() > 0 })
 	publishJob(t, js, makeJob("live-job", 5))
 	taken := func(c *counter) int { return strings.Count(strings.Join(c.events, " "), "in-flight+1") }
 	waitFor(t, 10*time.Second, "the live job taken", func() bool { return w.obs.get(taken) == 2 })
-	close(sc.gate)
+	close(sc.Gate)
 	waitFor(t, 30*time.Second, "both results", func() bool { return len(storedResults(t, js)) == 2 })
 	s, _ := js.Stream(context.Background(), schemas.ResultsStream)
 	live, err := s.GetLastMsgForSubject(context.Background(), schemas.ResultSubject("live-job"))

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"math"
 	"os"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/wordpiece"
 	"github.com/rerank/rerank/pipeline"
+	"github.com/rerank/rerank/pipeline/pipelinetest"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/worker"
 )
@@ -50,54 +49,9 @@ func connect(t *testing.T, ns *natsembed.Server) *nats.Conn {
 	return nc
 }
 
-// slowScorer scores by a hash of the pair's tokens, after a delay; hang
-// makes it block until its context ends.
-type slowScorer struct {
-	delay  time.Duration
-	gate   chan struct{} // if set, every call waits for it to close
-	hang   atomic.Bool
-	calls  atomic.Int64
-	active atomic.Int64 // calls running now
-}
-
-func (s *slowScorer) Tokenize(pairs []wordpiece.Pair) ([]wordpiece.Encoding, error) {
-	encs := make([]wordpiece.Encoding, len(pairs))
-	for i, p := range pairs {
-		h := fnv.New32a()
-		h.Write([]byte(p.A + "\x00" + p.B))
-		encs[i] = wordpiece.Encoding{IDs: []int64{101, int64(h.Sum32() % 100000), 102}, TypeIDs: []int64{0, 0, 0}}
-	}
-	return encs, nil
-}
-
-func (s *slowScorer) ScoreEncoded(ctx context.Context, encs []wordpiece.Encoding) ([]float32, model.Stats, error) {
-	s.calls.Add(1)
-	s.active.Add(1)
-	defer s.active.Add(-1)
-	if s.gate != nil {
-		select {
-		case <-s.gate:
-		case <-ctx.Done():
-			return nil, model.Stats{}, ctx.Err()
-		}
-	}
-	wait := s.delay
-	if s.hang.Load() {
-		wait = time.Hour
-	}
-	if wait > 0 {
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return nil, model.Stats{}, ctx.Err()
-		}
-	}
-	out := make([]float32, len(encs))
-	for i, e := range encs {
-		out[i] = float32(e.IDs[1]) / 1000
-	}
-	return out, model.Stats{Pairs: len(encs)}, nil
-}
+// slowScorer is the pipeline's stand-in model (a hash score per pair):
+// Delay, Gate and Hang make its calls slow, gated or hung.
+type slowScorer = pipelinetest.HashScorer
 
 type counter struct {
 	mu          sync.Mutex
@@ -427,10 +381,10 @@ func TestCrashedWorkerJobIsRedelivered(t *testing.T) {
 	nc := connect(t, ns)
 	js, _ := jetstream.New(nc)
 	hung := &slowScorer{}
-	hung.hang.Store(true)
+	hung.Hang.Store(true)
 	a := startWorker(t, ns, hung, testConfig())
 	publishJob(t, js, makeJob("crash-1", 20))
-	waitFor(t, 10*time.Second, "worker A to take the job", func() bool { return hung.calls.Load() > 0 })
+	waitFor(t, 10*time.Second, "worker A to take the job", func() bool { return hung.Calls.Load() > 0 })
 	a.nc.Close() // the process "dies": no ack, no nak, no heartbeat
 
 	b := startWorker(t, ns, &slowScorer{}, testConfig())
@@ -492,7 +446,7 @@ func TestLongJobIsNotRedelivered(t *testing.T) {
 	ns := startServer(t)
 	nc := connect(t, ns)
 	js, _ := jetstream.New(nc)
-	sc := &slowScorer{delay: 3 * time.Second} // AckWait is 1 s
+	sc := &slowScorer{Delay: 3 * time.Second} // AckWait is 1 s
 	w := startWorker(t, ns, sc, testConfig())
 	publishJob(t, js, makeJob("long-1", 5))
 	waitFor(t, 20*time.Second, "result", func() bool { return storedResults(t, js)["long-1"] == 1 })
@@ -501,8 +455,8 @@ func TestLongJobIsNotRedelivered(t *testing.T) {
 	if res.Attempt != 1 {
 		t.Fatalf("attempt %d: the job was redelivered", res.Attempt)
 	}
-	if sc.calls.Load() != 1 || w.obs.get(func(c *counter) int { return c.redelivered }) != 0 {
-		t.Fatalf("scorer calls %d; %v", sc.calls.Load(), w.obs)
+	if sc.Calls.Load() != 1 || w.obs.get(func(c *counter) int { return c.redelivered }) != 0 {
+		t.Fatalf("scorer calls %d; %v", sc.Calls.Load(), w.obs)
 	}
 	cons, _ := js.Consumer(context.Background(), schemas.JobsStream, worker.ConsumerName("m"))
 	info, _ := cons.Info(context.Background())
@@ -627,12 +581,12 @@ func TestJobOutOfDeliveriesByCrashesIsAnswered(t *testing.T) {
 	// starts pulling only after the job's last delivery).
 	for attempt := 1; attempt <= 2; attempt++ {
 		hung := &slowScorer{}
-		hung.hang.Store(true)
+		hung.Hang.Store(true)
 		w := startWorker(t, ns, hung, cfg)
 		if attempt == 1 {
 			publishJob(t, js, makeJob("crasher", 3))
 		}
-		waitFor(t, 10*time.Second, fmt.Sprintf("delivery %d taken", attempt), func() bool { return hung.calls.Load() > 0 })
+		waitFor(t, 10*time.Second, fmt.Sprintf("delivery %d taken", attempt), func() bool { return hung.Calls.Load() > 0 })
 		w.nc.Close() // dies under the job
 	}
 	survivor := startWorker(t, ns, &slowScorer{}, cfg)
@@ -720,7 +674,7 @@ func TestGracefulShutdownUnderLoadLosesNothing(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	cfg := testConfig()
 	cfg.ShutdownGrace = 100 * time.Millisecond
-	sc := &slowScorer{delay: 300 * time.Millisecond}
+	sc := &slowScorer{Delay: 300 * time.Millisecond}
 	a := startWorker(t, ns, sc, cfg)
 	const n = 60
 	for i := range n {
@@ -729,7 +683,7 @@ func TestGracefulShutdownUnderLoadLosesNothing(t *testing.T) {
 	waitFor(t, 20*time.Second, "some results", func() bool { return len(storedResults(t, js)) >= 8 })
 	// Stop while a scorer call (300 ms, over the 100 ms grace) runs, not in
 	// the gap where finished jobs are still being acknowledged.
-	waitFor(t, 5*time.Second, "a job in inference", func() bool { return sc.active.Load() > 0 })
+	waitFor(t, 5*time.Second, "a job in inference", func() bool { return sc.Active.Load() > 0 })
 	a.stop(t)
 	abandoned := a.obs.get(func(c *counter) int { return c.outcomes[worker.OutcomeAbandoned] })
 	if abandoned == 0 {
@@ -798,7 +752,7 @@ func TestBacklogIsReported(t *testing.T) {
 	cfg := testConfig()
 	cfg.Concurrency = 1
 	cfg.BacklogInterval = 50 * time.Millisecond
-	w := startWorker(t, ns, &slowScorer{delay: 300 * time.Millisecond}, cfg)
+	w := startWorker(t, ns, &slowScorer{Delay: 300 * time.Millisecond}, cfg)
 	for i := range 6 {
 		publishJob(t, js, makeJob(fmt.Sprintf("backlog-%d", i), 2))
 	}

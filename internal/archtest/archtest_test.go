@@ -26,6 +26,7 @@ var allowed = map[string][]string{
 	"internal/proc":            {},
 	"pipeline/sched":           {"schemas"},
 	"pipeline/paircache":       {"model/wordpiece"},
+	"pipeline/pipelinetest":    {"model", "model/wordpiece", "internal/onnxpb"},
 	"sharedcache":              {"pipeline/paircache", "model/wordpiece"},
 	"pipeline":                 {"schemas", "inject", "model", "model/wordpiece", "pipeline/sched", "pipeline/paircache", "internal/onnxpb"},
 	"worker":                   {"schemas"},
