@@ -211,6 +211,9 @@ func provision(ctx context.Context, js jetstream.JetStream, models []string, c C
 // moment later succeeds.
 const provisionAttempt = 5 * time.Second
 
+// backlogRead bounds one read of a consumer's backlog (Config.BacklogInterval).
+const backlogRead = 5 * time.Second
+
 // provisionRetrying runs Provision, one request at a time under its own
 // timeout, retrying transient failures with backoff until ctx ends. An error
 // the server gives for the definition itself (400, other than a concurrent

@@ -189,7 +189,7 @@ func (w *Worker) reportBacklog(ctx context.Context, sources []*source) {
 				lanes[k] = b
 				order = append(order, k)
 			}
-			ictx, cancel := context.WithTimeout(ctx, provisionAttempt)
+			ictx, cancel := context.WithTimeout(ctx, backlogRead)
 			info, err := src.cons.Info(ictx)
 			cancel()
 			if err != nil {

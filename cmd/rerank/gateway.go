@@ -125,6 +125,17 @@ func connectGatewayNATS(url string, opts []nats.Option) (*nats.Conn, error) {
 	return nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1))...)
 }
 
+// connectedGauge reads rerank_nats_connected from *nc: 1 while it is
+// connected, 0 before it is set and while it is down.
+func connectedGauge(nc **nats.Conn) func() float64 {
+	return func() float64 {
+		if c := *nc; c != nil && c.IsConnected() {
+			return 1
+		}
+		return 0
+	}
+}
+
 // connected is gateway.ErrUnavailable unless the connection is up.
 func (q *natsQueue) connected() error {
 	if st := q.nc.Status(); st != nats.CONNECTED {
@@ -384,12 +395,7 @@ func cmdGateway(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		return fmt.Errorf("connecting to NATS at %s: %w", redact(nf.url), err)
 	}
 	defer nc.Close()
-	reg := metrics.NewRegistry(func() float64 {
-		if nc.IsConnected() {
-			return 1
-		}
-		return 0
-	})
+	reg := metrics.NewRegistry(connectedGauge(&nc))
 	registerBuildInfo(reg)
 	cfg.Metrics = metrics.Handler(reg)
 	srv, err := startGateway(ctx, nc, cfg, *provision, *replicas, *partitions, metrics.NewGateway(reg), log)

@@ -349,12 +349,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 
 	var nc *nats.Conn // set below; the metrics read its state
-	met := metrics.New(func() float64 {
-		if nc != nil && nc.IsConnected() {
-			return 1
-		}
-		return 0
-	})
+	met := metrics.New(connectedGauge(&nc))
 	registerBuildInfo(met.Registry)
 
 	url := nf.url
