@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,186 +17,12 @@ import (
 	"github.com/rerank/rerank/gateway"
 	"github.com/rerank/rerank/internal/natsembed"
 	"github.com/rerank/rerank/metrics"
-	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/pipeline"
 	"github.com/rerank/rerank/pipeline/paircache"
 	"github.com/rerank/rerank/schemas"
 	"github.com/rerank/rerank/sharedcache"
 	"github.com/rerank/rerank/worker"
 )
-
-// natsFlags are the connection flags shared by serve and submit.
-type natsFlags struct {
-	url, creds, nkey, tlsCA, tlsCert, tlsKey, inbox string
-}
-
-func (n *natsFlags) register(fsDefaultURL string, add func(p *string, name, value, usage string)) {
-	add(&n.url, "nats-url", fsDefaultURL, "NATS server URLs, comma-separated (user:password@ allowed)")
-	add(&n.creds, "nats-creds", "", "NATS credentials file (JWT + NKEY seed)")
-	add(&n.nkey, "nats-nkey", "", "NATS NKEY seed file")
-	add(&n.tlsCA, "tls-ca", "", "CA certificate file to verify the NATS server")
-	add(&n.tlsCert, "tls-cert", "", "client certificate file for TLS")
-	add(&n.tlsKey, "tls-key", "", "client key file for TLS")
-	add(&n.inbox, "nats-inbox-prefix", "", "prefix of this process's reply subjects (JetStream API answers, pulled jobs), e.g. _INBOX_search: grant each NATS user only its own (deploy/nats/accounts.conf) so that nobody reads another's jobs in flight (empty: NATS's _INBOX)")
-}
-
-func (n *natsFlags) options(name string, log *slog.Logger) ([]nats.Option, error) {
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil: we closed it ourselves
-				log.Warn("NATS disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted())
-		}),
-		nats.ClosedHandler(func(*nats.Conn) { log.Info("NATS connection closed") }),
-	}
-	if n.inbox != "" {
-		if strings.ContainsAny(n.inbox, "*> \t\r\n") || strings.HasSuffix(n.inbox, ".") || strings.HasPrefix(n.inbox, ".") || strings.Contains(n.inbox, "..") {
-			return nil, fmt.Errorf("--nats-inbox-prefix %q: a subject without wildcards, spaces or empty tokens", n.inbox)
-		}
-		opts = append(opts, nats.CustomInboxPrefix(n.inbox))
-	}
-	if n.creds != "" {
-		opts = append(opts, nats.UserCredentials(n.creds))
-	}
-	if n.nkey != "" {
-		o, err := nats.NkeyOptionFromSeed(n.nkey)
-		if err != nil {
-			return nil, fmt.Errorf("reading NKEY seed %s: %w", n.nkey, err)
-		}
-		opts = append(opts, o)
-	}
-	if n.tlsCA != "" {
-		opts = append(opts, nats.RootCAs(n.tlsCA))
-	}
-	if n.tlsCert != "" || n.tlsKey != "" {
-		if n.tlsCert == "" || n.tlsKey == "" {
-			return nil, fmt.Errorf("--tls-cert and --tls-key go together")
-		}
-		opts = append(opts, nats.ClientCert(n.tlsCert, n.tlsKey))
-	}
-	return opts, nil
-}
-
-// serviceFlags are the flags every long-running command (serve, gateway)
-// has: logging.
-type serviceFlags struct {
-	logFormat, logLevel string
-}
-
-func (f *serviceFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-}
-
-// start parses args and returns the command's logger (errHelp after
-// --help or --print-config).
-func (f *serviceFlags) start(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (*slog.Logger, error) {
-	if err := parse(fs, args, stdout); err != nil {
-		return nil, err
-	}
-	log, err := newLogger(f.logFormat, f.logLevel, stderr)
-	if err != nil {
-		return nil, &exitError{2, err}
-	}
-	log.Info("rerank "+fs.Name()+" starting", buildAttrs()...)
-	return log, nil
-}
-
-func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("parsing --log-level %q: %w", level, err)
-	}
-	o := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, o)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, o)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want json or text", format)
-}
-
-// modelFlags are the inference flags shared by serve and run.
-type modelFlags struct {
-	models                   multiFlag
-	ortLib, device, spin     string
-	intraOp, interOp, runs   int
-	maxBatch, maxBatchTokens int
-	maxBatchCells            int
-	loadAsIs                 bool
-}
-
-func (m *modelFlags) register(fs *flag.FlagSet) {
-	fs.Var(&m.models, "model", "model to serve, NAME=DIR or DIR (repeatable; default: the demo model as \"demo\")")
-	m.registerRuntime(fs)
-}
-
-// registerRuntime registers the ONNX Runtime flags without --model (for
-// commands that name their models otherwise).
-func (m *modelFlags) registerRuntime(fs *flag.FlagSet) {
-	fs.StringVar(&m.ortLib, "ort-lib", "", "path of libonnxruntime.so (default $ONNXRUNTIME_LIB, else .cache/onnxruntime/"+model.ORTVersion+"/ under the working directory, the binary's directory, or a parent of either)")
-	fs.StringVar(&m.device, "device", "cpu", "execution device: cpu, cuda or cuda:N")
-	fs.IntVar(&m.intraOp, "intra-op-threads", 0, "ONNX Runtime threads per run (0: the CPUs this process may use, honouring a container's CPU quota, divided between the models)")
-	fs.StringVar(&m.spin, "intra-op-spin", "auto", "ONNX Runtime threads spin while idle: on, off, or auto (on, unless the models' threads together exceed the CPUs)")
-	fs.IntVar(&m.interOp, "inter-op-threads", 1, "ONNX Runtime threads across graph branches")
-	fs.IntVar(&m.runs, "concurrent-runs", 1, "ONNX Runtime runs in flight per model")
-	fs.IntVar(&m.maxBatch, "max-batch-size", 0, fmt.Sprintf("pairs per inference batch (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchSize, model.DefaultCUDAMaxBatchSize))
-	fs.IntVar(&m.maxBatchTokens, "max-batch-tokens", 0, fmt.Sprintf("batch size × longest sequence per inference batch (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchTokens, model.DefaultCUDAMaxBatchTokens))
-	fs.BoolVar(&m.loadAsIs, "load-as-is", false, "hand ONNX Runtime the model files as they are: weights read into memory, no fused LayerNormalizations (by default weights are mapped from the files, which must then never be rewritten in place)")
-	fs.IntVar(&m.maxBatchCells, "max-batch-cells", 0, fmt.Sprintf("batch size × longest sequence² per inference batch, bounds attention memory (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchCells, model.DefaultCUDAMaxBatchCells))
-}
-
-// options are the model options for n models: unless set, the intra-op
-// threads are the process's CPUs divided between the models (each session
-// has its own pool), and spinning is off when the sessions' threads
-// together exceed the CPUs.
-func (m *modelFlags) options(n int) (model.Options, error) {
-	dev, err := model.ParseDevice(m.device)
-	if err != nil {
-		return model.Options{}, err
-	}
-	intra := m.intraOp
-	if intra <= 0 {
-		intra = max(1, runtime.GOMAXPROCS(0)/max(n, 1))
-	}
-	var spin *bool
-	switch m.spin {
-	case "on":
-		spin = new(true)
-	case "off":
-		spin = new(false)
-	case "auto", "":
-		// Spinning threads of several sessions that share the CPUs take
-		// turns away from each other: off when they oversubscribe them.
-		if intra*max(n, 1) > runtime.GOMAXPROCS(0) {
-			spin = new(false)
-		}
-	default:
-		return model.Options{}, fmt.Errorf("--intra-op-spin %q: want on, off or auto", m.spin)
-	}
-	return model.Options{Device: dev, IntraOpThreads: intra, InterOpThreads: m.interOp, Spin: spin,
-		ConcurrentRuns: m.runs, MaxBatchSize: m.maxBatch, MaxBatchTokens: m.maxBatchTokens, MaxBatchCells: m.maxBatchCells, LoadAsIs: m.loadAsIs}, nil
-}
-
-func (m *modelFlags) load() (*loadedModels, error) {
-	specs, err := parseModelSpecs(m.models.values)
-	if err != nil {
-		return nil, err
-	}
-	opts, err := m.options(len(specs))
-	if err != nil {
-		return nil, err
-	}
-	return loadModels(m.ortLib, specs, opts)
-}
 
 func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", "[flags]", stderr)
