@@ -77,7 +77,7 @@ $(DEMO_MODEL)/model.onnx: | $(BIN) $(TOKENIZER)
 # its built-in job; rewritten when the quantizer changes).
 DEMO_INT8 := $(CACHE)/models/demo-int8
 demo-int8: $(DEMO_INT8)/model.onnx
-$(DEMO_INT8)/model.onnx: $(DEMO_MODEL)/model.onnx $(filter-out %_test.go,$(wildcard model/quantize/*.go model/quantize/calibrate/*.go)) | $(BIN)
+$(DEMO_INT8)/model.onnx: $(DEMO_MODEL)/model.onnx $(filter-out %_test.go,$(wildcard model/quantize/*.go pipeline/calibrate/*.go)) | $(BIN)
 	@rm -rf $(DEMO_INT8)
 	@$(BIN) quantize --in $(DEMO_MODEL) --out $(DEMO_INT8) --check-candidates 0 >/dev/null && echo "int8 model: $(DEMO_INT8)"
 

@@ -11,6 +11,6 @@
 // numbers, to read a graph's interface without loading it) and model/wordpiece
 // (Hugging Face-exact BERT WordPiece tokenization, pure Go). The subpackage
 // testmodel writes the random-weight models that tests and demos use;
-// quantize writes int8 copies of model directories, and quantize/calibrate
-// measures the activation ranges they need.
+// quantize writes int8 copies of model directories (pipeline/calibrate
+// measures the activation ranges they need).
 package model

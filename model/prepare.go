@@ -83,8 +83,8 @@ func prepareGraph(file string, data []byte, mapWeights, fuse bool) ([]byte, prep
 	var imports []byte
 	if st.fused > 0 {
 		opsets, _ := onnxpb.OpsetImports(top) // a malformed one is onnxruntime's to report
-		if _, ok := opsets[msDomain]; !ok {
-			imports = onnxpb.AppendOpsetImport(nil, msDomain, 1)
+		if _, ok := opsets[onnxpb.DomainMicrosoft]; !ok {
+			imports = onnxpb.AppendOpsetImport(nil, onnxpb.DomainMicrosoft, 1)
 		}
 	}
 	size := len(data) + len(imports)
@@ -101,8 +101,6 @@ func prepareGraph(file string, data []byte, mapWeights, fuse bool) ([]byte, prep
 	}
 	return append(out, imports...), st, nil
 }
-
-const msDomain = "com.microsoft"
 
 // prepareNodes rewrites one GraphProto whose bytes start at offset at of
 // the file; changed is false (and the graph nil) when nothing in it
@@ -130,7 +128,7 @@ func prepareNodes(graph []byte, at int, location string, mapWeights, fuse bool, 
 		case fused[i].norm != nil:
 			add, ln := fused[i].add, fused[i].norm
 			name := onnxpb.FreshName(names, ln.Name+"_skip")
-			edits[i] = onnxpb.AppendBytes(nil, onnxpb.GraphNode, onnxpb.EncodeNode(msDomain, name, "SkipLayerNormalization",
+			edits[i] = onnxpb.AppendBytes(nil, onnxpb.GraphNode, onnxpb.EncodeNode(onnxpb.DomainMicrosoft, name, "SkipLayerNormalization",
 				[]string{add.Inputs[0], add.Inputs[1], ln.Inputs[1], ln.Inputs[2]}, ln.Outputs[:1],
 				onnxpb.FloatAttr("epsilon", ln.AttrFloat("epsilon", 1e-5))))
 			st.fused++
@@ -270,10 +268,10 @@ func residualNorms(gf []onnxpb.Field) (skip map[int]bool, fused map[int]residual
 	isNorm := func(v string) bool { // a norm's normalized output, not its mean or deviation
 		p, ok := producer[v]
 		return ok && p.node.Outputs[0] == v &&
-			(std(p.node) && p.node.OpType == "LayerNormalization" || p.node.Domain == msDomain && p.node.OpType == "SkipLayerNormalization")
+			(std(p.node) && p.node.OpType == "LayerNormalization" || p.node.Domain == onnxpb.DomainMicrosoft && p.node.OpType == "SkipLayerNormalization")
 	}
 	product := func(n *onnxpb.Node) bool { // fp32 or integer
-		return std(n) && n.OpType == "MatMul" || n.Domain == msDomain && (n.OpType == "MatMulIntegerToFloat" || n.OpType == "DynamicQuantizeMatMul")
+		return std(n) && n.OpType == "MatMul" || n.Domain == onnxpb.DomainMicrosoft && (n.OpType == "MatMulIntegerToFloat" || n.OpType == "DynamicQuantizeMatMul")
 	}
 	isDense := func(v string) bool {
 		p, ok := producer[v]

@@ -11,7 +11,7 @@ import (
 	"github.com/rerank/rerank/eval"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/quantize"
-	"github.com/rerank/rerank/model/quantize/calibrate"
+	"github.com/rerank/rerank/pipeline/calibrate"
 )
 
 // TestQuantizedModelServes: `rerank quantize`'s output loads like any model

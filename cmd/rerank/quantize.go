@@ -14,8 +14,8 @@ import (
 	"github.com/rerank/rerank/eval"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/quantize"
-	"github.com/rerank/rerank/model/quantize/calibrate"
 	"github.com/rerank/rerank/pipeline"
+	"github.com/rerank/rerank/pipeline/calibrate"
 	"github.com/rerank/rerank/schemas"
 )
 

@@ -519,6 +519,10 @@ func (v *ValueInfo) parseShape(b []byte) error {
 	return errors.Join(errs...)
 }
 
+// DomainMicrosoft is the operator domain of ONNX Runtime's contrib
+// operators (SkipLayerNormalization, QAttention, MatMulIntegerToFloat…).
+const DomainMicrosoft = "com.microsoft"
+
 // DefaultDomain reports whether n is an operator of the default ONNX
 // domain ("" or "ai.onnx").
 func (n *Node) DefaultDomain() bool { return n.Domain == "" || n.Domain == "ai.onnx" }

@@ -10,7 +10,7 @@
 // smoothing and bias correction from the same calibration) or per run's
 // tensor at run time (PerBatch: onnxruntime's quantize_dynamic form,
 // DynamicQuantizeMatMul). Observe writes the calibration graph;
-// model/quantize/calibrate runs it.
+// pipeline/calibrate runs it.
 //
 // Each self-attention block in the form BERT exports take becomes one
 // com.microsoft QAttention (attention.go): the query, key and value

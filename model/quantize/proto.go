@@ -11,8 +11,6 @@ import (
 	"github.com/rerank/rerank/internal/onnxpb"
 )
 
-const domainMicrosoft = "com.microsoft"
-
 // ErrMalformed reports an input that is not a well-formed ONNX model.
 var ErrMalformed = errors.New("malformed ONNX model")
 

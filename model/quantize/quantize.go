@@ -23,7 +23,7 @@ func Graph(model []byte, opts Options) ([]byte, Report, error) {
 	}
 	out := m.with(graph)
 	if microsoft && !m.hasMicrosoft {
-		out = onnxpb.AppendOpsetImport(out, domainMicrosoft, 1)
+		out = onnxpb.AppendOpsetImport(out, onnxpb.DomainMicrosoft, 1)
 	}
 	return out, rep, nil
 }
@@ -100,7 +100,7 @@ func parseModel(model []byte) (*modelProto, error) {
 			opset = -1
 		}
 	}
-	_, m.hasMicrosoft = imports[domainMicrosoft]
+	_, m.hasMicrosoft = imports[onnxpb.DomainMicrosoft]
 	if m.graphAt < 0 {
 		return nil, fmt.Errorf("%w: no graph", ErrMalformed)
 	}

@@ -198,7 +198,7 @@ func TestGraphQuantizesTheEncoderAndKeepsTheHead(t *testing.T) {
 			// No float weight of a quantized node is left; int8 weights with
 			// one scale per output column take their place.
 			for _, n := range nodes {
-				if n.domain != domainMicrosoft {
+				if n.domain != onnxpb.DomainMicrosoft {
 					continue
 				}
 				wq := inits[n.inputs[1]]
@@ -489,7 +489,7 @@ func TestGemmWithTransposedWeight(t *testing.T) {
 		t.Fatal("the stored weight is not the transposed, quantized weight")
 	}
 	// An opset model of the microsoft domain gets one opset import.
-	if c := bytes.Count(out, []byte(domainMicrosoft)); c < 2 {
+	if c := bytes.Count(out, []byte(onnxpb.DomainMicrosoft)); c < 2 {
 		t.Fatalf("com.microsoft appears %d times", c)
 	}
 }

@@ -230,7 +230,7 @@ func (r *rewriter) emit(raw []byte, inputs []string) {
 
 // add writes a new node in domain ("": the default) and emits it.
 func (r *rewriter) add(domain, name, op string, inputs, outputs []string, attrs ...[]byte) {
-	r.microsoft = r.microsoft || domain == domainMicrosoft
+	r.microsoft = r.microsoft || domain == onnxpb.DomainMicrosoft
 	r.emit(onnxpb.EncodeNode(domain, name, op, inputs, outputs, attrs...), inputs)
 }
 
@@ -373,14 +373,14 @@ func (r *rewriter) quantize(n *node, w *tensor, biasAdd *node, shared bool) erro
 	}
 	x := n.inputs[0]
 	if r.opts.Activations == PerBatch && !shared {
-		r.add(domainMicrosoft, r.fresh(n.name+"_quant"), "DynamicQuantizeMatMul",
+		r.add(onnxpb.DomainMicrosoft, r.fresh(n.name+"_quant"), "DynamicQuantizeMatMul",
 			[]string{x, wqName, wsName, wzName, bias}, []string{y})
 	} else {
 		q, err := r.input(x, n.name)
 		if err != nil {
 			return err
 		}
-		r.add(domainMicrosoft, r.fresh(n.name+"_quant"), "MatMulIntegerToFloat",
+		r.add(onnxpb.DomainMicrosoft, r.fresh(n.name+"_quant"), "MatMulIntegerToFloat",
 			[]string{q[0], wqName, q[1], wsName, q[2], wzName, bias}, []string{y})
 	}
 	if after != nil {
@@ -546,7 +546,7 @@ func (r *rewriter) attention(a attention, nodes []*node, weights []*tensor) erro
 			r.add("", r.fresh(a.mask+"_Cast_int32"), "Cast", []string{a.mask}, []string{mask}, intAttr("to", onnxpb.DataTypeInt32))
 		}
 	}
-	r.add(domainMicrosoft, r.fresh(base+"_QAttention"), "QAttention",
+	r.add(onnxpb.DomainMicrosoft, r.fresh(base+"_QAttention"), "QAttention",
 		[]string{x[0], wqName, bName, x[1], wsName, mask, x[2], wzName}, []string{a.out}, intAttr("num_heads", a.heads))
 	r.rep.Attentions++
 	return nil

@@ -11,7 +11,7 @@ import (
 	"github.com/rerank/rerank/internal/testfixture"
 	"github.com/rerank/rerank/model"
 	"github.com/rerank/rerank/model/quantize"
-	"github.com/rerank/rerank/model/quantize/calibrate"
+	"github.com/rerank/rerank/pipeline/calibrate"
 )
 
 func TestMain(m *testing.M) {

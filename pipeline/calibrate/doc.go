@@ -6,5 +6,6 @@
 // it, one pair per run.
 //
 // It owns the calibration run only, and may import schemas, inject, model,
-// model/quantize and pipeline.
+// model/quantize and pipeline: it lives beside the pipeline it drives, so
+// that model/ never points up at it.
 package calibrate
