@@ -386,10 +386,13 @@ func (m *Model) Score(ctx context.Context, pairs []wordpiece.Pair) ([]float32, S
 
 // Plan returns the batches (lists of indices into encs) Score would run.
 func (m *Model) Plan(encs []wordpiece.Encoding) [][]int {
-	return planBatches(encs, m.opts.MaxBatchSize, m.opts.MaxBatchTokens, m.opts.MaxBatchCells, !m.opts.NoLengthSort)
+	return planBatches(encs, m.opts.MaxBatchSize, m.opts.MaxBatchTokens, m.opts.MaxBatchCells, m.opts.MaxBatchPadding, !m.opts.NoLengthSort)
 }
 
-func planBatches(encs []wordpiece.Encoding, maxBatch, maxTokens, maxCells int, sortByLength bool) [][]int {
+// planBatches cuts encs, sorted by length unless told not to, into runs
+// within the bounds; maxPadding (padded ÷ real tokens of a run) applies
+// when positive.
+func planBatches(encs []wordpiece.Encoding, maxBatch, maxTokens, maxCells int, maxPadding float64, sortByLength bool) [][]int {
 	order := make([]int, len(encs))
 	for i := range order {
 		order[i] = i
@@ -399,16 +402,18 @@ func planBatches(encs []wordpiece.Encoding, maxBatch, maxTokens, maxCells int, s
 	}
 	var batches [][]int
 	var cur []int
-	longest := 0
+	longest, real := 0, 0
 	for _, i := range order {
 		n := len(encs[i].IDs)
 		l := max(longest, n)
-		if len(cur) > 0 && (len(cur)+1 > maxBatch || (len(cur)+1)*l > maxTokens || (len(cur)+1)*l*l > maxCells) {
+		padded := sortByLength && maxPadding > 0 && float64((len(cur)+1)*l) > maxPadding*float64(real+n)
+		if len(cur) > 0 && (len(cur)+1 > maxBatch || (len(cur)+1)*l > maxTokens || (len(cur)+1)*l*l > maxCells || padded) {
 			batches = append(batches, cur)
-			cur, l = nil, n
+			cur, l, real = nil, n, 0
 		}
 		cur = append(cur, i)
 		longest = l
+		real += n
 	}
 	if len(cur) > 0 {
 		batches = append(batches, cur)

@@ -99,7 +99,7 @@ func mixedPairs(n int, seed uint64) []wordpiece.Pair {
 func TestScoresIndependentOfBatching(t *testing.T) {
 	pairs := mixedPairs(40, 1)
 	ctx := context.Background()
-	big := load(t, model.Options{MaxBatchSize: 64, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30})
+	big := load(t, model.Options{MaxBatchSize: 64, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30, MaxBatchPadding: -1})
 	all, st, err := big.Score(ctx, pairs)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func TestScoresIndependentOfBatching(t *testing.T) {
 	if st.Batches != 1 || st.Pairs != 40 {
 		t.Fatalf("one big batch expected, got %+v", st)
 	}
-	small := load(t, model.Options{MaxBatchSize: 7, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30})
+	small := load(t, model.Options{MaxBatchSize: 7, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30, MaxBatchPadding: -1})
 	// Shuffled, in batches of 7.
 	perm := rand.New(rand.NewPCG(2, 3)).Perm(len(pairs))
 	shuffled := make([]wordpiece.Pair, len(pairs))
@@ -575,6 +575,48 @@ func TestPreparedGraphScoresTheSame(t *testing.T) {
 			if opts.LoadAsIs && c[i] != b[i] || math.Abs(float64(c[i]-b[i])) > 1e-5 {
 				t.Fatalf("%+v, pair %d: %v from external data, %v from the file", opts, i, c[i], b[i])
 			}
+		}
+	}
+}
+
+// On CPU a call's pairs, sorted by length, are cut into runs of like
+// lengths: no run pads more than MaxBatchPadding (1.25 by default) unless
+// it is one pair; off, runs are cut by size alone.
+func TestPlanBoundsPadding(t *testing.T) {
+	pairs := mixedPairs(64, 9)
+	for _, tc := range []struct {
+		name    string
+		opts    model.Options
+		maxPad  float64
+		maxRuns int
+	}{
+		{"default", model.Options{}, model.DefaultMaxBatchPadding, 64},
+		{"tighter", model.Options{MaxBatchPadding: 1.05}, 1.05, 64},
+		{"off", model.Options{MaxBatchPadding: -1, MaxBatchTokens: 1 << 20, MaxBatchCells: 1 << 30}, 0, 4},
+	} {
+		m := load(t, tc.opts)
+		encs, err := m.Tokenize(pairs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := m.Plan(encs)
+		seen := 0
+		for _, run := range plan {
+			longest, real := 0, 0
+			for _, i := range run {
+				longest = max(longest, len(encs[i].IDs))
+				real += len(encs[i].IDs)
+			}
+			seen += len(run)
+			if pad := float64(len(run)*longest) / float64(real); tc.maxPad > 0 && len(run) > 1 && pad > tc.maxPad {
+				t.Errorf("%s: a run of %d pairs pads %.3f, over %.2f", tc.name, len(run), pad, tc.maxPad)
+			}
+		}
+		if seen != len(pairs) || len(plan) > tc.maxRuns {
+			t.Errorf("%s: %d runs holding %d pairs", tc.name, len(plan), seen)
+		}
+		if tc.maxPad == 0 && len(plan) != 4 {
+			t.Errorf("off: %d runs of 64 pairs, want 4 of 16", len(plan))
 		}
 	}
 }

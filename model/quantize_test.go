@@ -67,8 +67,8 @@ func testQuantizedModelServes(t *testing.T, rt *model.Runtime, tiny string, acts
 	if err != nil {
 		t.Fatal(err)
 	}
-	if perBatch && st.Batches != 40 || !perBatch && st.Batches > 4 {
-		t.Fatalf("%d runs for 40 pairs (per batch: one each; static: batches of 16)", st.Batches)
+	if perBatch && st.Batches != 40 || !perBatch && st.Batches >= 20 {
+		t.Fatalf("%d runs for 40 pairs (per batch: one each; static: batches of up to 16 like lengths)", st.Batches)
 	}
 	var maxDiff, spread float64
 	for i := range got {

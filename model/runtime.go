@@ -183,6 +183,14 @@ type Options struct {
 	// default 524,288 on CPU (8 pairs of 256 tokens, 2 of 512), 8,388,608
 	// on CUDA (32 pairs of 512).
 	MaxBatchCells int
+	// MaxBatchPadding bounds one run's padded tokens ÷ its real tokens:
+	// the pairs of one scoring call, sorted by length, are cut into a new
+	// run where the next pair would push the run past it. A CPU run costs
+	// what its padded tokens cost and little per run, so a call that mixes
+	// short and long pairs (several small jobs' pairs) is cheaper as a few
+	// runs of like lengths. Default 1.25 on CPU; off on CUDA, where a run's
+	// size matters more than its padding; negative: off.
+	MaxBatchPadding float64
 	// NoLengthSort pads batches in arrival order (benchmarks only).
 	NoLengthSort bool
 	// ModelFile, when set, is the ONNX graph to load instead of the
@@ -201,9 +209,10 @@ type Options struct {
 // Default batch limits on CPU, where a worker's memory matters more than
 // batch size (throughput is flat beyond a few pairs, BENCHMARKS.md) …
 const (
-	DefaultMaxBatchSize   = 16
-	DefaultMaxBatchTokens = 4096
-	DefaultMaxBatchCells  = 1 << 19
+	DefaultMaxBatchSize    = 16
+	DefaultMaxBatchTokens  = 4096
+	DefaultMaxBatchCells   = 1 << 19
+	DefaultMaxBatchPadding = 1.25
 )
 
 // … and on CUDA, where per-run overhead makes large batches pay.
@@ -240,6 +249,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxBatchCells <= 0 {
 		o.MaxBatchCells = cells
+	}
+	if o.MaxBatchPadding == 0 && !o.Device.CUDA {
+		o.MaxBatchPadding = DefaultMaxBatchPadding
 	}
 	return o
 }

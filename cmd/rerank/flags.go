@@ -234,6 +234,7 @@ type modelFlags struct {
 	intraOp, interOp, runs   int
 	maxBatch, maxBatchTokens int
 	maxBatchCells            int
+	maxBatchPadding          float64
 	loadAsIs                 bool
 }
 
@@ -255,6 +256,7 @@ func (m *modelFlags) registerRuntime(fs *flag.FlagSet) {
 	fs.IntVar(&m.maxBatchTokens, "max-batch-tokens", 0, fmt.Sprintf("batch size × longest sequence per inference batch (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchTokens, model.DefaultCUDAMaxBatchTokens))
 	fs.BoolVar(&m.loadAsIs, "load-as-is", false, "hand ONNX Runtime the model files as they are: weights read into memory, no fused LayerNormalizations (by default weights are mapped from the files, which must then never be rewritten in place)")
 	fs.IntVar(&m.maxBatchCells, "max-batch-cells", 0, fmt.Sprintf("batch size × longest sequence² per inference batch, bounds attention memory (0: %d on cpu, %d on cuda)", model.DefaultMaxBatchCells, model.DefaultCUDAMaxBatchCells))
+	fs.Float64Var(&m.maxBatchPadding, "max-batch-padding", 0, fmt.Sprintf("padded ÷ real tokens of one inference batch: a scoring call's pairs, sorted by length, are cut into batches of like lengths (0: %g on cpu, off on cuda; negative: off)", model.DefaultMaxBatchPadding))
 }
 
 // options are the model options for n models: unless set, the intra-op
@@ -286,7 +288,8 @@ func (m *modelFlags) options(n int) (model.Options, error) {
 		return model.Options{}, fmt.Errorf("--intra-op-spin %q: want on, off or auto", m.spin)
 	}
 	return model.Options{Device: dev, IntraOpThreads: intra, InterOpThreads: m.interOp, Spin: spin,
-		ConcurrentRuns: m.runs, MaxBatchSize: m.maxBatch, MaxBatchTokens: m.maxBatchTokens, MaxBatchCells: m.maxBatchCells, LoadAsIs: m.loadAsIs}, nil
+		ConcurrentRuns: m.runs, MaxBatchSize: m.maxBatch, MaxBatchTokens: m.maxBatchTokens, MaxBatchCells: m.maxBatchCells,
+		MaxBatchPadding: m.maxBatchPadding, LoadAsIs: m.loadAsIs}, nil
 }
 
 func (m *modelFlags) load() (*loadedModels, error) {
