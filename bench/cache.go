@@ -155,24 +155,13 @@ func benchCache(ctx context.Context, c config, m *model.Model, r *rand.Rand) err
 				return nil
 			})
 		}
-		var ratios []float64
-		for run := range c.runs {
-			var on, off float64
-			var err error
-			if run%2 == 0 {
-				if on, err = rate(true); err == nil {
-					off, err = rate(false)
-				}
-			} else if off, err = rate(false); err == nil {
-				on, err = rate(true)
-			}
-			if err != nil {
-				return err
-			}
-			if tc.repeat == 0 {
-				ratios = append(ratios, off/on)
-			} else {
-				ratios = append(ratios, on/off)
+		ratios, err := onOff(c.runs, rate)
+		if err != nil {
+			return err
+		}
+		if tc.repeat == 0 { // the slowdown: off ÷ on
+			for i := range ratios {
+				ratios[i] = 1 / ratios[i]
 			}
 		}
 		line(tc.name, median(ratios), "×")
@@ -323,21 +312,9 @@ func sharedCacheRun(ctx context.Context, c config, m *model.Model, r *rand.Rand,
 			return nil
 		})
 	}
-	var ratios []float64
-	for run := range c.runs {
-		var on, off float64
-		var err error
-		if run%2 == 0 {
-			if on, err = rate(true); err == nil {
-				off, err = rate(false)
-			}
-		} else if off, err = rate(false); err == nil {
-			on, err = rate(true)
-		}
-		if err != nil {
-			return err
-		}
-		ratios = append(ratios, on/off)
+	ratios, err := onOff(c.runs, rate)
+	if err != nil {
+		return err
 	}
 	line(name, median(ratios), "×")
 	fmt.Printf("# %s: 2 workers, %d jobs, %d pairs, %.0f%% of them repeats (%s); taken from a cache: %.0f%% with the shared tier, %.0f%% with process caches only\n",
@@ -351,4 +328,26 @@ func sharedCacheRun(ctx context.Context, c config, m *model.Model, r *rand.Rand,
 			name, lookups[n/2], lookups[n*95/100], n)
 	}
 	return nil
+}
+
+// onOff measures rate with the feature on and off, runs times, the order
+// alternating from run to run, and returns each run's on ÷ off.
+func onOff(runs int, rate func(on bool) (float64, error)) ([]float64, error) {
+	var ratios []float64
+	for run := range runs {
+		var on, off float64
+		var err error
+		if run%2 == 0 {
+			if on, err = rate(true); err == nil {
+				off, err = rate(false)
+			}
+		} else if off, err = rate(false); err == nil {
+			on, err = rate(true)
+		}
+		if err != nil {
+			return nil, err
+		}
+		ratios = append(ratios, on/off)
+	}
+	return ratios, nil
 }

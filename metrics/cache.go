@@ -18,14 +18,8 @@ type CacheStats struct {
 // rerank_score_cache_entries, rerank_score_cache_bytes and
 // rerank_score_cache_max_bytes.
 func RegisterCache(r *prometheus.Registry, stats func() CacheStats) {
-	counter := func(name, help string, v func(CacheStats) int64) {
-		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-			func() float64 { return float64(v(stats())) }))
-	}
-	gauge := func(name, help string, v func(CacheStats) int64) {
-		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
-			func() float64 { return float64(v(stats())) }))
-	}
+	counter := func(name, help string, v func(CacheStats) int64) { readAtScrape(r, true, name, help, stats, v) }
+	gauge := func(name, help string, v func(CacheStats) int64) { readAtScrape(r, false, name, help, stats, v) }
 	counter("rerank_score_cache_hits_total", "Pairs whose score the pair cache held.", func(s CacheStats) int64 { return s.Hits })
 	counter("rerank_score_cache_misses_total", "Pairs the pair cache did not hold (scored, or taken from another job scoring them).", func(s CacheStats) int64 { return s.Misses })
 	counter("rerank_score_cache_shared_total", "Pairs taken from another job scoring them at the same moment (single flight), not scored again.", func(s CacheStats) int64 { return s.Shared })
@@ -59,10 +53,7 @@ type SharedCacheStats struct {
 // and returns the observer of its lookups' latency
 // (rerank_score_cache_kv_lookup_seconds, one observation per job).
 func RegisterSharedCache(r *prometheus.Registry, stats func() SharedCacheStats) func(pairs, hits int, d time.Duration) {
-	counter := func(name, help string, v func(SharedCacheStats) int64) {
-		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-			func() float64 { return float64(v(stats())) }))
-	}
+	counter := func(name, help string, v func(SharedCacheStats) int64) { readAtScrape(r, true, name, help, stats, v) }
 	counter("rerank_score_cache_kv_lookups_total", "Pairs looked up in the shared bucket (those the process cache missed).", func(s SharedCacheStats) int64 { return s.Lookups })
 	counter("rerank_score_cache_kv_hits_total", "Pairs the shared bucket held: scored by some worker before, not scored here.", func(s SharedCacheStats) int64 { return s.Hits })
 	counter("rerank_score_cache_kv_skipped_total", "Pairs not looked up or not stored because the shared bucket was failing (backoff) or the connection down.", func(s SharedCacheStats) int64 { return s.Skipped })
@@ -73,4 +64,15 @@ func RegisterSharedCache(r *prometheus.Registry, stats func() SharedCacheStats) 
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1}})
 	r.MustRegister(h)
 	return func(_, _ int, d time.Duration) { h.Observe(d.Seconds()) }
+}
+
+// readAtScrape registers a counter (or gauge) whose value is v of stats,
+// read at each scrape.
+func readAtScrape[S any](r *prometheus.Registry, counter bool, name, help string, stats func() S, v func(S) int64) {
+	read := func() float64 { return float64(v(stats())) }
+	if counter {
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, read))
+		return
+	}
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, read))
 }

@@ -250,14 +250,9 @@ func TestCacheServesNoStaleScoreAfterSwap(t *testing.T) {
 	// New weights under the same name.
 	spec := testmodel.Tiny
 	spec.Seed += 7
-	f, err := os.Create(filepath.Join(dir, model.ModelFile))
-	if err != nil {
+	if err := testmodel.WriteONNXFile(filepath.Join(dir, model.ModelFile), spec); err != nil {
 		t.Fatal(err)
 	}
-	if err := testmodel.WriteONNX(f, spec); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
 	swapped, fresh := score(true), score(false)
 	if swapped.Cached != 0 || swapped.ModelDigest == before.ModelDigest || !same(swapped, fresh) || same(swapped, before) {
 		t.Fatalf("after swapping the weights: %d cached, digest %s (was %s), %+v; fresh %+v; before %+v",

@@ -160,14 +160,9 @@ func TestSharedPairCacheAcrossWorkers(t *testing.T) {
 	// New weights under the same name and directory.
 	spec := testmodel.Tiny
 	spec.Seed += 11
-	f, err := os.Create(filepath.Join(dir, model.ModelFile))
-	if err != nil {
+	if err := testmodel.WriteONNXFile(filepath.Join(dir, model.ModelFile), spec); err != nil {
 		t.Fatal(err)
 	}
-	if err := testmodel.WriteONNX(f, spec); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
 	w := worker("--score-cache-kv", "scores")
 	swapped := submit("swapped")
 	if swapped.Cached != 0 || swapped.ModelDigest == first.ModelDigest || same(swapped, first) {

@@ -143,6 +143,21 @@ func WriteONNX(w io.Writer, s Spec) error {
 	return nil
 }
 
+// WriteONNXFile writes the model.onnx bytes for s to the file path,
+// replacing it (new weights under a served model's name, for tests that
+// swap them).
+func WriteONNXFile(path string, s Spec) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("testmodel: %w", err)
+	}
+	if err := WriteONNX(f, s); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // Files written by WriteDir.
 const (
 	ModelFile           = "model.onnx"
