@@ -121,45 +121,16 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	// Load the model (or connect) before the long read of the collection,
 	// so that a wrong flag fails at once.
 	var reranker eval.Reranker
+	var closeReranker func()
 	if *local {
-		models, err := mf.load()
-		if err != nil {
-			return err
-		}
-		defer models.Close()
-		if len(models.served) != 1 {
-			return &exitError{2, fmt.Errorf("--local takes one model, got %d", len(models.served))}
-		}
-		pipe, err := pipeline.New(pipeline.Config{ConcurrentCalls: mf.runs}, models.served...)
-		if err != nil {
-			return err
-		}
-		defer pipe.Close()
-		name = models.served[0].Name
-		reranker = localReranker{pipe: pipe, model: name, timeout: *timeout}
+		reranker, name, closeReranker, err = localEvalReranker(mf, *timeout)
 	} else {
-		nopts, err := nf.options("rerank-eval", slog.New(slog.DiscardHandler))
-		if err != nil {
-			return &exitError{2, err}
-		}
-		nc, err := nats.Connect(nf.url, nopts...)
-		if err != nil {
-			return fmt.Errorf("connecting to NATS at %s: %w (is `rerank serve` running? or use --local)", redact(nf.url), err)
-		}
-		defer nc.Close()
-		lane, err := schemas.ParseLane(*laneFlag)
-		if err != nil {
-			return &exitError{2, err}
-		}
-		if err := checkServed(ctx, nc, name, lane); err != nil {
-			return fmt.Errorf("%w, or use --local", err)
-		}
-		c, err := client.New(nc, client.Options{Model: name, Lane: lane, Partitions: *partitions})
-		if err != nil {
-			return err
-		}
-		reranker = natsReranker{c: c, timeout: *timeout, gate: newQueueGate()}
+		reranker, closeReranker, err = natsEvalReranker(ctx, nf, name, *laneFlag, *partitions, *timeout)
 	}
+	if err != nil {
+		return err
+	}
+	defer closeReranker()
 
 	in, st, err := eval.Load(ctx, files, opts, status)
 	if err != nil {
@@ -179,38 +150,20 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 			st.Selected, st.Candidates, st.Collection.Kept, st.Collection.Lines, name))
 		runner.Progress = bar.Update
 	}
-	var outFile *os.File
-	if *out != "" {
-		outFile, err = os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".*.part")
+	var rep *eval.Report
+	err = writeAtomically(*out, func(w io.Writer) error {
+		runner.Out = w
+		rep, err = runner.Run(ctx, in)
+		if bar != nil {
+			bar.Finish()
+		}
 		if err != nil {
-			return err
+			return codedExit(err)
 		}
-		defer func() {
-			if outFile != nil {
-				outFile.Close()
-				os.Remove(outFile.Name())
-			}
-		}()
-		if err := outFile.Chmod(0o644); err != nil { // CreateTemp makes it 0600
-			return err
-		}
-		runner.Out = outFile
-	}
-	rep, err := runner.Run(ctx, in)
-	if bar != nil {
-		bar.Finish()
-	}
+		return nil
+	})
 	if err != nil {
-		return codedExit(err)
-	}
-	if outFile != nil {
-		if err := outFile.Close(); err != nil {
-			return err
-		}
-		if err := os.Rename(outFile.Name(), *out); err != nil {
-			return err
-		}
-		outFile = nil
+		return err
 	}
 	if err := rep.WriteTable(stdout); err != nil {
 		return err
@@ -226,6 +179,84 @@ func cmdEval(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		summary += "; run written to " + *out
 	}
 	fmt.Fprintln(stderr, summary)
+	return nil
+}
+
+// localEvalReranker loads --local's model into a pipeline in this process.
+func localEvalReranker(mf modelFlags, timeout time.Duration) (eval.Reranker, string, func(), error) {
+	models, err := mf.load()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if len(models.served) != 1 {
+		models.Close()
+		return nil, "", nil, &exitError{2, fmt.Errorf("--local takes one model, got %d", len(models.served))}
+	}
+	pipe, err := pipeline.New(pipeline.Config{ConcurrentCalls: mf.runs}, models.served...)
+	if err != nil {
+		models.Close()
+		return nil, "", nil, err
+	}
+	name := models.served[0].Name
+	return localReranker{pipe: pipe, model: name, timeout: timeout}, name, func() { pipe.Close(); models.Close() }, nil
+}
+
+// natsEvalReranker connects to the workers of model name through NATS,
+// refusing at once a model no worker pool serves.
+func natsEvalReranker(ctx context.Context, nf natsFlags, name, laneFlag string, partitions int, timeout time.Duration) (eval.Reranker, func(), error) {
+	nopts, err := nf.options("rerank-eval", slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, nil, &exitError{2, err}
+	}
+	nc, err := nats.Connect(nf.url, nopts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w (is `rerank serve` running? or use --local)", redact(nf.url), err)
+	}
+	fail := func(err error) (eval.Reranker, func(), error) { nc.Close(); return nil, nil, err }
+	lane, err := schemas.ParseLane(laneFlag)
+	if err != nil {
+		return fail(&exitError{2, err})
+	}
+	if err := checkServed(ctx, nc, name, lane); err != nil {
+		return fail(fmt.Errorf("%w, or use --local", err))
+	}
+	c, err := client.New(nc, client.Options{Model: name, Lane: lane, Partitions: partitions})
+	if err != nil {
+		return fail(err)
+	}
+	return natsReranker{c: c, timeout: timeout, gate: newQueueGate()}, nc.Close, nil
+}
+
+// writeAtomically runs write on a temporary file beside path and renames
+// it over path once write succeeds (readable by all, as a plain file); on
+// failure nothing is left. With path empty, write gets nil.
+func writeAtomically(path string, write func(io.Writer) error) error {
+	if path == "" {
+		return write(nil)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.part")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if f != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := f.Chmod(0o644); err != nil { // CreateTemp makes it 0600
+		return err
+	}
+	if err := write(f); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	f = nil
 	return nil
 }
 
