@@ -137,10 +137,13 @@ func TestJobPastMaxDeliverByCrashesIsAnswered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A job that keeps the worker busy for seconds: the process dies under it.
+	// A job that keeps the worker busy for seconds: the process dies under
+	// it. Its passages differ: the pair cache scores identical pairs of a
+	// job once, and a job of one repeated passage ends in a moment, before
+	// the test sees it in flight.
 	job := &schemas.Job{ID: "crasher-1", Query: "what takes long"}
 	for i := range 1500 {
-		job.Candidates = append(job.Candidates, schemas.Candidate{ID: fmt.Sprint(i), Text: strings.Repeat("slow passage text ", 40)})
+		job.Candidates = append(job.Candidates, schemas.Candidate{ID: fmt.Sprint(i), Text: strings.Repeat(fmt.Sprintf("slow passage %d text ", i), 40)})
 	}
 	l := newLoad()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
