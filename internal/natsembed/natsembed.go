@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -105,13 +105,31 @@ func joinRoutes(r []string) string {
 	return out
 }
 
-// FreePort returns a free TCP port on 127.0.0.1.
+// handedOut are the ports FreePort returned in this process.
+var (
+	handedMu  sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// FreePort returns a free TCP port on 127.0.0.1, never one it returned
+// before in this process: the kernel may hand a port just released to the
+// next bind(0), so two ports asked for one after the other (a server's
+// client and route ports) could otherwise be the same, and the second
+// listener would fail.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !handedOut[port] {
+			handedOut[port] = true
+			return port, nil
+		}
 	}
-	defer l.Close()
-	_, p, _ := net.SplitHostPort(l.Addr().String())
-	return strconv.Atoi(p)
+	return 0, errors.New("finding a free port: every port offered was handed out before")
 }
