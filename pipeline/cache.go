@@ -95,14 +95,17 @@ func (b *batcher) scoreCached(ctx context.Context, tenant string, lane schemas.L
 			own, flights = append(own, i), append(flights, nil) // scored here too, stored below
 		}
 	}
+	keysAt := func(idx []int) []paircache.Key {
+		ks := make([]paircache.Key, len(idx))
+		for k, i := range idx {
+			ks[k] = keys[i]
+		}
+		return ks
+	}
 	// The pairs to score here are looked up in the shared tier first;
 	// those found there end their flights as if scored.
 	if sh := b.p.cfg.Shared; sh != nil && len(own) > 0 {
-		ks := make([]paircache.Key, len(own))
-		for k, i := range own {
-			ks[k] = keys[i]
-		}
-		got, found := sh.Get(ctx, ks)
+		got, found := sh.Get(ctx, keysAt(own))
 		var rest []int
 		var restFl []*paircache.Flight
 		for k, i := range own {
@@ -144,11 +147,7 @@ func (b *batcher) scoreCached(ctx context.Context, tenant string, lane schemas.L
 			}
 		}
 		if sh := b.p.cfg.Shared; sh != nil {
-			ks := make([]paircache.Key, len(idx))
-			for k, i := range idx {
-				ks[k] = keys[i]
-			}
-			sh.Put(ks, got)
+			sh.Put(keysAt(idx), got)
 		}
 		return nil
 	}

@@ -157,8 +157,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	c = c.withDefaults()
 	if _, err := js.CreateOrUpdateStream(ctx, StreamConfig(c)); err != nil {
-		return fmt.Errorf("provisioning the shared cache bucket %s: %w", c.withDefaults().Bucket, err)
+		return fmt.Errorf("provisioning the shared cache bucket %s: %w", c.Bucket, err)
 	}
 	return nil
 }
@@ -170,11 +171,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (created bool
 	if err := c.Validate(); err != nil {
 		return false, err
 	}
+	c = c.withDefaults()
 	sc := StreamConfig(c)
 	if _, err := js.Stream(ctx, sc.Name); err == nil {
 		return false, nil
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return false, fmt.Errorf("looking for the shared cache bucket %s: %w", c.withDefaults().Bucket, err)
+		return false, fmt.Errorf("looking for the shared cache bucket %s: %w", c.Bucket, err)
 	}
 	_, err = js.CreateStream(ctx, sc)
 	switch {
@@ -183,18 +185,23 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (created bool
 	case errors.Is(err, jetstream.ErrStreamNameAlreadyInUse):
 		return false, nil
 	default:
-		return false, fmt.Errorf("creating the shared cache bucket %s: %w", c.withDefaults().Bucket, err)
+		return false, fmt.Errorf("creating the shared cache bucket %s: %w", c.Bucket, err)
 	}
 }
 
-// Check binds the bucket once, to say at start that it is missing or
-// unreachable (the tier itself only finds out at its first lookup).
+// Check binds the bucket now, to say at start that it is missing or
+// unreachable (lookups would only find out at the first job); the bucket
+// bound is the one lookups use.
 func (t *Tier) Check(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := t.js.KeyValue(cctx, t.cfg.Bucket); err != nil {
+	kv, err := t.js.KeyValue(cctx, t.cfg.Bucket)
+	if err != nil {
 		return fmt.Errorf("binding the shared cache bucket %s: %w", t.cfg.Bucket, err)
 	}
+	t.mu.Lock()
+	t.kv = kv
+	t.mu.Unlock()
 	return nil
 }
 

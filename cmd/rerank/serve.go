@@ -122,11 +122,12 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err != nil {
 		return &exitError{2, fmt.Errorf("--score-cache-kv-max-bytes %q: %w", *scoreCacheKVBytes, err)}
 	}
+	kvCfg := sharedcache.Config{Bucket: *scoreCacheKV, TTL: *scoreCacheKVTTL, MaxBytes: kvMaxBytes, Replicas: *replicas}
 	if *scoreCacheKV != "" {
 		if cacheSize == 0 {
 			return &exitError{2, fmt.Errorf("--score-cache-kv needs the process cache (--score-cache) in front of it")}
 		}
-		if err := (sharedcache.Config{Bucket: *scoreCacheKV, TTL: *scoreCacheKVTTL, MaxBytes: kvMaxBytes, Replicas: *replicas}).Validate(); err != nil {
+		if err := kvCfg.Validate(); err != nil {
 			return &exitError{2, fmt.Errorf("--score-cache-kv: %w", err)}
 		}
 	}
@@ -215,8 +216,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	var shared pipeline.SharedCache
 	if *scoreCacheKV != "" {
-		tier, closeTier, err := startSharedCache(ctx, url, nf, sharedcache.Config{Bucket: *scoreCacheKV, TTL: *scoreCacheKVTTL,
-			MaxBytes: kvMaxBytes, Replicas: *replicas}, *provision, met, log)
+		tier, closeTier, err := startSharedCache(ctx, url, nf, kvCfg, *provision, met, log)
 		if err != nil {
 			return err
 		}
