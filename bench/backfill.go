@@ -55,11 +55,8 @@ func benchBackfill(ctx context.Context, c config, r *rand.Rand) error {
 			j := makeJob(rand.New(rand.NewPCG(uint64(i), 7)), fmt.Sprintf("%s-%d", prefix, i), 10, 40)
 			start := time.Now()
 			wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-			res, err := live.Submit(wctx, j)
+			_, err := answered(live.Submit(wctx, j))
 			cancel()
-			if err == nil && res.Error != nil {
-				err = res.Error
-			}
 			if err != nil {
 				return nil, err
 			}
@@ -94,11 +91,8 @@ func benchBackfill(ctx context.Context, c config, r *rand.Rand) error {
 			}
 			for _, p := range backfill { // the backfill ends before the next half
 				wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-				res, err := p.Result(wctx)
+				_, err := answered(p.Result(wctx))
 				cancel()
-				if err == nil && res.Error != nil {
-					err = res.Error
-				}
 				if err != nil {
 					return fmt.Errorf("a backfill job: %w", err)
 				}

@@ -138,21 +138,13 @@ func benchCache(ctx context.Context, c config, m *model.Model, r *rand.Rand) err
 					slots <- struct{}{}
 					wg.Go(func() {
 						defer func() { <-slots }()
-						res, err := p.Rerank(ctx, "bench", j, time.Time{})
-						if err == nil && res.Error != nil {
-							err = res.Error
-						}
+						_, err := answered(p.Rerank(ctx, "bench", j, time.Time{}))
 						errs <- err
 					})
 				}
 				wg.Wait()
 				close(errs)
-				for err := range errs {
-					if err != nil {
-						return err
-					}
-				}
-				return nil
+				return firstErr(errs)
 			})
 		}
 		ratios, err := onOff(c.runs, rate)
@@ -284,10 +276,7 @@ func sharedCacheRun(ctx context.Context, c config, m *model.Model, r *rand.Rand,
 				for range 4 {
 					wg.Go(func() {
 						for j := range queue {
-							res, err := p.Rerank(ctx, "bench", j, time.Time{})
-							if err == nil && res.Error != nil {
-								err = res.Error
-							}
+							res, err := answered(p.Rerank(ctx, "bench", j, time.Time{}))
 							if err == nil {
 								reused[shared].Add(int64(res.Cached))
 							}
@@ -304,12 +293,7 @@ func sharedCacheRun(ctx context.Context, c config, m *model.Model, r *rand.Rand,
 			}
 			wg.Wait()
 			close(errs)
-			for err := range errs {
-				if err != nil {
-					return err
-				}
-			}
-			return nil
+			return firstErr(errs)
 		})
 	}
 	ratios, err := onOff(c.runs, rate)

@@ -26,10 +26,7 @@ func benchLatencyUnderBulk(ctx context.Context, c config, m *model.Model, r *ran
 	defer p.Close()
 	rerank := func(j *schemas.Job) (time.Duration, error) {
 		start := time.Now()
-		res, err := p.Rerank(ctx, "bench", j, time.Time{})
-		if err == nil && res.Error != nil {
-			err = res.Error
-		}
+		_, err := answered(p.Rerank(ctx, "bench", j, time.Time{}))
 		return time.Since(start), err
 	}
 	var p99s, p50s, slowdowns []float64

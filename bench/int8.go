@@ -40,10 +40,7 @@ func benchInt8(ctx context.Context, c config, rt *model.Runtime, m *model.Model,
 	var scores [2][]float64
 	rerank := func(p *pipeline.Pipeline, side int) func() error {
 		return func() error {
-			res, err := p.Rerank(ctx, "bench", job, time.Time{})
-			if err == nil && res.Error != nil {
-				err = res.Error
-			}
+			res, err := answered(p.Rerank(ctx, "bench", job, time.Time{}))
 			if err != nil {
 				return err
 			}

@@ -224,6 +224,25 @@ func cpuName() string {
 	return "unknown CPU"
 }
 
+// answered is a job's outcome as one error: the call's, else the job's own
+// (a result that carries an error is a failed job to a benchmark).
+func answered(res *schemas.Result, err error) (*schemas.Result, error) {
+	if err == nil && res.Error != nil {
+		err = res.Error
+	}
+	return res, err
+}
+
+// firstErr is the first non-nil error sent on errs, which is closed.
+func firstErr(errs <-chan error) error {
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // newPipeline serves m under the name "bench" with a plain preset.
 func newPipeline(m *model.Model, cfg pipeline.Config) (*pipeline.Pipeline, error) {
 	ic, err := inject.Preset("ms-marco-MiniLM")
